@@ -1,0 +1,51 @@
+"""Where a local hive keeps its things under the state dir, and how hivectl finds a running hive from there."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperhive.settings import HiveSettings, load
+from hyperhive.wire import subjects
+from hyperhive.wire.names import OPERATOR
+
+
+@dataclass(frozen=True)
+class Layout:
+    state_dir: Path
+
+    @property
+    def nats_root(self) -> Path:
+        return self.state_dir / "nats"
+
+    @property
+    def postgres_data(self) -> Path:
+        return self.state_dir / "postgres"
+
+    @property
+    def hive_file(self) -> Path:
+        """Written by `hivectl up`: where the running hive listens, so other hivectl calls find it."""
+        return self.state_dir / "hive.json"
+
+    def seed(self, principal: str) -> Path:
+        return self.nats_root / "seeds" / f"{principal}.nk"
+
+
+def installed_services() -> list[str]:
+    """The host services whose package (`hive_<name>`) is installed, in start order."""
+    return [name for name in subjects.SERVICES if importlib.util.find_spec(f"hive_{name}") is not None]
+
+
+def operator_settings() -> HiveSettings:
+    """The operator's connection: `HIVE_NATS_URL`/`HIVE_NATS_CREDS` when set, else the local hive's files."""
+    settings = load(HiveSettings)
+    layout = Layout(settings.state_dir)
+    updates: dict[str, object] = {}
+    if "HIVE_NATS_URL" not in os.environ and layout.hive_file.exists():
+        updates["nats_url"] = json.loads(layout.hive_file.read_text())["nats_url"]
+    if settings.nats_creds is None and layout.seed(OPERATOR).exists():
+        updates["nats_creds"] = layout.seed(OPERATOR)
+    return settings.model_copy(update=updates)

@@ -1,0 +1,173 @@
+"""`hivectl up`: the one-command local hive.
+
+Starts the embedded nats-server and PostgreSQL under the state dir (or uses `--database-url`), applies every
+service's migrations, starts each installed host service as its own process, waits until each answers its NATS
+micro PING, and stops everything in reverse order on Ctrl-C or SIGTERM. A second run reuses the state dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import asyncpg
+
+from hyperhive import bus
+from hyperhive.identity import write_atomic
+from hyperhive.migrate import migrate, migrations_of
+from hyperhive.settings import HiveSettings
+from hyperhive.wire.names import OPERATOR
+
+from hivectl.layout import Layout, installed_services
+from hivectl.natsserver import NatsServer
+from hivectl.postgres import Postgres
+from hivectl.process import Child, ChildFailed, check_port_free
+
+DATABASE = "hyperhive"
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class UpOptions:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    nats_port: int = 4222
+    postgres_port: int = 5433
+    dashboard_port: int = 8080
+    database_url: str | None = None
+    demo: bool = False
+
+
+async def prepare_database(admin_url: str, services: list[str]) -> str:
+    """Create the hive's database when missing and apply every service's migrations; return its URL."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
+    url = admin_url.rsplit("/", 1)[0] + f"/{DATABASE}"
+    conn = await asyncpg.connect(url)
+    try:
+        for service in services:
+            if (folder := migrations_of(service)) is not None:
+                await migrate(conn, service, folder)
+    finally:
+        await conn.close()
+    return url
+
+
+async def ping(settings: HiveSettings, service: str) -> None:
+    async with bus.connected(settings, name="hivectl-up", inbox_prefix=f"_INBOX.{OPERATOR}") as nc:
+        await nc.request(f"$SRV.PING.{service}", b"", timeout=5)
+
+
+class Hive:
+    """The processes of one local hive, started in order and stopped in reverse."""
+
+    def __init__(self, options: UpOptions, echo: TextIO = sys.stderr) -> None:
+        self.options = options
+        self.layout = Layout(options.state_dir)
+        self.echo = echo
+        self.nats = NatsServer(self.layout.nats_root, host=options.host, port=options.nats_port, echo=echo)
+        self.postgres: Postgres | None = None
+        self.services: dict[str, Child] = {}
+        self.events: queue.Queue[tuple[str, Child | None]] = queue.Queue()
+        self.stopping = False
+
+    def start(self) -> None:
+        o = self.options
+        check_port_free(o.host, o.nats_port, "NATS", "--nats-port")
+        if o.database_url is None:
+            check_port_free(o.host, o.postgres_port, "PostgreSQL", "--postgres-port")
+        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        self.nats.start()
+        if o.database_url is None:
+            self.postgres = Postgres(self.layout.postgres_data, host=o.host, port=o.postgres_port, echo=self.echo)
+            self.postgres.start()
+            admin_url = self.postgres.url()
+        else:
+            admin_url = o.database_url
+        names = installed_services()
+        database_url = asyncio.run(prepare_database(admin_url, names))
+        write_atomic(self.layout.hive_file, json.dumps({"nats_url": self.nats.url}) + "\n")
+        for name in names:
+            self._start_service(name, database_url)
+
+    def _service_env(self, name: str, database_url: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HIVE_NATS_URL": self.nats.url,
+            "HIVE_NATS_CREDS": str(self.layout.seed(name)),
+            "HIVE_DATABASE_URL": database_url,
+            "HIVE_STATE_DIR": str(self.layout.state_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _start_service(self, name: str, database_url: str) -> None:
+        child = Child(
+            name,
+            [sys.executable, "-m", f"hive_{name}"],
+            env=self._service_env(name, database_url),
+            echo=self.echo,
+            on_exit=lambda c: self.events.put(("exited", c)),
+        ).start()
+        self.services[name] = child
+        child.wait_for(r"event=ready", READY_TIMEOUT)
+        asyncio.run(ping(self.operator_settings(), name))
+
+    def operator_settings(self) -> HiveSettings:
+        return HiveSettings(
+            nats_url=self.nats.url, nats_creds=self.layout.seed(OPERATOR), state_dir=self.layout.state_dir
+        )
+
+    def summary(self) -> str:
+        lines = [
+            "hyperhive is up.",
+            f"  state dir   {self.layout.state_dir}",
+            f"  nats        {self.nats.url} (operator credential {self.layout.seed(OPERATOR)})",
+            f"  postgres    {'embedded on ' + self.options.host + ':' + str(self.options.postgres_port)
+                             if self.postgres else 'the --database-url you gave'}",
+            f"  services    {', '.join(self.services) or 'none installed'}",
+            "Try `hivectl status` in another terminal. Ctrl-C stops the hive.",
+        ]
+        return "\n".join(lines)
+
+    def wait(self) -> None:
+        """Block until Ctrl-C/SIGTERM, or until a service dies (then the hive stops: it is not whole)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.events.put(("stop", None)))
+        what, child = self.events.get()
+        if what == "exited" and child is not None:
+            print(f"hivectl: service {child.name} exited with code {child.returncode}; stopping the hive.",
+                  file=self.echo, flush=True)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for child in reversed(self.services.values()):
+            child.on_exit = None
+            child.stop(signal.SIGTERM)
+        if self.postgres is not None:
+            self.postgres.stop()
+        self.nats.stop()
+
+
+def up(options: UpOptions, echo: TextIO = sys.stderr) -> int:
+    hive = Hive(options, echo)
+    try:
+        hive.start()
+        print(hive.summary(), file=echo, flush=True)
+        hive.wait()
+    except ChildFailed as exc:
+        print(f"hivectl up: {exc}", file=echo, flush=True)
+        return 1
+    finally:
+        hive.stop()
+    return 0

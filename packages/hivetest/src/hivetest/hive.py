@@ -1,0 +1,89 @@
+"""A clean hive on a test's NATS server: connections as any principal, agents added and revoked for real."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from hivectl.natsserver import NatsServer
+from hyperhive import bus
+from hyperhive.settings import HiveSettings
+from hyperhive.wire import subjects
+from hyperhive.wire.names import OPERATOR
+
+
+@dataclass(frozen=True)
+class ExternalNats:
+    """A server from $NATS_URL (e.g. docker-compose.test.yml): open, so every principal connects without creds."""
+
+    url: str
+
+
+class TestHive:
+    """Connect as services, the operator or agents; every connection is closed when the test ends."""
+
+    __test__ = False  # not a test class, whatever its name says
+
+    def __init__(self, server: NatsServer | ExternalNats, tmp_path: Path) -> None:
+        self.server = server
+        self.tmp_path = tmp_path
+        self.agent_seeds: dict[str, Path] = {}
+        self._clients: list[Client] = []
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def __aenter__(self) -> TestHive:
+        nc = await self.connect(subjects.SPAWNER)
+        js = nc.jetstream()
+        for name in [*(s.name for s in bus.STREAMS), f"KV_{subjects.POLICY_BUCKET}"]:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(name)
+        await bus.declare(js)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for nc in reversed(self._clients):
+            with contextlib.suppress(nats.errors.Error):
+                await nc.close()
+        for name in list(self.agent_seeds):
+            self.remove_agent(name)
+
+    def settings(self, principal: str) -> HiveSettings:
+        """Settings as a service (`broker`, …), `operator`, or an agent added with `add_agent`."""
+        creds: Path | None = None
+        if isinstance(self.server, NatsServer):
+            creds = self.agent_seeds.get(principal) or self.server.identities.seed_path(principal)
+        return HiveSettings(nats_url=self.url, nats_creds=creds, state_dir=self.tmp_path / "state")
+
+    async def connect(self, principal: str, **options: Any) -> Client:
+        agentish = principal == OPERATOR or principal in self.agent_seeds
+        inbox = subjects.reply_prefix(principal) if agentish else None
+        nc = await bus.connect(self.settings(principal), name=principal, inbox_prefix=inbox, **options)
+        self._clients.append(nc)
+        return nc
+
+    def add_agent(self, name: str) -> Path:
+        """Mint and authorize agent `name` (a real credential, a real reload); return its seed file."""
+        seed = self.tmp_path / "agents" / name / "nats.nk"
+        self.agent_seeds[name] = seed
+        if isinstance(self.server, NatsServer):
+            self.server.identities.add_agent(name, seed)
+            self.server.reload()
+        return seed
+
+    def remove_agent(self, name: str) -> None:
+        self.agent_seeds.pop(name, None)
+        if isinstance(self.server, NatsServer):
+            self.server.identities.remove_agent(name)
+            self.server.reload()

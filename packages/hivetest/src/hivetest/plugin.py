@@ -1,0 +1,120 @@
+"""pytest fixtures that start a real nats-server and a real PostgreSQL once per session.
+
+`NATS_URL` / `DATABASE_URL` in the environment use existing servers instead (docker-compose.test.yml). Every test
+gets a clean JetStream (streams deleted and declared again) and a fresh database cloned from a migrated template.
+A skipped test fails the session: what a test needs gets installed, not skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from nats.aio.client import Client
+
+from hivectl.layout import installed_services
+from hivectl.natsserver import NatsServer
+from hivectl.postgres import Postgres
+from hivectl.process import free_port
+from hivetest.hive import ExternalNats, TestHive
+from hyperhive.migrate import migrate, migrations_of
+
+TEMPLATE = "hive_template"
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer | ExternalNats]:
+    """The session's nats-server: ours (with the hive's generated auth), or the one at $NATS_URL."""
+    if url := os.environ.get("NATS_URL"):
+        yield ExternalNats(url)
+        return
+    server = NatsServer(tmp_path_factory.mktemp("nats"), port=-1).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def own_nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """Always our own nats-server, even with $NATS_URL: for tests of the auth configuration itself."""
+    server = NatsServer(tmp_path_factory.mktemp("nats-own"), port=-1).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def hive(nats_server: NatsServer | ExternalNats, tmp_path: Path) -> AsyncIterator[TestHive]:
+    """A clean hive on the session's NATS: connect as any principal, add and remove agents."""
+    async with TestHive(nats_server, tmp_path) as test_hive:
+        yield test_hive
+
+
+@pytest.fixture
+async def operator_nc(hive: TestHive) -> Client:
+    return await hive.connect("operator")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL superuser URL with a migrated template database `hive_template` on it."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    server = Postgres(tmp_path_factory.mktemp("pg") / "data", port=free_port()).start(fsync=False)
+    yield server.url()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _template(postgres_admin_url: str) -> str:
+    asyncio.run(_make_template(postgres_admin_url))
+    return TEMPLATE
+
+
+async def _make_template(postgres_admin_url: str) -> None:
+    conn = await asyncpg.connect(postgres_admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(_with_database(postgres_admin_url, TEMPLATE))
+    try:
+        for service in installed_services():
+            if (folder := migrations_of(service)) is not None:
+                await migrate(conn, service, folder)
+    finally:
+        await conn.close()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+async def database_url(postgres_admin_url: str, _template: str) -> AsyncIterator[str]:
+    """A fresh database for this test, cloned from the migrated template."""
+    name = f"hive_test_{os.getpid()}_{next(_databases)}"
+    conn = await asyncpg.connect(postgres_admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
+        yield _with_database(postgres_admin_url, name)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, query = url.partition("?")
+    return base.rsplit("/", 1)[0] + f"/{database}" + (f"?{query}" if query else "")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped and exitstatus == pytest.ExitCode.OK:
+        reporter.write_line(f"hivetest: {len(skipped)} test(s) skipped; a skipped test is a failure here.", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,1 @@
+"""hyperhive shared core: the wire contract, the NATS bus, settings, identity and migrations."""

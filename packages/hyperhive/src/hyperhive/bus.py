@@ -1,0 +1,285 @@
+"""The NATS bus: connecting as a principal, calling and serving wire endpoints, and the hive's JetStream layout.
+
+A service is: connect, `serve()` its endpoints as one NATS micro service, wait for SIGINT/SIGTERM, drain. Everything
+is entered in one AsyncExitStack (see `run`), so shutdown runs in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import nats
+import nats.errors
+from nats import micro
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request, ServiceError
+from pydantic import BaseModel, ValidationError
+
+from hyperhive.settings import HiveSettings
+from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
+
+log = logging.getLogger("hyperhive.bus")
+
+Req = TypeVar("Req", bound=BaseModel)
+Rep = TypeVar("Rep", bound=BaseModel)
+
+DAY = 24 * 3600.0
+
+
+# ── connecting ───────────────────────────────────────────────────────────────
+
+
+async def connect(
+    settings: HiveSettings, *, name: str, inbox_prefix: str | None = None, **options: Any
+) -> Client:
+    """Connect as the principal whose nkey seed is `settings.nats_creds`.
+
+    `inbox_prefix` must be `_INBOX.<name>` for an agent: its permissions allow no other reply inbox.
+    """
+    auth: dict[str, Any] = {}
+    if settings.nats_creds is not None:
+        if not settings.nats_creds.is_file():
+            raise HiveError(
+                ErrorCode.UNAVAILABLE, f"NATS credential file {str(settings.nats_creds)!r} does not exist."
+            )
+        auth["nkeys_seed"] = str(settings.nats_creds)
+    if inbox_prefix is not None:
+        auth["inbox_prefix"] = inbox_prefix
+    options.setdefault("allow_reconnect", True)
+    options.setdefault("max_reconnect_attempts", -1)
+    nc = Client()
+    try:
+        await nc.connect(settings.nats_url, name=name, **auth, **options)
+    except (OSError, nats.errors.Error) as exc:
+        # A refused connect leaves the transport open; close it so nothing leaks.
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise HiveError(
+            ErrorCode.UNAVAILABLE, f"Cannot connect to NATS at {settings.nats_url} as {name}: {exc!r}"
+        ) from exc
+    return nc
+
+
+@asynccontextmanager
+async def connected(settings: HiveSettings, *, name: str, **options: Any) -> AsyncIterator[Client]:
+    """`connect`, and drain on exit so in-flight replies and publishes are not lost."""
+    nc = await connect(settings, name=name, **options)
+    try:
+        yield nc
+    finally:
+        with contextlib.suppress(nats.errors.ConnectionClosedError):
+            await nc.drain()
+
+
+# ── calling ──────────────────────────────────────────────────────────────────
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json(by_alias=True).encode()
+
+
+async def call(nc: Client, subject: str, payload: BaseModel, reply: type[Rep], timeout: float = 5.0) -> Rep:
+    """Request/reply with wire models; an error reply is raised as the HiveError it carries."""
+    try:
+        msg = await nc.request(subject, encode(payload), timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise HiveError(ErrorCode.UNAVAILABLE, f"No service answers on {subject!r}; is it running?") from None
+    except nats.errors.TimeoutError:
+        raise HiveError(ErrorCode.UNAVAILABLE, f"No answer on {subject!r} within {timeout:g}s.") from None
+    headers = msg.headers or {}
+    if ERROR_CODE_HEADER in headers:
+        code = headers[ERROR_CODE_HEADER]
+        known = code in ErrorCode.__members__.values()
+        raise HiveError(ErrorCode(code) if known else ErrorCode.INTERNAL, headers.get(ERROR_HEADER, ""))
+    return reply.model_validate_json(msg.data)
+
+
+async def discover(nc: Client, verb: str = "STATS", service: str | None = None, wait: float = 0.5) -> list[Any]:
+    """Scatter-gather over NATS micro discovery (`$SRV.<verb>[.<service>]`): every instance's answer."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(f"$SRV.{verb}" + (f".{service}" if service else ""), b"", reply=inbox)
+        answers: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + wait
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except nats.errors.TimeoutError:
+                break
+            answers.append(json.loads(msg.data))
+        return answers
+    finally:
+        await sub.unsubscribe()
+
+
+# ── serving ──────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Endpoint(Generic[Req]):
+    """One verb of a service: where it listens, what it reads, and what answers it.
+
+    `handler(subject, request)` gets the subject so agent-plane verbs can read the caller from it.
+    A `concurrent` handler runs in a task of its own, so a long poll never holds up the next caller.
+    """
+
+    name: str
+    subject: str
+    request: type[Req]
+    handler: Callable[[str, Req], Awaitable[BaseModel]]
+    concurrent: bool = False
+
+
+def parse(model: type[Req], data: bytes) -> Req:
+    """Parse a request body, naming the first bad field in a sentence."""
+    try:
+        return model.model_validate_json(data or b"{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"Field {where!r}: {first['msg']}.") from None
+
+
+async def _answer(endpoint: Endpoint[Any], request: Request) -> None:
+    try:
+        reply = await endpoint.handler(request.subject, parse(endpoint.request, request.data))
+    except HiveError as exc:
+        raise ServiceError(exc.code, exc.message) from exc
+    except Exception as exc:
+        log.exception("endpoint=%s subject=%s outcome=bug", endpoint.name, request.subject)
+        raise ServiceError(ErrorCode.INTERNAL, f"Internal error in {endpoint.name}; see the service log.") from exc
+    await request.respond(encode(reply))
+
+
+@asynccontextmanager
+async def serve(
+    nc: Client, *, name: str, version: str, description: str, endpoints: Sequence[Endpoint[Any]]
+) -> AsyncIterator[micro.Service]:
+    """Run `endpoints` as the NATS micro service `name` until the block exits."""
+    service = await micro.add_service(nc, name=name, version=version, description=description)
+    tasks: set[asyncio.Task[None]] = set()
+
+    def handler_for(endpoint: Endpoint[Any]) -> Callable[[Request], Awaitable[None]]:
+        async def in_task(request: Request) -> None:
+            try:
+                await _answer(endpoint, request)
+            except ServiceError as exc:
+                await request.respond_error(exc.code, exc.description)
+
+        async def handle(request: Request) -> None:
+            if not endpoint.concurrent:
+                await _answer(endpoint, request)
+                return
+            task = asyncio.create_task(in_task(request))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        return handle
+
+    for endpoint in endpoints:
+        await service.add_endpoint(name=endpoint.name, subject=endpoint.subject, handler=handler_for(endpoint))
+    await nc.flush()
+    log.info("service=%s event=ready endpoints=%d", name, len(endpoints))
+    try:
+        yield service
+    finally:
+        await service.stop()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ── running a process ────────────────────────────────────────────────────────
+
+
+def run(main: Callable[[AsyncExitStack], Awaitable[None]]) -> None:
+    """Run a service process: `main` enters what it needs into the stack; SIGINT/SIGTERM unwinds it."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with AsyncExitStack() as stack:
+            await main(stack)
+            await stop.wait()
+            log.info("event=stopping")
+
+    asyncio.run(runner())
+
+
+def setup_logging(level: str) -> None:
+    """One event per line to stderr, `key=value` style."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+# ── JetStream layout ─────────────────────────────────────────────────────────
+
+STREAMS = (
+    js_api.StreamConfig(
+        name=subjects.INBOX_STREAM,
+        description="Per-agent inboxes; one durable consumer per agent.",
+        subjects=[f"{subjects.INBOX_PREFIX}.>"],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        duplicate_window=120.0,
+    ),
+    js_api.StreamConfig(
+        name=subjects.EVENTS_STREAM,
+        description="Everything that happens in the hive, for live views that resume by sequence.",
+        subjects=[f"{subjects.EVENTS_PREFIX}.>", f"{subjects.AGENT_PREFIX}.*.event.>"],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        max_age=7 * DAY,
+        duplicate_window=120.0,
+    ),
+    js_api.StreamConfig(
+        name=subjects.STATS_STREAM,
+        description="Stats samples on their way to PostgreSQL.",
+        subjects=[f"{subjects.STATS_PREFIX}.>", f"{subjects.AGENT_PREFIX}.*.{subjects.STATS}"],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        max_age=1 * DAY,
+    ),
+    js_api.StreamConfig(
+        name=subjects.SPAWNER_CMD_STREAM,
+        description="Approved actions for the spawners; applied once, deduplicated by approval id.",
+        subjects=[f"{subjects.SPAWNER_CMD_PREFIX}.>"],
+        retention=js_api.RetentionPolicy.WORK_QUEUE,
+        storage=js_api.StorageType.FILE,
+        duplicate_window=DAY,
+    ),
+)
+
+
+async def declare(js: JetStreamContext) -> None:
+    """Create or update the hive's streams and KV buckets; safe to run from every service at every start."""
+    for config in STREAMS:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+    try:
+        await js.key_value(subjects.POLICY_BUCKET)
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        await js.create_key_value(
+            js_api.KeyValueConfig(
+                bucket=subjects.POLICY_BUCKET,
+                description="Applied agent policies, written by the spawner.",
+                history=5,
+                storage=js_api.StorageType.FILE,
+            )
+        )

@@ -1,0 +1,49 @@
+"""Plain-SQL migrations, owned per service (`hive_<svc>/migrations/NNNN_name.sql`), applied once each, in order.
+
+Every service applies its own at start, and `hivectl up` applies all before starting them; an advisory lock makes
+concurrent runs (replicas starting together) safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from importlib.abc import Traversable
+
+import asyncpg
+
+log = logging.getLogger("hyperhive.migrate")
+
+LOCK_KEY = 0x68697665  # "hive"
+
+
+def migrations_of(service: str) -> Traversable | None:
+    """The migrations folder of `hive_<service>`, when it has one."""
+    try:
+        folder = resources.files(f"hive_{service}") / "migrations"
+    except ModuleNotFoundError:
+        return None
+    return folder if folder.is_dir() else None
+
+
+async def migrate(conn: asyncpg.Connection, service: str, folder: Traversable) -> list[str]:
+    """Apply the migrations of `service` found in `folder` that are not applied yet; return their names."""
+    applied_now: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS hive_migrations (
+                   service text NOT NULL,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (service, name))"""
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM hive_migrations WHERE service=$1", service)}
+        for file in sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name):
+            if file.name in done:
+                continue
+            await conn.execute(file.read_text())
+            await conn.execute("INSERT INTO hive_migrations (service, name) VALUES ($1, $2)", service, file.name)
+            applied_now.append(file.name)
+            log.info("service=%s migration=%s outcome=applied", service, file.name)
+    return applied_now

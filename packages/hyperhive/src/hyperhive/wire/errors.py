@@ -1,0 +1,62 @@
+"""Errors that cross the wire: stable codes, the reply model, and the exception that carries them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes. Clients branch on these, never on the message text."""
+
+    INVALID_NAME = "invalid_name"
+    """A name breaks the agent-name rule or is reserved."""
+    INVALID_REQUEST = "invalid_request"
+    """The request body is not valid JSON or does not match its model."""
+    INVALID_BODY = "invalid_body"
+    """A message body is empty, too large, or not valid UTF-8."""
+    UNKNOWN_RECIPIENT = "unknown_recipient"
+    """`to` names no agent of this hive."""
+    NOT_ALLOWED = "not_allowed"
+    """The caller's policy does not allow this (recipient, verb, tool)."""
+    NOT_MANAGER = "not_manager"
+    """A manager verb was called by an agent that is not the manager."""
+    NOT_FOUND = "not_found"
+    """The addressed object (agent, approval, question, message) does not exist."""
+    CONFLICT = "conflict"
+    """The object is not in a state that allows this (already decided, already pending, …)."""
+    UNAVAILABLE = "unavailable"
+    """A dependency (NATS, PostgreSQL, a backend) is not reachable right now; try again."""
+    INTERNAL = "internal"
+    """A bug: the service logged it with details."""
+
+
+class ErrorReply(BaseModel):
+    """What a service replies instead of its normal answer when a request fails."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: Literal["hive.error.v1"] = "hive.error.v1"
+    code: ErrorCode = Field(description="Stable machine-readable code.")
+    message: str = Field(description="A sentence a person or a model can act on; quotes the bad value.")
+
+
+class HiveError(Exception):
+    """An expected failure with a stable code; raised in services, re-raised in clients from an ErrorReply."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def reply(self) -> ErrorReply:
+        return ErrorReply(code=self.code, message=self.message)
+
+    @classmethod
+    def from_reply(cls, reply: ErrorReply) -> HiveError:
+        return cls(reply.code, reply.message)

@@ -1,0 +1,176 @@
+"""Wire models: every request, reply, event and stored record that crosses NATS.
+
+Each model carries a versioned `kind`, documents its fields, and ignores fields it does not know, so a newer peer
+can add fields without breaking an older one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hyperhive.wire.names import AgentRef, Recipient
+
+MAX_BODY_BYTES = 64 * 1024
+"""The largest message body `send` accepts, in UTF-8 bytes."""
+MAX_RECV_WAIT_SECONDS = 180
+MAX_RECV_BATCH = 32
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+# ── agent plane: broker ──────────────────────────────────────────────────────
+
+
+class SendRequest(WireModel):
+    """`hive.agent.<name>.send`: deliver `body` to `to`. The sender is the subject's `<name>`."""
+
+    kind: Literal["hive.send.v1"] = "hive.send.v1"
+    to: Recipient = Field(description="An agent, `manager`, `operator`, or `*` for every other agent.")
+    body: str = Field(description=f"Non-empty text, at most {MAX_BODY_BYTES} bytes of UTF-8.")
+
+
+class SendReply(WireModel):
+    kind: Literal["hive.send.reply.v1"] = "hive.send.reply.v1"
+    id: str = Field(description="The message id; a broadcast shares one id across its recipients.")
+    recipients: list[str] = Field(description="Who the message was queued for.")
+
+
+class RecvRequest(WireModel):
+    """`hive.agent.<name>.recv`: acknowledge what reached the model, then take the next messages."""
+
+    kind: Literal["hive.recv.v1"] = "hive.recv.v1"
+    wait_seconds: float = Field(
+        0, ge=0, le=MAX_RECV_WAIT_SECONDS, description="How long to wait when nothing is pending."
+    )
+    max: int = Field(8, ge=1, le=MAX_RECV_BATCH, description="At most this many messages.")
+    ack: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Delivery tokens of messages that reached the model; they will not come again.",
+    )
+
+
+class Message(WireModel):
+    """One message as an agent (or the operator) receives it."""
+
+    kind: Literal["hive.message.v1"] = "hive.message.v1"
+    id: str = Field(description="The id `send` returned.")
+    sender: str = Field(alias="from", description="An agent, `operator`, or `system`.")
+    to: str = Field(description="The recipient as the sender addressed it (`*` for a broadcast).")
+    body: str
+    sent_at: datetime
+    broadcast: bool = Field(False, description="True when the sender addressed every agent.")
+    redelivered: bool = Field(False, description="True when an earlier delivery was not acknowledged.")
+    token: str = Field("", description="Delivery token to pass back in `recv.ack` (empty in stored copies).")
+
+
+class RecvReply(WireModel):
+    kind: Literal["hive.recv.reply.v1"] = "hive.recv.reply.v1"
+    messages: list[Message]
+    unread: int = Field(description="Messages still waiting after these.")
+
+
+class AckRequest(WireModel):
+    """`hive.agent.<name>.ack`: acknowledge without taking more (the harness does this at turn end)."""
+
+    kind: Literal["hive.ack.v1"] = "hive.ack.v1"
+    ack: list[str] = Field(max_length=256)
+
+
+class AckReply(WireModel):
+    kind: Literal["hive.ack.reply.v1"] = "hive.ack.reply.v1"
+    acked: int
+
+
+# ── operator plane: broker ───────────────────────────────────────────────────
+
+
+class OperatorSendRequest(WireModel):
+    """`hive.broker.send`: the operator writes to an agent (or `*`)."""
+
+    kind: Literal["hive.broker.send.v1"] = "hive.broker.send.v1"
+    to: Recipient
+    body: str
+
+
+class InboxRequest(WireModel):
+    """`hive.broker.inbox`: recent messages of one inbox (an agent's, or `operator`)."""
+
+    kind: Literal["hive.broker.inbox.v1"] = "hive.broker.inbox.v1"
+    owner: str = Field(description="An agent name, or `operator` for the operator's inbox.")
+    limit: int = Field(50, ge=1, le=500)
+
+
+class InboxEntry(WireModel):
+    message: Message
+    state: Literal["pending", "delivered"] = Field(
+        description="`delivered` once acknowledged by the recipient's harness."
+    )
+
+
+class InboxReply(WireModel):
+    kind: Literal["hive.broker.inbox.reply.v1"] = "hive.broker.inbox.reply.v1"
+    owner: str
+    entries: list[InboxEntry]
+    pending: int
+
+
+class DepthsReply(WireModel):
+    """`hive.broker.depths`: unacknowledged messages per inbox."""
+
+    kind: Literal["hive.broker.depths.reply.v1"] = "hive.broker.depths.reply.v1"
+    depths: dict[str, int]
+
+
+class Empty(WireModel):
+    kind: Literal["hive.empty.v1"] = "hive.empty.v1"
+
+
+# ── policy (JetStream KV `hive-policy`, written by the spawner) ──────────────
+
+
+class McpServer(WireModel):
+    command: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    allowed_tools: list[str] = Field(default_factory=list, alias="allowedTools")
+
+
+class BashPolicy(WireModel):
+    allow: list[str] = Field(default_factory=list, description="Command prefixes that run.")
+    deny: list[str] = Field(default_factory=list, description="Command prefixes that never run.")
+    ask: list[str] = Field(default_factory=list, description="Command prefixes the operator decides.")
+
+
+class AgentPolicy(WireModel):
+    """An agent's applied policy, evaluated from its applied agent.nix; the broker and harness read it."""
+
+    kind: Literal["hive.policy.v1"] = "hive.policy.v1"
+    agent: AgentRef
+    model: str = "claude-sonnet-4-5"
+    allowed_recipients: list[Recipient] = Field(
+        default_factory=list,
+        alias="allowedRecipients",
+        description="Who this agent may send to; `operator` only when listed. The manager may send anywhere.",
+    )
+    allowed_bash: BashPolicy = Field(default_factory=BashPolicy, alias="allowedBash")
+    mcp_servers: dict[str, McpServer] = Field(default_factory=dict, alias="mcpServers")
+    notes_threshold: int = Field(16 * 1024, alias="notesThreshold")
+
+
+# ── events (JetStream stream HIVE_EVENTS) ────────────────────────────────────
+
+
+class Event(WireModel):
+    """Envelope of everything published on `hive.events.>` and `hive.agent.<name>.event.>`."""
+
+    kind: Literal["hive.event.v1"] = "hive.event.v1"
+    type: str = Field(description="What happened: `message_sent`, `message_refused`, `approval_added`, …")
+    agent: str | None = Field(None, description="The agent it concerns, when there is one.")
+    at: datetime
+    data: Annotated[dict[str, Any], Field(default_factory=dict)]

@@ -1,0 +1,98 @@
+"""Every NATS subject, stream and bucket name of the hive, built by small functions next to their constants.
+
+Identity is the subject: the token after `hive.agent.` is the caller, and the NATS server's permissions make sure
+an agent can only publish under its own name. Services read the caller with `caller()`, never from a body.
+"""
+
+from __future__ import annotations
+
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.names import check_agent_ref
+
+ROOT = "hive"
+
+# Agent plane: hive.agent.<name>.<verb>, published only by that agent.
+AGENT_PREFIX = f"{ROOT}.agent"
+SEND = "send"
+RECV = "recv"
+ACK = "ack"
+ASK = "ask"
+STATS = "stats"
+
+# Harness plane: hive.harness.<name>.<verb>, served by that agent's harness.
+HARNESS_PREFIX = f"{ROOT}.harness"
+
+# Operator plane: NATS micro services, discoverable with $SRV.PING/INFO/STATS.
+BROKER = "broker"
+APPROVER = "approver"
+SPAWNER = "spawner"
+DASHBOARD = "dashboard"
+SERVICES = (BROKER, APPROVER, SPAWNER, DASHBOARD)
+
+# JetStream.
+EVENTS_STREAM = "HIVE_EVENTS"
+EVENTS_PREFIX = f"{ROOT}.events"
+INBOX_STREAM = "HIVE_INBOX"
+INBOX_PREFIX = f"{ROOT}.inbox"
+STATS_STREAM = "HIVE_STATS"
+STATS_PREFIX = f"{ROOT}.stats"
+SPAWNER_CMD_STREAM = "HIVE_SPAWNER_CMD"
+SPAWNER_CMD_PREFIX = f"{ROOT}.spawner.cmd"
+POLICY_BUCKET = "hive-policy"
+
+
+def agent(name: str, verb: str) -> str:
+    """`hive.agent.<name>.<verb>`: what agent `name` publishes to call `verb`."""
+    return f"{AGENT_PREFIX}.{check_agent_ref(name)}.{verb}"
+
+
+def agent_any(verb: str) -> str:
+    """`hive.agent.*.<verb>`: what a service subscribes to serve `verb` for every agent."""
+    return f"{AGENT_PREFIX}.*.{verb}"
+
+
+def caller(subject: str) -> str:
+    """The agent that published on an agent-plane subject; the server's permissions vouch for it."""
+    parts = subject.split(".")
+    if len(parts) < 4 or f"{parts[0]}.{parts[1]}" != AGENT_PREFIX:
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"Subject {subject!r} is not on the agent plane.")
+    return check_agent_ref(parts[2])
+
+
+def harness(name: str, verb: str) -> str:
+    """`hive.harness.<name>.<verb>`: served by agent `name`'s harness."""
+    return f"{HARNESS_PREFIX}.{check_agent_ref(name)}.{verb}"
+
+
+def operator(service: str, verb: str) -> str:
+    """`hive.<service>.<verb>`: an operator-plane endpoint of a host service."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}")
+    return f"{ROOT}.{service}.{verb}"
+
+
+def event(kind: str, agent_name: str | None = None) -> str:
+    """`hive.events.<kind>[.<agent>]`: where a service publishes an event into HIVE_EVENTS."""
+    return f"{EVENTS_PREFIX}.{kind}" + (f".{check_agent_ref(agent_name)}" if agent_name else "")
+
+
+def agent_event(name: str, kind: str) -> str:
+    """`hive.agent.<name>.event.<kind>`: a harness's own events, also captured by HIVE_EVENTS."""
+    return agent(name, f"event.{kind}")
+
+
+def inbox(name: str) -> str:
+    """`hive.inbox.<name>`: the JetStream subject holding agent `name`'s (or the operator's) inbox."""
+    if name != "operator":
+        check_agent_ref(name)
+    return f"{INBOX_PREFIX}.{name}"
+
+
+def spawner_cmd(host: str = "local") -> str:
+    """`hive.spawner.cmd.<host>`: the work queue of the spawner on `host`."""
+    return f"{SPAWNER_CMD_PREFIX}.{host}"
+
+
+def reply_prefix(principal: str) -> str:
+    """The reply-inbox prefix of a principal: an agent may subscribe only to its own."""
+    return f"_INBOX.{principal}"

@@ -1,0 +1,120 @@
+"""The NATS server's permissions are the security boundary: these run against a real nats-server with our auth."""
+
+import asyncio
+import stat
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+
+from hivectl.natsserver import NatsServer
+from hivetest.hive import TestHive
+from hyperhive import bus
+from hyperhive.settings import HiveSettings
+
+
+@pytest.fixture
+async def authed(own_nats_server: NatsServer, tmp_path: Path):
+    async with TestHive(own_nats_server, tmp_path) as hive:
+        yield hive
+
+
+class Errors:
+    """Collects the async -ERR lines the server sends a client."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.arrived = asyncio.Event()
+
+    async def record(self, exc: Exception) -> None:
+        self.seen.append(str(exc))
+        self.arrived.set()
+
+    async def first(self) -> str:
+        await asyncio.wait_for(self.arrived.wait(), 5)
+        return self.seen[0]
+
+
+async def test_agent_seed_is_a_0600_file(authed: TestHive) -> None:
+    seed = authed.add_agent("alice")
+    assert stat.S_IMODE(seed.stat().st_mode) == 0o600
+
+
+async def test_agent_cannot_publish_under_another_agents_prefix(authed: TestHive) -> None:
+    authed.add_agent("alice")
+    authed.add_agent("bob")
+    watcher = await authed.connect("broker")
+    seen = await watcher.subscribe("hive.agent.>")
+    await watcher.flush()
+    errors = Errors()
+    alice = await authed.connect("alice", error_cb=errors.record)
+
+    await alice.publish("hive.agent.bob.send", b'{"to":"carol","body":"I am bob"}')
+    await alice.publish("hive.agent.alice.send", b"marker")
+    await alice.flush()
+
+    assert "permissions violation" in (await errors.first()).lower()
+    first = await seen.next_msg(timeout=5)
+    assert first.subject == "hive.agent.alice.send"  # the forged one never arrived before the marker
+
+
+@pytest.mark.parametrize("subject", ["hive.agent.bob.>", "hive.harness.bob.pty", "hive.broker.send", "_INBOX.>",
+                                     "hive.events.>", "$SRV.PING", ">"])
+async def test_agent_cannot_subscribe_outside_its_own_subjects(authed: TestHive, subject: str) -> None:
+    authed.add_agent("alice")
+    errors = Errors()
+    alice = await authed.connect("alice", error_cb=errors.record)
+    await alice.subscribe(subject)
+    await alice.flush()
+    assert "permissions violation for subscription" in (await errors.first()).lower()
+
+
+async def test_agent_can_use_its_own_plane_and_reply_inbox(authed: TestHive) -> None:
+    authed.add_agent("alice")
+    broker = await authed.connect("broker")
+
+    async def echo(msg: nats.aio.msg.Msg) -> None:
+        await msg.respond(b"echo:" + msg.data)
+
+    await broker.subscribe("hive.agent.*.send", cb=echo)
+    await broker.flush()
+    alice = await authed.connect("alice")
+    reply = await alice.request("hive.agent.alice.send", b"hi", timeout=5)
+    assert reply.data == b"echo:hi"
+
+
+async def test_services_and_operator_cannot_speak_as_an_agent(authed: TestHive) -> None:
+    for principal in ("broker", "operator"):
+        errors = Errors()
+        nc = await authed.connect(principal, error_cb=errors.record)
+        await nc.publish("hive.agent.alice.send", b"forged")
+        await nc.flush()
+        assert "permissions violation for publish" in (await errors.first()).lower()
+
+
+async def test_removed_agent_is_disconnected_and_cannot_connect_again(authed: TestHive) -> None:
+    authed.add_agent("alice")
+    settings = authed.settings("alice")
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    alice = await authed.connect("alice", allow_reconnect=False, closed_cb=on_closed, error_cb=Errors().record)
+    assert alice.is_connected
+
+    authed.remove_agent("alice")
+    await asyncio.wait_for(closed.wait(), 10)
+    with pytest.raises(Exception, match="(?i)authorization"):
+        await bus.connect(settings, name="alice", allow_reconnect=False, error_cb=Errors().record)
+
+
+async def test_unknown_credential_is_refused(authed: TestHive, tmp_path: Path) -> None:
+    from hyperhive.identity import mint_seed
+
+    stranger = tmp_path / "stranger.nk"
+    mint_seed(stranger)
+    settings = HiveSettings(nats_url=authed.url, nats_creds=stranger)
+    with pytest.raises(Exception, match="(?i)authorization"):
+        await bus.connect(settings, name="stranger", allow_reconnect=False, error_cb=Errors().record)
