@@ -11,6 +11,7 @@ import pytest
 from hivectl.natsserver import NatsServer
 from hivetest.hive import TestHive
 from hyperhive import bus
+from hyperhive.identity import mint_seed
 from hyperhive.settings import HiveSettings
 
 
@@ -59,8 +60,18 @@ async def test_agent_cannot_publish_under_another_agents_prefix(authed: TestHive
     assert first.subject == "hive.agent.alice.send"  # the forged one never arrived before the marker
 
 
-@pytest.mark.parametrize("subject", ["hive.agent.bob.>", "hive.harness.bob.pty", "hive.broker.send", "_INBOX.>",
-                                     "hive.events.>", "$SRV.PING", ">"])
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "hive.agent.bob.>",
+        "hive.harness.bob.pty",
+        "hive.broker.send",
+        "_INBOX.>",
+        "hive.events.>",
+        "$SRV.PING",
+        ">",
+    ],
+)
 async def test_agent_cannot_subscribe_outside_its_own_subjects(authed: TestHive, subject: str) -> None:
     authed.add_agent("alice")
     errors = Errors()
@@ -106,15 +117,13 @@ async def test_removed_agent_is_disconnected_and_cannot_connect_again(authed: Te
 
     authed.remove_agent("alice")
     await asyncio.wait_for(closed.wait(), 10)
-    with pytest.raises(Exception, match="(?i)authorization"):
+    with pytest.raises(Exception, match=r"(?i)authorization"):
         await bus.connect(settings, name="alice", allow_reconnect=False, error_cb=Errors().record)
 
 
 async def test_unknown_credential_is_refused(authed: TestHive, tmp_path: Path) -> None:
-    from hyperhive.identity import mint_seed
-
     stranger = tmp_path / "stranger.nk"
     mint_seed(stranger)
     settings = HiveSettings(nats_url=authed.url, nats_creds=stranger)
-    with pytest.raises(Exception, match="(?i)authorization"):
+    with pytest.raises(Exception, match=r"(?i)authorization"):
         await bus.connect(settings, name="stranger", allow_reconnect=False, error_cb=Errors().record)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -5,12 +7,26 @@ from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import SendRequest
 from hyperhive.wire.names import check_agent_name, check_agent_ref, check_recipient
+from hyperhive.wire.reference import render
 
 BAD_NAMES = [
-    "", "..", "a/b", "ALICE", "alice-", "9lives", "-x", "a" * 10, "twentycharacterslong", "al ice", "al.ice",
-    "al*", "al>", "ａlice",  # fullwidth a: a unicode look-alike
+    "",
+    "..",
+    "a/b",
+    "ALICE",
+    "alice-",
+    "9lives",
+    "-x",
+    "a" * 10,
+    "twentycharacterslong",
+    "al ice",
+    "al.ice",
+    "al*",
+    "al>",
+    "ａlice",  # fullwidth a: a unicode look-alike
     "аlice",  # Cyrillic a
-    "alice\n", "é",
+    "alice\n",
+    "é",
 ]
 
 
@@ -66,3 +82,8 @@ def test_models_ignore_unknown_fields() -> None:
     req = SendRequest.model_validate_json(b'{"to": "bob", "body": "hi", "from": "mallory", "future": 1}')
     assert req.to == "bob"
     assert not hasattr(req, "future")
+
+
+def test_wire_reference_in_docs_is_generated_from_the_models() -> None:
+    docs = Path(__file__).parents[2] / "docs" / "wire.md"
+    assert docs.read_text() == render(), "run: uv run python -m hyperhive.wire.reference > docs/wire.md"

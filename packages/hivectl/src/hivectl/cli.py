@@ -12,14 +12,13 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from hivectl import commands
+from hivectl.layout import operator_settings
+from hivectl.up import UpOptions, up
 from hyperhive import bus
 from hyperhive.settings import SettingsError, default_state_dir
 from hyperhive.wire.errors import HiveError
 from hyperhive.wire.names import OPERATOR
-
-from hivectl import commands
-from hivectl.layout import operator_settings
-from hivectl.up import UpOptions, up
 
 Command = Callable[[Client, argparse.Namespace], Awaitable[Any]]
 

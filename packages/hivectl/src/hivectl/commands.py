@@ -12,8 +12,9 @@ from hyperhive import bus
 
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [header, *rows])
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
+    )
 
 
 async def status(nc: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -29,8 +30,17 @@ def render_status(stats: list[dict[str, Any]]) -> str:
         endpoints = s.get("endpoints") or []
         requests = sum(e.get("num_requests", 0) for e in endpoints)
         errors = sum(e.get("num_errors", 0) for e in endpoints)
-        rows.append([s["name"], s["version"], s["id"], str(len(endpoints)), str(requests), str(errors),
-                     s.get("started", "")])
+        rows.append(
+            [
+                s["name"],
+                s["version"],
+                s["id"],
+                str(len(endpoints)),
+                str(requests),
+                str(errors),
+                s.get("started", ""),
+            ]
+        )
     return table(rows, ["SERVICE", "VERSION", "ID", "ENDPOINTS", "REQUESTS", "ERRORS", "STARTED"])
 
 

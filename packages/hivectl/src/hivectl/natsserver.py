@@ -9,10 +9,9 @@ import sysconfig
 from pathlib import Path
 from typing import TextIO
 
+from hivectl.process import Child
 from hyperhive import identity
 from hyperhive.identity import Identities
-
-from hivectl.process import Child
 
 
 def nats_server_binary() -> str:

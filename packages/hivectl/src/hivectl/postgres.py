@@ -13,9 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import TextIO
 
-from hyperhive.identity import write_secret
-
 from hivectl.process import Child
+from hyperhive.identity import write_secret
 
 NOBODY = 65534
 SUPERUSER = "postgres"
@@ -54,7 +53,7 @@ class Postgres:
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_secret(self.password_file, os.urandom(18).hex().encode())
-        pwfile = self.data_dir / ".pwfile"
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pwfile"
         write_secret(pwfile, self.password_file.read_bytes())
         try:
             subprocess.run(

@@ -74,7 +74,8 @@ class Child:
         return self
 
     def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
+        assert self._proc is not None
+        assert self._proc.stdout is not None
         for raw in self._proc.stdout:
             line = raw.rstrip("\n")
             if self.echo is not None:
@@ -148,6 +149,5 @@ def check_port_free(host: str, port: int, what: str, flag: str) -> None:
             probe.bind((host, port))
         except OSError:
             raise ChildFailed(
-                f"Port {port} on {host} is already in use, so {what} cannot listen there; "
-                f"choose another with {flag}."
+                f"Port {port} on {host} is already in use, so {what} cannot listen there; choose another with {flag}."
             ) from None

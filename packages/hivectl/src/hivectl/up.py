@@ -19,16 +19,15 @@ from typing import TextIO
 
 import asyncpg
 
+from hivectl.layout import Layout, installed_services
+from hivectl.natsserver import NatsServer
+from hivectl.postgres import Postgres
+from hivectl.process import Child, ChildFailed, check_port_free
 from hyperhive import bus
 from hyperhive.identity import write_atomic
 from hyperhive.migrate import migrate, migrations_of
 from hyperhive.settings import HiveSettings
 from hyperhive.wire.names import OPERATOR
-
-from hivectl.layout import Layout, installed_services
-from hivectl.natsserver import NatsServer
-from hivectl.postgres import Postgres
-from hivectl.process import Child, ChildFailed, check_port_free
 
 DATABASE = "hyperhive"
 READY_TIMEOUT = 60.0
@@ -64,6 +63,11 @@ async def prepare_database(admin_url: str, services: list[str]) -> str:
     return url
 
 
+async def declare_streams(settings: HiveSettings) -> None:
+    async with bus.connected(settings, name="hivectl-up", inbox_prefix=f"_INBOX.{OPERATOR}") as nc:
+        await bus.declare(nc.jetstream())
+
+
 async def ping(settings: HiveSettings, service: str) -> None:
     async with bus.connected(settings, name="hivectl-up", inbox_prefix=f"_INBOX.{OPERATOR}") as nc:
         await nc.request(f"$SRV.PING.{service}", b"", timeout=5)
@@ -89,6 +93,7 @@ class Hive:
             check_port_free(o.host, o.postgres_port, "PostgreSQL", "--postgres-port")
         self.layout.state_dir.mkdir(parents=True, exist_ok=True)
         self.nats.start()
+        asyncio.run(declare_streams(self.operator_settings()))
         if o.database_url is None:
             self.postgres = Postgres(self.layout.postgres_data, host=o.host, port=o.postgres_port, echo=self.echo)
             self.postgres.start()
@@ -129,12 +134,13 @@ class Hive:
         )
 
     def summary(self) -> str:
+        o = self.options
+        postgres = f"embedded on {o.host}:{o.postgres_port}" if self.postgres else "the --database-url you gave"
         lines = [
             "hyperhive is up.",
             f"  state dir   {self.layout.state_dir}",
             f"  nats        {self.nats.url} (operator credential {self.layout.seed(OPERATOR)})",
-            f"  postgres    {'embedded on ' + self.options.host + ':' + str(self.options.postgres_port)
-                             if self.postgres else 'the --database-url you gave'}",
+            f"  postgres    {postgres}",
             f"  services    {', '.join(self.services) or 'none installed'}",
             "Try `hivectl status` in another terminal. Ctrl-C stops the hive.",
         ]
@@ -146,8 +152,11 @@ class Hive:
             signal.signal(sig, lambda *_: self.events.put(("stop", None)))
         what, child = self.events.get()
         if what == "exited" and child is not None:
-            print(f"hivectl: service {child.name} exited with code {child.returncode}; stopping the hive.",
-                  file=self.echo, flush=True)
+            print(
+                f"hivectl: service {child.name} exited with code {child.returncode}; stopping the hive.",
+                file=self.echo,
+                flush=True,
+            )
 
     def stop(self) -> None:
         self.stopping = True

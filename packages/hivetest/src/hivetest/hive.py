@@ -44,7 +44,7 @@ class TestHive:
     async def __aenter__(self) -> TestHive:
         nc = await self.connect(subjects.SPAWNER)
         js = nc.jetstream()
-        for name in [*(s.name for s in bus.STREAMS), f"KV_{subjects.POLICY_BUCKET}"]:
+        for name in [*(str(s.name) for s in bus.STREAMS), f"KV_{subjects.POLICY_BUCKET}"]:
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(name)
         await bus.declare(js)

@@ -114,7 +114,9 @@ def _with_database(url: str, database: str) -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if reporter is None:
+        return
+    skipped = reporter.stats.get("skipped", [])
     if skipped and exitstatus == pytest.ExitCode.OK:
         reporter.write_line(f"hivetest: {len(skipped)} test(s) skipped; a skipped test is a failure here.", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request, ServiceError
+from nats.micro.service import Service
 from pydantic import BaseModel, ValidationError
 
 from hyperhive.settings import HiveSettings
@@ -41,9 +42,7 @@ DAY = 24 * 3600.0
 # ── connecting ───────────────────────────────────────────────────────────────
 
 
-async def connect(
-    settings: HiveSettings, *, name: str, inbox_prefix: str | None = None, **options: Any
-) -> Client:
+async def connect(settings: HiveSettings, *, name: str, inbox_prefix: str | None = None, **options: Any) -> Client:
     """Connect as the principal whose nkey seed is `settings.nats_creds`.
 
     `inbox_prefix` must be `_INBOX.<name>` for an agent: its permissions allow no other reply inbox.
@@ -51,17 +50,24 @@ async def connect(
     auth: dict[str, Any] = {}
     if settings.nats_creds is not None:
         if not settings.nats_creds.is_file():
-            raise HiveError(
-                ErrorCode.UNAVAILABLE, f"NATS credential file {str(settings.nats_creds)!r} does not exist."
-            )
+            raise HiveError(ErrorCode.UNAVAILABLE, f"NATS credential file {str(settings.nats_creds)!r} does not exist.")
         auth["nkeys_seed"] = str(settings.nats_creds)
     if inbox_prefix is not None:
         auth["inbox_prefix"] = inbox_prefix
-    options.setdefault("allow_reconnect", True)
-    options.setdefault("max_reconnect_attempts", -1)
+    options.setdefault("error_cb", _log_nats_error)
+    # nats-py retries the first connect as often as it reconnects: fail fast at start, then reconnect forever.
+    reconnect_forever = options.pop("allow_reconnect", True)
     nc = Client()
     try:
-        await nc.connect(settings.nats_url, name=name, **auth, **options)
+        await nc.connect(
+            settings.nats_url,
+            name=name,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,  # nats-py: "1" means one retry; "0" means forever
+            reconnect_time_wait=0.2,
+            **auth,
+            **options,
+        )
     except (OSError, nats.errors.Error) as exc:
         # A refused connect leaves the transport open; close it so nothing leaks.
         with contextlib.suppress(Exception):
@@ -69,7 +75,14 @@ async def connect(
         raise HiveError(
             ErrorCode.UNAVAILABLE, f"Cannot connect to NATS at {settings.nats_url} as {name}: {exc!r}"
         ) from exc
+    nc.options["allow_reconnect"] = reconnect_forever
+    nc.options["max_reconnect_attempts"] = -1
+    nc.options["reconnect_time_wait"] = 2
     return nc
+
+
+async def _log_nats_error(exc: Exception) -> None:
+    log.warning("nats error=%r", exc)
 
 
 @asynccontextmanager
@@ -119,7 +132,8 @@ async def discover(nc: Client, verb: str = "STATS", service: str | None = None, 
                 msg = await sub.next_msg(timeout=left)
             except nats.errors.TimeoutError:
                 break
-            answers.append(json.loads(msg.data))
+            if msg.data:  # an empty status message means "no responders"
+                answers.append(json.loads(msg.data))
         return answers
     finally:
         await sub.unsubscribe()
@@ -167,7 +181,7 @@ async def _answer(endpoint: Endpoint[Any], request: Request) -> None:
 @asynccontextmanager
 async def serve(
     nc: Client, *, name: str, version: str, description: str, endpoints: Sequence[Endpoint[Any]]
-) -> AsyncIterator[micro.Service]:
+) -> AsyncIterator[Service]:
     """Run `endpoints` as the NATS micro service `name` until the block exits."""
     service = await micro.add_service(nc, name=name, version=version, description=description)
     tasks: set[asyncio.Task[None]] = set()

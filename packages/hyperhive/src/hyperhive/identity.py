@@ -140,15 +140,19 @@ class Identities:
         return found
 
     def render(self) -> None:
-        users = [
-            {"nkey": p.public_key, "permissions": permissions(p.role, p.name)} for p in self.principals()
-        ]
+        users = [{"nkey": p.public_key, "permissions": permissions(p.role, p.name)} for p in self.principals()]
         # JSON is valid nats-server configuration syntax, and quotes every subject safely.
         write_atomic(self.auth_conf, "authorization " + json.dumps({"users": users}, indent=2) + "\n")
 
 
 def server_config(
-    identities: Identities, *, host: str, port: int, store_dir: Path, pid_file: Path, max_payload: int = 1 << 20
+    identities: Identities,
+    *,
+    host: str,
+    port: int,
+    store_dir: Path,
+    pid_file: Path,
+    max_payload: int = 1 << 20,
 ) -> str:
     """The nats-server configuration of a hive: JetStream on, loopback by default, users from auth.conf.
 

@@ -1,0 +1,45 @@
+# make up · make test · make bench · make lint — each installs what it needs first.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := .tools/bin/uv
+UV_DEP := .tools/bin/uv
+endif
+NODE_DEP := $(if $(wildcard package.json),node_modules/.installed)
+
+.PHONY: install up demo test bench lint wire-docs
+
+install: .venv/.installed $(NODE_DEP)
+
+.tools/bin/uv:
+	python3 -m venv .tools && .tools/bin/pip install --quiet uv
+
+.venv/.installed: uv.lock pyproject.toml $(wildcard packages/*/pyproject.toml services/*/pyproject.toml) $(UV_DEP)
+	$(UV) sync --frozen
+	touch $@
+
+node_modules/.installed: package.json $(wildcard package-lock.json)
+	npm ci --no-audit --no-fund
+	touch $@
+
+up: install
+	$(UV) run hivectl up
+
+demo: install
+	$(UV) run hivectl up --demo
+
+test: install
+	$(UV) run pytest
+
+bench: install
+	@mkdir -p bench/results
+	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b" >&2; \
+	  $(UV) run python "$$b" | tee "bench/results/$$(basename $$b .py).json"; done
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+wire-docs: install
+	$(UV) run python -m hyperhive.wire.reference > docs/wire.md

@@ -1,0 +1,5 @@
+import sys
+
+from hivectl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,125 @@
+"""`hivectl up` as an operator runs it: a real process tree, started, inspected, stopped, started again."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from hivectl.layout import Layout, installed_services
+from hivectl.process import Child, free_port
+from hyperhive import bus
+from hyperhive.settings import HiveSettings
+from hyperhive.wire import subjects
+
+HIVECTL = [sys.executable, "-m", "hivectl"]
+
+
+def start_up(state: Path, nats_port: int, pg_port: int) -> Child:
+    argv = [*HIVECTL, "up", "--state-dir", str(state), "--nats-port", str(nats_port),
+            "--postgres-port", str(pg_port), "--dashboard-port", str(free_port())]
+    child = Child("up", argv).start()
+    child.wait_for(r"hyperhive is up", 120)
+    return child
+
+
+def hivectl(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HIVE_STATE_DIR": str(state)}
+    env.pop("HIVE_NATS_URL", None)
+    return subprocess.run([*HIVECTL, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def server_pids(layout: Layout) -> list[int]:
+    nats_pid = int((layout.nats_root / "nats.pid").read_text())
+    pg_pid = int((layout.postgres_data / "postmaster.pid").read_text().splitlines()[0])
+    return [nats_pid, pg_pid]
+
+
+async def write_and_read_back(layout: Layout, pg_port: int, *, write: bool) -> tuple[int, int]:
+    password = (layout.state_dir / "postgres.password").read_text().strip()
+    conn = await asyncpg.connect(f"postgresql://postgres:{password}@127.0.0.1:{pg_port}/hyperhive")
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS kept (n int)")
+        if write:
+            await conn.execute("INSERT INTO kept VALUES (1)")
+        rows = await conn.fetchval("SELECT count(*) FROM kept")
+    finally:
+        await conn.close()
+    nats_url = json.loads(layout.hive_file.read_text())["nats_url"]
+    settings = HiveSettings(nats_url=nats_url, nats_creds=layout.seed("broker"))
+    async with bus.connected(settings, name="test") as nc:
+        js = nc.jetstream()
+        if write:
+            await nc.publish(subjects.event("test_marker"), b"{}")
+            await nc.flush()
+        info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subjects.event("test_marker"))
+    return rows, info.state.messages
+
+
+def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    state = tmp_path / "hive"
+    layout = Layout(state)
+    nats_port, pg_port = free_port(), free_port()
+
+    up = start_up(state, nats_port, pg_port)
+    try:
+        pids = server_pids(layout)
+        status = hivectl(state, "--json", "status")
+        assert status.returncode == 0, status.stderr
+        listed = {s["name"] for s in json.loads(status.stdout)}
+        assert listed == set(installed_services())
+        assert asyncio.run(write_and_read_back(layout, pg_port, write=True)) == (1, 1)
+    finally:
+        up.stop(signal.SIGINT)
+    assert up.returncode == 0, "\n".join(up.lines[-20:])
+    assert not any(pid_alive(p) for p in pids), "a server outlived hivectl up"
+
+    up = start_up(state, nats_port, pg_port)
+    try:
+        assert asyncio.run(write_and_read_back(layout, pg_port, write=False)) == (1, 1)
+    finally:
+        up.stop(signal.SIGTERM)
+    assert up.returncode == 0
+
+
+def test_up_names_the_busy_port_and_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [*HIVECTL, "up", "--state-dir", str(tmp_path), "--nats-port", str(port), "--postgres-port",
+             str(free_port())], capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert result.returncode == 1
+    assert f"Port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "--nats-port" in result.stderr
+
+
+def test_status_without_a_hive_says_what_is_wrong(tmp_path: Path) -> None:
+    env = {**os.environ, "HIVE_STATE_DIR": str(tmp_path), "HIVE_NATS_URL": f"nats://127.0.0.1:{free_port()}"}
+    result = subprocess.run([*HIVECTL, "status"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "Cannot connect to NATS" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", "ALICE"])
+def test_hivectl_refuses_bad_names_before_touching_anything(name: str, tmp_path: Path) -> None:
+    from hyperhive.wire.errors import HiveError
+
+    with pytest.raises(HiveError):
+        subjects.inbox(name)
