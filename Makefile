@@ -1,9 +1,9 @@
 # make up · make test · make bench · make lint — each installs what it needs first.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null)
+UV := $(shell command -v uv 2>/dev/null)
 ifeq ($(UV),)
-UV := .tools/bin/uv
-UV_DEP := .tools/bin/uv
+UV := $(CURDIR)/.tools/bin/uv
+UV_DEP := $(UV)
 endif
 NODE_DEP := $(if $(wildcard package.json),node_modules/.installed)
 
@@ -11,7 +11,7 @@ NODE_DEP := $(if $(wildcard package.json),node_modules/.installed)
 
 install: .venv/.installed $(NODE_DEP)
 
-.tools/bin/uv:
+$(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools && .tools/bin/pip install --quiet uv
 
 .venv/.installed: uv.lock pyproject.toml $(wildcard packages/*/pyproject.toml services/*/pyproject.toml) $(UV_DEP)

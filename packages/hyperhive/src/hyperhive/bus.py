@@ -64,7 +64,7 @@ async def connect(settings: HiveSettings, *, name: str, inbox_prefix: str | None
             name=name,
             allow_reconnect=False,
             max_reconnect_attempts=1,  # nats-py: "1" means one retry; "0" means forever
-            reconnect_time_wait=0.2,
+            reconnect_time_wait=0.2,  # type: ignore[arg-type]  # typed int, used as seconds
             **auth,
             **options,
         )
