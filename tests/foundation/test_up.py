@@ -73,9 +73,9 @@ async def write_and_read_back(layout: Layout, pg_port: int, *, write: bool) -> t
     async with bus.connected(settings, name="test") as nc:
         js = nc.jetstream()
         if write:
-            await nc.publish(subjects.event("test_marker"), b"{}")
+            await nc.publish(subjects.event("test_marker", "system"), b"{}")
             await nc.flush()
-        info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subjects.event("test_marker"))
+        info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subjects.event("test_marker", "system"))
     return rows, info.state.messages
 
 

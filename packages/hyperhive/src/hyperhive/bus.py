@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -160,6 +161,12 @@ class Endpoint(Generic[Req]):
 def parse(model: type[Req], data: bytes) -> Req:
     """Parse a request body, naming the first bad field in a sentence."""
     try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HiveError(
+            ErrorCode.INVALID_BODY, f"The request is not valid UTF-8 (bad byte at position {exc.start})."
+        ) from None
+    try:
         return model.model_validate_json(data or b"{}")
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -233,6 +240,27 @@ def run(main: Callable[[AsyncExitStack], Awaitable[None]]) -> None:
             log.info("event=stopping")
 
     asyncio.run(runner())
+
+
+def background(stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """Run `work` for the life of the stack. If it fails, the process stops: a service missing a part of
+    itself should be restarted whole by its supervisor, not limp on."""
+    task = asyncio.create_task(work, name=name)
+
+    def finished(t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("task=%s outcome=failed error=%r; stopping", name, t.exception())
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    async def cancel() -> None:
+        task.remove_done_callback(finished)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    task.add_done_callback(finished)
+    stack.push_async_callback(cancel)
+    return task
 
 
 def setup_logging(level: str) -> None:

@@ -17,6 +17,7 @@ MAX_BODY_BYTES = 64 * 1024
 """The largest message body `send` accepts, in UTF-8 bytes."""
 MAX_RECV_WAIT_SECONDS = 180
 MAX_RECV_BATCH = 32
+MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 
 
 class WireModel(BaseModel):
@@ -32,6 +33,11 @@ class SendRequest(WireModel):
     kind: Literal["hive.send.v1"] = "hive.send.v1"
     to: Recipient = Field(description="An agent, `manager`, `operator`, or `*` for every other agent.")
     body: str = Field(description=f"Non-empty text, at most {MAX_BODY_BYTES} bytes of UTF-8.")
+    id: str | None = Field(
+        None,
+        pattern=MESSAGE_ID_PATTERN,
+        description="Caller-chosen message id, so a retried send is delivered once; made up when absent.",
+    )
 
 
 class SendReply(WireModel):
@@ -53,6 +59,11 @@ class RecvRequest(WireModel):
         max_length=256,
         description="Delivery tokens of messages that reached the model; they will not come again.",
     )
+    session: str = Field(
+        "",
+        max_length=64,
+        description="The harness instance. A new session gets the messages an earlier one took but never acked.",
+    )
 
 
 class Message(WireModel):
@@ -67,6 +78,7 @@ class Message(WireModel):
     broadcast: bool = Field(False, description="True when the sender addressed every agent.")
     redelivered: bool = Field(False, description="True when an earlier delivery was not acknowledged.")
     token: str = Field("", description="Delivery token to pass back in `recv.ack` (empty in stored copies).")
+    seq: int = Field(0, description="Position in the inbox stream; events about this message carry it too.")
 
 
 class RecvReply(WireModel):
@@ -79,7 +91,14 @@ class AckRequest(WireModel):
     """`hive.agent.<name>.ack`: acknowledge without taking more (the harness does this at turn end)."""
 
     kind: Literal["hive.ack.v1"] = "hive.ack.v1"
-    ack: list[str] = Field(max_length=256)
+    ack: list[str] = Field(
+        default_factory=list, max_length=256, description="Tokens of messages that reached the model."
+    )
+    progress: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Tokens of messages still being worked on: keeps them from being redelivered meanwhile.",
+    )
 
 
 class AckReply(WireModel):
@@ -174,3 +193,63 @@ class Event(WireModel):
     agent: str | None = Field(None, description="The agent it concerns, when there is one.")
     at: datetime
     data: Annotated[dict[str, Any], Field(default_factory=dict)]
+
+
+class MessageSent(WireModel):
+    """`message_sent`: a message was queued for its recipients."""
+
+    id: str
+    sender: str = Field(alias="from")
+    to: str
+    recipients: list[str]
+    seqs: list[int]
+
+
+class MessageRefused(WireModel):
+    """`message_refused`: a send was refused by the recipient policy (an audit record)."""
+
+    sender: str = Field(alias="from")
+    to: str
+    reason: str
+
+
+class MessageDelivered(WireModel):
+    """`message_delivered`: a recipient's harness acknowledged a message."""
+
+    owner: str
+    seq: int
+
+
+class ApprovalResolved(WireModel):
+    """`approval_resolved`: the operator (or a deadline) decided an approval."""
+
+    id: int
+    kind: str
+    agent: str = Field(description="The agent the approval is about.")
+    requested_by: str
+    status: str
+    note: str | None = None
+
+
+class QuestionAnswered(WireModel):
+    """`question_answered`: an operator question got its answer (or `[expired]`, `[cancelled]`)."""
+
+    id: int
+    asker: str
+    question: str
+    answer: str
+
+
+class ContainerCrash(WireModel):
+    """`container_crash`: an agent's container stopped without being asked to."""
+
+    agent: str
+    exit_code: int | None = None
+    reason: str = ""
+
+
+class AgentStarted(WireModel):
+    """`agent_started`: an agent's container (re)started; its harness will wake it."""
+
+    agent: str
+    restarted: bool = False

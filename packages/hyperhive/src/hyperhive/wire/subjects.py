@@ -71,9 +71,11 @@ def operator(service: str, verb: str) -> str:
     return f"{ROOT}.{service}.{verb}"
 
 
-def event(kind: str, agent_name: str | None = None) -> str:
-    """`hive.events.<kind>[.<agent>]`: where a service publishes an event into HIVE_EVENTS."""
-    return f"{EVENTS_PREFIX}.{kind}" + (f".{check_agent_ref(agent_name)}" if agent_name else "")
+def event(kind: str, about: str) -> str:
+    """`hive.events.<kind>.<about>`: an event into HIVE_EVENTS, about an agent, `operator` or `system`."""
+    if about not in ("operator", "system"):
+        check_agent_ref(about)
+    return f"{EVENTS_PREFIX}.{kind}.{about}"
 
 
 def agent_event(name: str, kind: str) -> str:

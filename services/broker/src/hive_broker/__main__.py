@@ -1,0 +1,59 @@
+"""`python -m hive_broker`: run the broker until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
+from hive_broker import __version__, system
+from hive_broker.inbox import Inboxes
+from hive_broker.policy import RecipientPolicy
+from hive_broker.service import Broker
+from hive_broker.settings import BrokerSettings
+from hyperhive import bus
+from hyperhive.settings import load
+from hyperhive.wire import subjects
+
+
+async def start(stack: AsyncExitStack, settings: BrokerSettings) -> Broker:
+    nc = await stack.enter_async_context(bus.connected(settings, name=subjects.BROKER))
+    js = nc.jetstream()
+    await bus.declare(js)
+    policy = RecipientPolicy()
+    bus.background(stack, policy.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy")
+    await asyncio.wait_for(policy.loaded.wait(), 30)
+    broker = Broker(nc, Inboxes(nc, js, ack_wait=settings.ack_wait_seconds), policy)
+    bus.background(stack, system.relay(js, broker.system_message), "system-messages")
+    bus.background(stack, _janitor(broker, settings), "janitor")
+    await stack.enter_async_context(
+        bus.serve(
+            nc,
+            name=subjects.BROKER,
+            version=__version__,
+            description="Durable agent messaging with recipient policy",
+            endpoints=broker.endpoints(),
+        )
+    )
+    return broker
+
+
+async def _janitor(broker: Broker, settings: BrokerSettings) -> None:
+    retention = timedelta(days=settings.retention_days)
+    while True:
+        await asyncio.sleep(settings.janitor_interval_seconds)  # a timer, not a wait for a condition
+        await broker.inboxes.sweep(retention)
+
+
+def main() -> None:
+    settings = load(BrokerSettings)
+    bus.setup_logging(settings.log_level)
+
+    async def run(stack: AsyncExitStack) -> None:
+        await start(stack, settings)
+
+    bus.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The broker's wiring: agent-plane verbs (caller from the subject), operator-plane verbs, and events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.client import Client
+from pydantic import BaseModel
+
+from hive_broker.inbox import Inboxes
+from hive_broker.policy import RecipientPolicy
+from hyperhive import bus
+from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import (
+    MAX_BODY_BYTES,
+    AckReply,
+    AckRequest,
+    DepthsReply,
+    Empty,
+    Event,
+    InboxReply,
+    InboxRequest,
+    Message,
+    MessageDelivered,
+    MessageRefused,
+    MessageSent,
+    OperatorSendRequest,
+    RecvReply,
+    RecvRequest,
+    SendReply,
+    SendRequest,
+)
+from hyperhive.wire.names import BROADCAST, OPERATOR, SYSTEM, check_agent_ref
+
+log = logging.getLogger("hive_broker")
+
+
+def check_body(body: str) -> None:
+    if not body.strip():
+        raise HiveError(ErrorCode.INVALID_BODY, "The message body is empty; write something to send.")
+    try:
+        size = len(body.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise HiveError(ErrorCode.INVALID_BODY, "The message body is not valid UTF-8 (a lone surrogate?).") from None
+    if size > MAX_BODY_BYTES:
+        raise HiveError(
+            ErrorCode.INVALID_BODY,
+            f"The message body is {size} bytes; the limit is {MAX_BODY_BYTES}. "
+            "Send a shorter message, or put the details in a file and send its path.",
+        )
+
+
+class Broker:
+    def __init__(self, nc: Client, inboxes: Inboxes, policy: RecipientPolicy) -> None:
+        self._nc = nc
+        self.inboxes = inboxes
+        self.policy = policy
+        # One lock per sender: its messages are stored in the order it sent them, other senders run in parallel.
+        self._order: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def _event(self, type_: str, about: str, data: BaseModel) -> None:
+        event = Event(type=type_, agent=about, at=datetime.now(UTC), data=data.model_dump(by_alias=True))
+        # A plain publish: HIVE_EVENTS captures it, and the sender does not wait for the store's ack.
+        await self._nc.publish(subjects.event(type_, about), bus.encode(event))
+
+    async def deliver(self, sender: str, to: str, body: str, message_id: str | None) -> SendReply:
+        """Queue `body` from `sender` (already authenticated) for `to`, after the recipient policy agrees."""
+        check_body(body)
+        try:
+            recipients = self.policy.recipients(sender, to) if sender != SYSTEM else [to]
+        except HiveError as exc:
+            if exc.code == ErrorCode.NOT_ALLOWED:
+                log.info("sender=%s to=%s outcome=refused", sender, to)
+                await self._event("message_refused", sender, MessageRefused(sender=sender, to=to, reason=exc.message))
+            raise
+        mid = message_id or uuid.uuid4().hex
+        message = Message(id=mid, sender=sender, to=to, body=body, sent_at=datetime.now(UTC), broadcast=to == BROADCAST)
+        async with self._order[sender]:
+            stored = await asyncio.gather(*(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in recipients))
+        if not all(duplicate for _, duplicate in stored):
+            sent = MessageSent(id=mid, sender=sender, to=to, recipients=recipients, seqs=[seq for seq, _ in stored])
+            await self._event("message_sent", sender, sent)
+        return SendReply(id=mid, recipients=recipients)
+
+    async def system_message(self, to: str, body: str, message_id: str) -> None:
+        await self.deliver(SYSTEM, to, body, message_id)
+
+    async def _take(self, owner: str, req: RecvRequest) -> RecvReply:
+        if req.ack:
+            await self._acked(owner, req.ack)
+        messages, unread = await self.inboxes.take(
+            owner, max_messages=req.max, wait=req.wait_seconds, session=req.session
+        )
+        return RecvReply(messages=messages, unread=unread)
+
+    async def _acked(self, owner: str, tokens: list[str]) -> int:
+        for seq in await self.inboxes.ack(owner, tokens):
+            await self._event("message_delivered", owner, MessageDelivered(owner=owner, seq=seq))
+        return len(tokens)
+
+    async def _ack(self, owner: str, req: AckRequest) -> AckReply:
+        if req.progress:
+            await self.inboxes.keep(owner, req.progress)
+        return AckReply(acked=await self._acked(owner, req.ack) if req.ack else 0)
+
+    # ── agent plane: the caller is the subject's <name> ──
+
+    async def agent_send(self, subject: str, req: SendRequest) -> SendReply:
+        return await self.deliver(subjects.caller(subject), req.to, req.body, req.id)
+
+    async def agent_recv(self, subject: str, req: RecvRequest) -> RecvReply:
+        return await self._take(subjects.caller(subject), req)
+
+    async def agent_ack(self, subject: str, req: AckRequest) -> AckReply:
+        return await self._ack(subjects.caller(subject), req)
+
+    # ── operator plane ──
+
+    async def operator_send(self, subject: str, req: OperatorSendRequest) -> SendReply:
+        if req.to == OPERATOR:
+            raise HiveError(ErrorCode.INVALID_REQUEST, "The operator cannot send to 'operator'; name an agent or '*'.")
+        return await self.deliver(OPERATOR, req.to, req.body, None)
+
+    async def operator_recv(self, subject: str, req: RecvRequest) -> RecvReply:
+        return await self._take(OPERATOR, req)
+
+    async def operator_ack(self, subject: str, req: AckRequest) -> AckReply:
+        return await self._ack(OPERATOR, req)
+
+    async def inbox(self, subject: str, req: InboxRequest) -> InboxReply:
+        if req.owner != OPERATOR and not self.policy.exists(check_agent_ref(req.owner)):
+            raise HiveError(ErrorCode.NOT_FOUND, f"There is no agent {req.owner!r}.")
+        return await self.inboxes.view(req.owner, req.limit)
+
+    async def depths(self, subject: str, req: Empty) -> DepthsReply:
+        return DepthsReply(depths=await self.inboxes.depths())
+
+    def endpoints(self) -> list[bus.Endpoint[Any]]:
+        E = bus.Endpoint
+        op = subjects.operator
+        return [
+            E("send", subjects.agent_any(subjects.SEND), SendRequest, self.agent_send, concurrent=True),
+            E("recv", subjects.agent_any(subjects.RECV), RecvRequest, self.agent_recv, concurrent=True),
+            E("ack", subjects.agent_any(subjects.ACK), AckRequest, self.agent_ack, concurrent=True),
+            E("operator-send", op(subjects.BROKER, "send"), OperatorSendRequest, self.operator_send, concurrent=True),
+            E("operator-recv", op(subjects.BROKER, "recv"), RecvRequest, self.operator_recv, concurrent=True),
+            E("operator-ack", op(subjects.BROKER, "ack"), AckRequest, self.operator_ack, concurrent=True),
+            E("inbox", op(subjects.BROKER, "inbox"), InboxRequest, self.inbox, concurrent=True),
+            E("depths", op(subjects.BROKER, "depths"), Empty, self.depths, concurrent=True),
+        ]

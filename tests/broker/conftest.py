@@ -1,0 +1,101 @@
+"""Broker fixtures: a real broker on the session's nats-server, and agents with real credentials and policies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import pytest
+from nats.aio.client import Client
+from nats.js import api as js_api
+
+from hive_broker.__main__ import start
+from hive_broker.service import Broker
+from hive_broker.settings import BrokerSettings
+from hivetest.hive import TestHive
+from hyperhive import bus
+from hyperhive.wire import subjects
+from hyperhive.wire.models import AckReply, AckRequest, AgentPolicy, RecvReply, RecvRequest, SendReply, SendRequest
+
+
+def broker_settings(hive: TestHive, **overrides: object) -> BrokerSettings:
+    base = hive.settings(subjects.BROKER)
+    return BrokerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=base.state_dir, **overrides)
+
+
+@pytest.fixture
+async def broker(hive: TestHive) -> AsyncIterator[Broker]:
+    async with AsyncExitStack() as stack:
+        yield await start(stack, broker_settings(hive))
+
+
+@dataclass
+class Agent:
+    """An agent as its harness sees the broker: its own credential, its own subjects."""
+
+    name: str
+    nc: Client
+    session: str = "s1"
+
+    async def send(self, to: str, body: str, **extra: object) -> SendReply:
+        req = SendRequest(to=to, body=body, **extra)  # type: ignore[arg-type]
+        return await bus.call(self.nc, subjects.agent(self.name, "send"), req, SendReply)
+
+    async def recv(self, wait: float = 0, max: int = 8, ack: list[str] | None = None) -> RecvReply:
+        req = RecvRequest(wait_seconds=wait, max=max, ack=ack or [], session=self.session)
+        return await bus.call(self.nc, subjects.agent(self.name, "recv"), req, RecvReply, timeout=wait + 10)
+
+    async def ack(self, tokens: list[str]) -> AckReply:
+        return await bus.call(self.nc, subjects.agent(self.name, "ack"), AckRequest(ack=tokens), AckReply)
+
+    async def raw(self, verb: str, payload: bytes) -> dict[str, str]:
+        """Send bytes as they are and return the error headers (empty on success)."""
+        msg = await self.nc.request(subjects.agent(self.name, verb), payload, timeout=10)
+        return dict(msg.headers or {})
+
+
+class Agents:
+    def __init__(self, hive: TestHive, broker: Broker | None) -> None:
+        self.test_hive = hive
+        self.broker = broker
+
+    async def set_policy(self, name: str, recipients: list[str] | None) -> None:
+        """Write (or delete, with None) an agent's applied policy, as the spawner does."""
+        kv = await (await self.test_hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+        if recipients is None:
+            revision = await kv.delete(name)
+        else:
+            policy = AgentPolicy(agent=name, allowedRecipients=recipients)  # type: ignore[call-arg]
+            revision = await kv.put(name, bus.encode(policy))
+        if self.broker is not None:
+            await self.broker.policy.caught_up(revision or 0)
+
+    async def agent(self, name: str, recipients: list[str] | None = None) -> Agent:
+        self.test_hive.add_agent(name)
+        if recipients is not None:
+            await self.set_policy(name, recipients)
+        return Agent(name, await self.test_hive.connect(name))
+
+    async def events(self, kind: str) -> list[dict[str, object]]:
+        """Every event of `kind` in HIVE_EVENTS so far."""
+        js = (await self.test_hive.connect(subjects.SPAWNER)).jetstream()
+        info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=f"{subjects.EVENTS_PREFIX}.{kind}.>")
+        count = sum((info.state.subjects or {}).values())
+        out: list[dict[str, object]] = []
+        if count:
+            sub = await js.subscribe(
+                f"{subjects.EVENTS_PREFIX}.{kind}.>",
+                ordered_consumer=True,
+                config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
+            )
+            for _ in range(count):
+                out.append(json.loads((await sub.next_msg(timeout=5)).data))
+            await sub.unsubscribe()
+        return out
+
+
+@pytest.fixture
+async def agents(hive: TestHive, broker: Broker) -> Agents:
+    return Agents(hive, broker)
