@@ -2,15 +2,17 @@
 
 import asyncio
 import json
+from contextlib import AsyncExitStack
 
 import pytest
 
+from hive_broker.__main__ import start
 from hivetest.hive import TestHive
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import MAX_BODY_BYTES
 
-from .conftest import Agents
+from .conftest import Agents, broker_settings
 
 
 async def test_round_trip(agents: Agents) -> None:
@@ -161,12 +163,6 @@ async def test_a_harness_that_dies_before_acking_gets_the_message_again(agents: 
 
 async def test_message_redelivered_after_ack_wait_when_the_broker_forgot(hive: TestHive) -> None:
     """Even a broker that lost its memory (restart) redelivers what nobody acked, after ack_wait."""
-    from contextlib import AsyncExitStack
-
-    from hive_broker.__main__ import start
-
-    from .conftest import broker_settings
-
     async with AsyncExitStack() as stack:
         broker = await start(stack, broker_settings(hive, ack_wait_seconds=1.0))
         agents = Agents(hive, broker)
@@ -243,11 +239,8 @@ async def test_a_removed_agent_is_an_unknown_recipient(agents: Agents) -> None:
     assert err.value.code == ErrorCode.UNKNOWN_RECIPIENT
 
 
-async def test_call_to_the_broker_from_an_agent_subject_uses_the_subject_identity(
-    hive: TestHive, agents: Agents
-) -> None:
-    """An agent cannot reach the operator plane: its credential may not publish there."""
-    alice = await agents.agent("alice", ["bob"])
+async def test_an_agent_cannot_use_the_operator_plane(hive: TestHive, agents: Agents) -> None:
+    await agents.agent("alice", ["bob"])
     errors: list[str] = []
     arrived = asyncio.Event()
 
@@ -260,4 +253,3 @@ async def test_call_to_the_broker_from_an_agent_subject_uses_the_subject_identit
     await nc.flush()
     await asyncio.wait_for(arrived.wait(), 5)
     assert "permissions violation" in errors[0].lower()
-    del alice
