@@ -7,6 +7,7 @@ Delivery tokens are the JetStream ack subjects, so any broker replica, or a rest
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -85,40 +86,35 @@ class Inboxes:
             self._sessions[owner] = session
             if previous is not None and previous != session:
                 await self.release(owner, self._held.pop(owner, set()))
-        msgs = await self._pull(owner, max_messages, expires=None)
-        if not msgs and wait > 0:
-            msgs = await self._pull(owner, 1, expires=wait)
-            if msgs and max_messages > 1:
-                msgs += await self._pull(owner, max_messages - 1, expires=None)
+        msgs = await self._pull(owner, max_messages, wait)
         taken = [self._as_message(m) for m in msgs]
         self._held.setdefault(owner, set()).update(m.token for m in taken)
         unread = msgs[-1].metadata.num_pending if msgs else 0
         return taken, unread
 
-    async def _pull(self, owner: str, batch: int, *, expires: float | None) -> list[Msg]:
-        """One JetStream pull request: `expires=None` takes what is there now; otherwise the server holds the
-        request open and pushes the first message the moment it is stored."""
+    async def _pull(self, owner: str, batch: int, wait: float) -> list[Msg]:
+        """One JetStream pull request with `no_wait`: the server sends what is pending now, or, when nothing is,
+        holds the request up to `wait` seconds and pushes the first message the moment it is stored; then it ends
+        the request with a status (404 or 408), so nothing is left lingering."""
+        request: dict[str, object] = {"batch": batch, "no_wait": True}
+        if wait > 0:
+            request["expires"] = int(wait * 1e9)
+        got: list[Msg] = []
+        # A subscription per pull: JetStream delivers under the message's own subject, so replies of several
+        # pulls cannot share one wildcard subscription the way plain request replies do.
         reply = self._nc.new_inbox()
         sub = await self._nc.subscribe(reply)
-        request: dict[str, object] = {"batch": batch}
-        if expires is None:
-            request["no_wait"] = True
-        else:
-            request["expires"] = int(expires * 1e9)
-        got: list[Msg] = []
         try:
             await self._nc.publish(
-                f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(owner)}",
-                json.dumps(request).encode(),
-                reply=reply,
+                f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(owner)}", json.dumps(request).encode(), reply=reply
             )
             while len(got) < batch:
-                msg = await sub.next_msg(timeout=(expires or 0) + PULL_GRACE_SECONDS)
-                if _status(msg) is not None:  # 404 nothing now, 408 expired, 409 consumer changed
+                msg = await sub.next_msg(timeout=wait + PULL_GRACE_SECONDS)
+                if _status(msg) is not None:  # 404 nothing more, 408 expired, 409 consumer changed
                     break
                 got.append(msg)
         except nats.errors.TimeoutError:
-            pass
+            log.warning("owner=%s outcome=pull_unanswered", owner)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
@@ -162,15 +158,21 @@ class Inboxes:
         """Hand messages back for immediate redelivery (their harness is gone)."""
         tokens = list(tokens)
         self._check_tokens(owner, tokens)
-        await self._signal(tokens, b"-NAK")
+        # Wait for JetStream to confirm each NAK, so the pull that follows already sees the messages again.
+        results = await asyncio.gather(
+            *(self._nc.request(token, b"-NAK", timeout=2) for token in tokens), return_exceptions=True
+        )
+        for token, result in zip(tokens, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("owner=%s token=%s outcome=nak_unconfirmed error=%r", owner, token, result)
         if tokens:
             log.info("owner=%s released=%d outcome=redeliver", owner, len(tokens))
 
     async def _signal(self, tokens: list[str], verb: bytes) -> None:
+        # No flush needed: the server reads a connection in order, so these acks reach JetStream before the
+        # reply that tells the caller they were made.
         for token in tokens:
             await self._nc.publish(token, verb)
-        # A flush is a round trip: the server has read every ack before we answer the caller.
-        await self._nc.flush()
 
     async def depths(self) -> dict[str, int]:
         """Messages not yet acknowledged, per inbox."""

@@ -1,0 +1,248 @@
+"""Broker benchmark: send→recv latency and delivered throughput, next to raw NATS on the same server, in one run.
+
+Starts its own nats-server and a broker process (`python -m hive_broker`), as `hivectl up` would, and prints JSON.
+    uv run python bench/bench_broker.py [--messages 10000] [--agents 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nats.aio.client import Client
+
+from hivectl.natsserver import NatsServer
+from hivectl.process import Child
+from hyperhive import bus
+from hyperhive.settings import HiveSettings
+from hyperhive.wire import subjects
+from hyperhive.wire.models import (
+    AckReply,
+    AckRequest,
+    AgentPolicy,
+    RecvReply,
+    RecvRequest,
+    SendReply,
+    SendRequest,
+)
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(pct(samples, 50), 3),
+        "p99_ms": round(pct(samples, 99), 3),
+        "mean_ms": round(statistics.fmean(samples) * 1000, 3),
+        "n": len(samples),
+    }
+
+
+class Bench:
+    def __init__(self, server: NatsServer, root: Path) -> None:
+        self.server = server
+        self.root = root
+
+    def settings(self, principal: str, seed: Path | None = None) -> HiveSettings:
+        return HiveSettings(nats_url=self.server.url, nats_creds=seed or self.server.identities.seed_path(principal))
+
+    async def agent(self, name: str) -> Client:
+        return await bus.connect(
+            self.settings(name, self.root / "agents" / f"{name}.nk"),
+            name=name,
+            inbox_prefix=subjects.reply_prefix(name),
+        )
+
+
+async def raw_request_reply(b: Bench, n: int) -> list[float]:
+    svc = await bus.connect(b.settings("broker"), name="echo")
+    client = await bus.connect(b.settings("approver"), name="client")
+
+    async def echo(msg):  # type: ignore[no-untyped-def]
+        await msg.respond(msg.data)
+
+    await svc.subscribe("bench.echo", cb=echo)
+    await svc.flush()
+    out = []
+    payload = b'{"to":"bob","body":"' + b"x" * 100 + b'"}'
+    for _ in range(n):
+        t = time.perf_counter()
+        await client.request("bench.echo", payload, timeout=5)
+        out.append(time.perf_counter() - t)
+    await svc.close()
+    await client.close()
+    return out
+
+
+async def raw_js_publish(b: Bench, n: int) -> list[float]:
+    nc = await bus.connect(b.settings("spawner"), name="js")
+    js = nc.jetstream()
+    await js.add_stream(name="BENCH", subjects=["bench.js.>"])
+    out = []
+    for i in range(n):
+        t = time.perf_counter()
+        await js.publish("bench.js.x", b"x" * 150, headers={"Nats-Msg-Id": f"m{i}"})
+        out.append(time.perf_counter() - t)
+    await js.delete_stream("BENCH")
+    await nc.close()
+    return out
+
+
+async def send_recv_latency(b: Bench, n: int) -> list[float]:
+    alice, bob = await b.agent("alice"), await b.agent("bob")
+    out, token = [], []
+    for i in range(n):
+        recv = asyncio.create_task(
+            bus.call(
+                bob,
+                subjects.agent("bob", "recv"),
+                RecvRequest(wait_seconds=30, ack=token, session="bench"),
+                RecvReply,
+                timeout=40,
+            )
+        )
+        await asyncio.sleep(0)  # let the recv go out first: we measure a waiting receiver being woken
+        t = time.perf_counter()
+        await bus.call(alice, subjects.agent("alice", "send"), SendRequest(to="bob", body=f"message {i}"), SendReply)
+        got = await recv
+        out.append(time.perf_counter() - t)
+        assert len(got.messages) == 1
+        token = [got.messages[0].token]
+    await alice.close()
+    await bob.close()
+    return out
+
+
+async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
+    """`pairs` senders each send `per_sender` messages to their own receiver, which recv+acks in batches."""
+    senders = [await b.agent(f"s{i}") for i in range(pairs)]
+    receivers = [await b.agent(f"r{i}") for i in range(pairs)]
+
+    async def sender(i: int) -> None:
+        subject = subjects.agent(f"s{i}", "send")
+        for k in range(per_sender):
+            await bus.call(senders[i], subject, SendRequest(to=f"r{i}", body=f"m{k}"), SendReply)
+
+    async def receiver(i: int) -> None:
+        subject, got, ack = subjects.agent(f"r{i}", "recv"), 0, []
+        while got < per_sender:
+            reply = await bus.call(
+                receivers[i],
+                subject,
+                RecvRequest(wait_seconds=30, max=32, ack=ack, session="bench"),
+                RecvReply,
+                timeout=40,
+            )
+            got += len(reply.messages)
+            ack = [m.token for m in reply.messages]
+        await bus.call(receivers[i], subjects.agent(f"r{i}", "ack"), AckRequest(ack=ack), AckReply)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(sender(i) for i in range(pairs)), *(receiver(i) for i in range(pairs)))
+    elapsed = time.perf_counter() - t
+    for nc in senders + receivers:
+        await nc.close()
+    total = pairs * per_sender
+    return {
+        "clients": 2 * pairs,
+        "messages": total,
+        "seconds": round(elapsed, 3),
+        "delivered_per_s": round(total / elapsed),
+    }
+
+
+async def raw_request_throughput(b: Bench, clients: int, per_client: int) -> dict[str, float]:
+    svc = await bus.connect(b.settings("broker"), name="echo")
+
+    async def echo(msg):  # type: ignore[no-untyped-def]
+        await msg.respond(msg.data)
+
+    await svc.subscribe("bench.echo2", cb=echo)
+    await svc.flush()
+    conns = [await bus.connect(b.settings("approver"), name=f"c{i}") for i in range(clients)]
+
+    async def client(nc: Client) -> None:
+        for _ in range(per_client):
+            await nc.request("bench.echo2", b"x" * 100, timeout=10)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(client(nc) for nc in conns))
+    elapsed = time.perf_counter() - t
+    for nc in [svc, *conns]:
+        await nc.close()
+    return {
+        "clients": clients,
+        "requests": clients * per_client,
+        "seconds": round(elapsed, 3),
+        "requests_per_s": round(clients * per_client / elapsed),
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    root = Path(tempfile.mkdtemp(prefix="hive-bench-"))
+    server = NatsServer(root / "nats", port=-1).start()
+    broker: Child | None = None
+    try:
+        b = Bench(server, root)
+        names = [
+            "alice",
+            "bob",
+            *(f"s{i}" for i in range(args.agents // 2)),
+            *(f"r{i}" for i in range(args.agents // 2)),
+        ]
+        for name in names:
+            server.identities.add_agent(name, root / "agents" / f"{name}.nk")
+        server.reload()
+        setup = await bus.connect(b.settings("spawner"), name="setup")
+        js = setup.jetstream()
+        await bus.declare(js)
+        kv = await js.key_value(subjects.POLICY_BUCKET)
+        for name in names:
+            partner = {"alice": "bob"}.get(name) or (f"r{name[1:]}" if name.startswith("s") else None)
+            policy = AgentPolicy(agent=name, allowedRecipients=[partner] if partner else [])  # type: ignore[call-arg]
+            await kv.put(name, bus.encode(policy))
+        await setup.close()
+        env = {**os.environ, "HIVE_NATS_URL": server.url, "HIVE_NATS_CREDS": str(server.identities.seed_path("broker"))}
+        broker = Child("broker", [sys.executable, "-m", "hive_broker"], env=env).start()
+        broker.wait_for(r"event=ready", 30)
+
+        n = args.messages
+        raw_rr = summary(await raw_request_reply(b, n))
+        raw_js = summary(await raw_js_publish(b, n))
+        ours = summary(await send_recv_latency(b, n))
+        tput = await throughput(b, args.agents // 2, args.per_sender)
+        raw_tput = await raw_request_throughput(b, args.agents, args.per_sender)
+        return {
+            "benchmark": "broker",
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "send_to_recv_latency": ours,
+            "raw_nats_request_reply": raw_rr,
+            "raw_jetstream_publish": raw_js,
+            "latency_ratio_p50_vs_raw_request": round(ours["p50_ms"] / raw_rr["p50_ms"], 2),
+            "throughput": tput,
+            "raw_nats_request_throughput": raw_tput,
+            "targets": {"p50_ms": 1.0, "p99_ms": 5.0, "delivered_per_s": 5000},
+        }
+    finally:
+        if broker is not None:
+            broker.stop()
+        server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--per-sender", type=int, default=200)
+    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
