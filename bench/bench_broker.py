@@ -189,6 +189,29 @@ async def raw_request_throughput(b: Bench, clients: int, per_client: int) -> dic
     }
 
 
+async def raw_js_publish_throughput(b: Bench, clients: int, per_client: int) -> dict[str, float]:
+    conns = [await bus.connect(b.settings("spawner"), name=f"p{i}") for i in range(clients)]
+    await conns[0].jetstream().add_stream(name="BENCH2", subjects=["bench.js2.>"])
+
+    async def publisher(i: int, nc: Client) -> None:
+        js = nc.jetstream()
+        for k in range(per_client):
+            await js.publish(f"bench.js2.{i}", b"x" * 150, headers={"Nats-Msg-Id": f"{i}-{k}"})
+
+    t = time.perf_counter()
+    await asyncio.gather(*(publisher(i, nc) for i, nc in enumerate(conns)))
+    elapsed = time.perf_counter() - t
+    await conns[0].jetstream().delete_stream("BENCH2")
+    for nc in conns:
+        await nc.close()
+    return {
+        "clients": clients,
+        "messages": clients * per_client,
+        "seconds": round(elapsed, 3),
+        "stored_per_s": round(clients * per_client / elapsed),
+    }
+
+
 async def main(args: argparse.Namespace) -> dict[str, object]:
     root = Path(tempfile.mkdtemp(prefix="hive-bench-"))
     server = NatsServer(root / "nats", port=-1).start()
@@ -223,6 +246,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         ours = summary(await send_recv_latency(b, n))
         tput = await throughput(b, args.agents // 2, args.per_sender)
         raw_tput = await raw_request_throughput(b, args.agents, args.per_sender)
+        raw_js_tput = await raw_js_publish_throughput(b, args.agents, args.per_sender)
         return {
             "benchmark": "broker",
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -232,6 +256,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "latency_ratio_p50_vs_raw_request": round(ours["p50_ms"] / raw_rr["p50_ms"], 2),
             "throughput": tput,
             "raw_nats_request_throughput": raw_tput,
+            "raw_jetstream_publish_throughput": raw_js_tput,
             "targets": {"p50_ms": 1.0, "p99_ms": 5.0, "delivered_per_s": 5000},
         }
     finally:

@@ -100,20 +100,24 @@ class Inboxes:
         if wait > 0:
             request["expires"] = int(wait * 1e9)
         got: list[Msg] = []
+        done = asyncio.get_running_loop().create_future()
+
+        async def collect(msg: Msg) -> None:
+            if _status(msg) is None:  # else 404 nothing more, 408 expired, 409 consumer changed
+                got.append(msg)
+            if (_status(msg) is not None or len(got) >= batch) and not done.done():
+                done.set_result(None)
+
         # A subscription per pull: JetStream delivers under the message's own subject, so replies of several
         # pulls cannot share one wildcard subscription the way plain request replies do.
         reply = self._nc.new_inbox()
-        sub = await self._nc.subscribe(reply)
+        sub = await self._nc.subscribe(reply, cb=collect)
         try:
             await self._nc.publish(
                 f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(owner)}", json.dumps(request).encode(), reply=reply
             )
-            while len(got) < batch:
-                msg = await sub.next_msg(timeout=wait + PULL_GRACE_SECONDS)
-                if _status(msg) is not None:  # 404 nothing more, 408 expired, 409 consumer changed
-                    break
-                got.append(msg)
-        except nats.errors.TimeoutError:
+            await asyncio.wait_for(done, wait + PULL_GRACE_SECONDS)
+        except TimeoutError:
             log.warning("owner=%s outcome=pull_unanswered", owner)
         finally:
             with contextlib.suppress(nats.errors.Error):
