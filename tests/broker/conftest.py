@@ -65,7 +65,8 @@ class Agents:
         """Write (or delete, with None) an agent's applied policy, as the spawner does."""
         kv = await (await self.test_hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
         if recipients is None:
-            revision = await kv.delete(name)
+            await kv.delete(name)
+            revision = (await kv.status()).stream_info.state.last_seq  # nats-py's delete returns no revision
         else:
             policy = AgentPolicy(agent=name, allowedRecipients=recipients)  # type: ignore[call-arg]
             revision = await kv.put(name, bus.encode(policy))
