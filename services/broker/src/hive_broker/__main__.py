@@ -8,10 +8,10 @@ from datetime import timedelta
 
 from hive_broker import __version__, system
 from hive_broker.inbox import Inboxes
-from hive_broker.policy import RecipientPolicy
 from hive_broker.service import Broker
 from hive_broker.settings import BrokerSettings
 from hyperhive import bus
+from hyperhive.policies import PolicyBook
 from hyperhive.settings import load
 from hyperhive.wire import subjects
 
@@ -20,7 +20,7 @@ async def start(stack: AsyncExitStack, settings: BrokerSettings) -> Broker:
     nc = await stack.enter_async_context(bus.connected(settings, name=subjects.BROKER))
     js = nc.jetstream()
     await bus.declare(js)
-    policy = RecipientPolicy()
+    policy = PolicyBook()
     bus.background(stack, policy.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy")
     await asyncio.wait_for(policy.loaded.wait(), 30)
     broker = Broker(nc, Inboxes(nc, js, ack_wait=settings.ack_wait_seconds), policy)

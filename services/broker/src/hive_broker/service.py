@@ -13,8 +13,9 @@ from nats.nuid import NUID
 from pydantic import BaseModel
 
 from hive_broker.inbox import Inboxes
-from hive_broker.policy import RecipientPolicy
+from hive_broker.policy import recipients
 from hyperhive import bus
+from hyperhive.policies import PolicyBook
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
@@ -57,7 +58,7 @@ def check_body(body: str) -> None:
 
 
 class Broker:
-    def __init__(self, nc: Client, inboxes: Inboxes, policy: RecipientPolicy) -> None:
+    def __init__(self, nc: Client, inboxes: Inboxes, policy: PolicyBook) -> None:
         self._nc = nc
         self.inboxes = inboxes
         self.policy = policy
@@ -74,7 +75,7 @@ class Broker:
         """Queue `body` from `sender` (already authenticated) for `to`, after the recipient policy agrees."""
         check_body(body)
         try:
-            recipients = self.policy.recipients(sender, to) if sender != SYSTEM else [to]
+            targets = recipients(self.policy, sender, to) if sender != SYSTEM else [to]
         except HiveError as exc:
             if exc.code == ErrorCode.NOT_ALLOWED:
                 log.info("sender=%s to=%s outcome=refused", sender, to)
@@ -83,11 +84,11 @@ class Broker:
         mid = message_id or self._ids.next().decode()
         message = Message(id=mid, sender=sender, to=to, body=body, sent_at=datetime.now(UTC), broadcast=to == BROADCAST)
         async with self._order[sender]:
-            stored = await asyncio.gather(*(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in recipients))
+            stored = await asyncio.gather(*(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in targets))
         if not all(duplicate for _, duplicate in stored):
-            sent = MessageSent(id=mid, sender=sender, to=to, recipients=recipients, seqs=[seq for seq, _ in stored])
+            sent = MessageSent(id=mid, sender=sender, to=to, recipients=targets, seqs=[seq for seq, _ in stored])
             await self._event("message_sent", sender, sent)
-        return SendReply(id=mid, recipients=recipients)
+        return SendReply(id=mid, recipients=targets)
 
     async def system_message(self, to: str, body: str, message_id: str) -> None:
         await self.deliver(SYSTEM, to, body, message_id)

@@ -253,3 +253,175 @@ class AgentStarted(WireModel):
 
     agent: str
     restarted: bool = False
+
+
+# ── approvals and questions (approver) ───────────────────────────────────────
+
+ApprovalKind = Literal["apply_commit", "spawn", "spawn_draft", "spawn_commit", "tool_permission"]
+ApprovalStatus = Literal["pending", "approved", "denied", "applying", "deployed", "failed", "expired", "cancelled"]
+COMMIT_REF_PATTERN = r"^[0-9a-f]{7,40}$"
+MAX_QUESTION_TTL_SECONDS = 6 * 3600
+MAX_TOOL_PERMISSION_TTL_SECONDS = 3600
+
+
+class ApprovalRequest(WireModel):
+    """`hive.agent.<name>.request.<kind>`: ask the operator to approve a change. Only the manager may, except for
+    `tool_permission`, which any agent's harness asks for itself."""
+
+    kind: Literal["hive.request.v1"] = "hive.request.v1"
+    agent: str = Field(description="The agent the change is about (for `tool_permission`: ignored, the caller).")
+    commit_ref: str | None = Field(
+        None, pattern=COMMIT_REF_PATTERN, description="7-40 lowercase hex; for apply_commit and spawn_commit."
+    )
+    description: str = Field("", max_length=4000, description="What and why, for the operator.")
+    tool: str | None = Field(None, max_length=200, description="tool_permission: the tool the model wants to call.")
+    input: dict[str, Any] = Field(default_factory=dict, description="tool_permission: the tool call's input.")
+    ttl_seconds: int = Field(
+        300, ge=1, le=MAX_TOOL_PERMISSION_TTL_SECONDS, description="tool_permission: denied when not decided by then."
+    )
+
+
+class Approval(WireModel):
+    """An approval as the operator sees it."""
+
+    kind: Literal["hive.approval.v1"] = "hive.approval.v1"
+    id: int
+    agent: str
+    type: ApprovalKind = Field(description="What is to be approved.")
+    commit_ref: str | None = None
+    frozen_sha: str | None = Field(None, description="The exact commit that will be applied.")
+    tag: str | None = Field(None, description="`proposal/<id>`: the frozen commit's tag in the proposed repo.")
+    diff: str | None = Field(None, description="The frozen commit against what is applied.")
+    description: str = ""
+    tool: str | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    requested_by: str
+    requested_at: datetime
+    status: ApprovalStatus
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    note: str | None = None
+    deadline: datetime | None = None
+    default_action: Literal["approve", "deny"] | None = None
+
+
+class DecisionRequest(WireModel):
+    """`hive.approver.approve` / `hive.approver.deny`: the operator decides."""
+
+    kind: Literal["hive.decision.v1"] = "hive.decision.v1"
+    id: int
+    note: str | None = Field(None, max_length=4000)
+
+
+class ApprovalsRequest(WireModel):
+    """`hive.approver.approvals`: list approvals, newest first."""
+
+    kind: Literal["hive.approvals.v1"] = "hive.approvals.v1"
+    status: ApprovalStatus | None = None
+    limit: int = Field(50, ge=1, le=500)
+
+
+class ApprovalsReply(WireModel):
+    kind: Literal["hive.approvals.reply.v1"] = "hive.approvals.reply.v1"
+    approvals: list[Approval]
+
+
+class WaitRequest(WireModel):
+    """`hive.agent.<name>.decision`: wait until one of the caller's approvals is decided."""
+
+    kind: Literal["hive.decision.wait.v1"] = "hive.decision.wait.v1"
+    id: int
+    wait_seconds: float = Field(0, ge=0, le=MAX_RECV_WAIT_SECONDS)
+
+
+class FreezeRequest(WireModel):
+    """`hive.spawner.freeze`: tag the proposed commit as `proposal/<approval_id>` and diff it against applied."""
+
+    kind: Literal["hive.spawner.freeze.v1"] = "hive.spawner.freeze.v1"
+    approval_id: int
+    agent: str
+    commit_ref: str
+
+
+class FreezeReply(WireModel):
+    kind: Literal["hive.spawner.freeze.reply.v1"] = "hive.spawner.freeze.reply.v1"
+    sha: str
+    tag: str
+    diff: str
+
+
+class SpawnerCommand(WireModel):
+    """On the work queue `hive.spawner.cmd.<host>`: apply an approved change, once (deduplicated by approval id)."""
+
+    kind: Literal["hive.spawner.command.v1"] = "hive.spawner.command.v1"
+    approval_id: int
+    action: Literal["apply_commit", "spawn", "spawn_draft", "spawn_commit"]
+    agent: str
+    sha: str | None = None
+    tag: str | None = None
+
+
+class OutcomeRequest(WireModel):
+    """`hive.approver.outcome`: the spawner reports how applying an approval went."""
+
+    kind: Literal["hive.approver.outcome.v1"] = "hive.approver.outcome.v1"
+    approval_id: int
+    ok: bool
+    reason: str = ""
+
+
+class AskRequest(WireModel):
+    """`hive.agent.<name>.ask`: a question for the operator; the answer comes back as a system message."""
+
+    kind: Literal["hive.ask.v1"] = "hive.ask.v1"
+    question: str = Field(min_length=1, max_length=4000)
+    options: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=20)
+    multi: bool = Field(False, description="The operator may pick several options.")
+    ttl_seconds: int = Field(3600, ge=1, le=MAX_QUESTION_TTL_SECONDS, description="Answered `[expired]` after this.")
+
+
+class AskReply(WireModel):
+    kind: Literal["hive.ask.reply.v1"] = "hive.ask.reply.v1"
+    id: int
+    deadline: datetime
+
+
+class Question(WireModel):
+    kind: Literal["hive.question.v1"] = "hive.question.v1"
+    id: int
+    asker: str
+    question: str
+    options: list[str]
+    multi: bool
+    asked_at: datetime
+    deadline: datetime
+    status: Literal["pending", "answered", "expired", "cancelled"]
+    answer: str | None = None
+    answered_at: datetime | None = None
+
+
+class AnswerRequest(WireModel):
+    """`hive.approver.answer`: pick options (several only when `multi`) or write free text."""
+
+    kind: Literal["hive.answer.v1"] = "hive.answer.v1"
+    id: int
+    choices: list[str] = Field(default_factory=list, max_length=20)
+    text: str | None = Field(None, max_length=4000)
+
+
+class QuestionRef(WireModel):
+    """`hive.approver.cancel`: withdraw a question (answered `[cancelled]`)."""
+
+    kind: Literal["hive.question.ref.v1"] = "hive.question.ref.v1"
+    id: int
+
+
+class QuestionsRequest(WireModel):
+    kind: Literal["hive.questions.v1"] = "hive.questions.v1"
+    status: Literal["pending", "answered", "expired", "cancelled"] | None = None
+    limit: int = Field(50, ge=1, le=500)
+
+
+class QuestionsReply(WireModel):
+    kind: Literal["hive.questions.reply.v1"] = "hive.questions.reply.v1"
+    questions: list[Question]

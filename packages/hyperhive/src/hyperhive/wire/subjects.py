@@ -18,6 +18,8 @@ RECV = "recv"
 ACK = "ack"
 ASK = "ask"
 STATS = "stats"
+REQUEST = "request"
+DECISION = "decision"
 
 # Harness plane: hive.harness.<name>.<verb>, served by that agent's harness.
 HARNESS_PREFIX = f"{ROOT}.harness"

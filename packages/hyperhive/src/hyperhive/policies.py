@@ -1,0 +1,62 @@
+"""The applied agent policies in JetStream KV `hive-policy` (written by the spawner), followed by a watch.
+
+Services that need to know which agents exist, or what one may do, keep a `PolicyBook`: it is pushed every change,
+never polls, and can be waited on for a given bucket revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from pydantic import ValidationError
+
+from hyperhive.wire.models import AgentPolicy
+from hyperhive.wire.names import MANAGER
+
+log = logging.getLogger("hyperhive.policies")
+
+
+class PolicyBook:
+    def __init__(self) -> None:
+        self._policies: dict[str, AgentPolicy] = {}
+        self.loaded = asyncio.Event()
+        self.revision = 0
+        self._changed = asyncio.Condition()
+
+    async def follow(self, kv: KeyValue) -> None:
+        """Apply every change of the bucket until cancelled."""
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    self.loaded.set()
+                    continue
+                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                    self._policies.pop(entry.key, None)
+                else:
+                    try:
+                        self._policies[entry.key] = AgentPolicy.model_validate_json(entry.value)
+                    except ValidationError:
+                        log.exception("agent=%s outcome=bad_policy", entry.key)
+                async with self._changed:
+                    self.revision = max(self.revision, entry.revision or 0)
+                    self._changed.notify_all()
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def caught_up(self, revision: int) -> None:
+        """Wait until the bucket change with this revision has been applied."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.revision >= revision)
+
+    def get(self, name: str) -> AgentPolicy | None:
+        return self._policies.get(name)
+
+    def agents(self) -> list[str]:
+        """Every agent of the hive; the manager always exists."""
+        return sorted({MANAGER, *self._policies})
+
+    def exists(self, name: str) -> bool:
+        return name == MANAGER or name in self._policies

@@ -1,0 +1,10 @@
+"""Approver settings (`HIVE_` environment variables)."""
+
+from pydantic import Field
+
+from hyperhive.settings import HiveSettings
+
+
+class ApproverSettings(HiveSettings):
+    database_url: str = Field(description="PostgreSQL URL of the hive's database.")
+    spawner_host: str = Field("local", description="Which spawner's work queue gets approved commands.")

@@ -1,0 +1,210 @@
+"""Approvals, questions and the audit log in PostgreSQL. Every transition is one conditional UPDATE: whoever's
+UPDATE matches the row in its expected state wins, everyone else is told who decided what and when."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import Approval, ApprovalKind, Question
+
+ACTIONABLE = ("apply_commit", "spawn", "spawn_draft", "spawn_commit")
+
+
+async def _init(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(database_url: str) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(database_url, min_size=1, max_size=10, init=_init)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise HiveError(ErrorCode.UNAVAILABLE, f"Cannot reach PostgreSQL: {exc}") from exc
+
+
+def _approval(row: asyncpg.Record) -> Approval:
+    data = dict(row)
+    data["type"] = data.pop("kind")
+    return Approval.model_validate(data)
+
+
+def _question(row: asyncpg.Record) -> Question:
+    return Question.model_validate(dict(row))
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def audit(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> None:
+        await self.pool.execute(
+            "INSERT INTO audit (actor, action, target, outcome, detail) VALUES ($1, $2, $3, $4, $5)",
+            actor,
+            action,
+            target,
+            outcome,
+            detail,
+        )
+
+    # ── approvals ──
+
+    async def add_approval(
+        self,
+        *,
+        agent: str,
+        kind: ApprovalKind,
+        requested_by: str,
+        commit_ref: str | None = None,
+        description: str = "",
+        tool: str | None = None,
+        input: dict[str, Any] | None = None,
+        ttl: timedelta | None = None,
+    ) -> Approval:
+        try:
+            row = await self.pool.fetchrow(
+                """INSERT INTO approvals (agent, kind, commit_ref, description, tool, input, requested_by,
+                                          deadline, default_action)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8::interval,
+                           CASE WHEN $8::interval IS NULL THEN NULL ELSE 'deny' END)
+                   RETURNING *""",
+                agent,
+                kind,
+                commit_ref,
+                description,
+                tool,
+                input or {},
+                requested_by,
+                ttl,
+            )
+        except asyncpg.UniqueViolationError:
+            pending = await self.pool.fetchval(
+                "SELECT id FROM approvals WHERE agent = $1 AND kind = $2 AND status = 'pending'", agent, kind
+            )
+            raise HiveError(
+                ErrorCode.CONFLICT,
+                f"A {kind} request for {agent} is already pending as #{pending}; wait for the operator's decision.",
+            ) from None
+        assert row is not None
+        return _approval(row)
+
+    async def freeze(self, id: int, sha: str, tag: str, diff: str) -> Approval:
+        row = await self.pool.fetchrow(
+            "UPDATE approvals SET frozen_sha = $2, tag = $3, diff = $4 WHERE id = $1 RETURNING *", id, sha, tag, diff
+        )
+        assert row is not None
+        return _approval(row)
+
+    async def approval(self, id: int) -> Approval:
+        row = await self.pool.fetchrow("SELECT * FROM approvals WHERE id = $1", id)
+        if row is None:
+            raise HiveError(ErrorCode.NOT_FOUND, f"There is no approval #{id}.")
+        return _approval(row)
+
+    async def approvals(self, status: str | None, limit: int) -> list[Approval]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM approvals WHERE $1::text IS NULL OR status = $1 ORDER BY id DESC LIMIT $2", status, limit
+        )
+        return [_approval(r) for r in rows]
+
+    async def transition(
+        self, id: int, *, expect: tuple[str, ...], to: str, by: str, note: str | None = None, resolve: bool = True
+    ) -> Approval:
+        """Move approval `id` from one of `expect` to `to`, exactly once."""
+        row = await self.pool.fetchrow(
+            """UPDATE approvals SET status = $2, note = COALESCE($4, note),
+                      resolved_at = CASE WHEN $6 THEN now() ELSE resolved_at END,
+                      resolved_by = CASE WHEN $6 THEN $3 ELSE resolved_by END
+               WHERE id = $1 AND status = ANY($5::text[]) RETURNING *""",
+            id,
+            to,
+            by,
+            note,
+            list(expect),
+            resolve,
+        )
+        if row is not None:
+            return _approval(row)
+        current = await self.approval(id)
+        who = f" by {current.resolved_by}" if current.resolved_by else ""
+        when = f" at {current.resolved_at:%Y-%m-%d %H:%M:%S}Z" if current.resolved_at else ""
+        raise HiveError(ErrorCode.CONFLICT, f"Approval #{id} is already {current.status}{who}{when}.")
+
+    async def applying(self) -> list[Approval]:
+        rows = await self.pool.fetch("SELECT * FROM approvals WHERE status = 'applying' ORDER BY id")
+        return [_approval(r) for r in rows]
+
+    # ── questions ──
+
+    async def add_question(
+        self, asker: str, question: str, options: list[str], multi: bool, ttl: timedelta
+    ) -> Question:
+        row = await self.pool.fetchrow(
+            """INSERT INTO questions (asker, question, options, multi, deadline)
+               VALUES ($1, $2, $3, $4, now() + $5::interval) RETURNING *""",
+            asker,
+            question,
+            options,
+            multi,
+            ttl,
+        )
+        assert row is not None
+        return _question(row)
+
+    async def question(self, id: int) -> Question:
+        row = await self.pool.fetchrow("SELECT * FROM questions WHERE id = $1", id)
+        if row is None:
+            raise HiveError(ErrorCode.NOT_FOUND, f"There is no question #{id}.")
+        return _question(row)
+
+    async def questions(self, status: str | None, limit: int) -> list[Question]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM questions WHERE $1::text IS NULL OR status = $1 ORDER BY id DESC LIMIT $2", status, limit
+        )
+        return [_question(r) for r in rows]
+
+    async def settle_question(self, id: int, *, status: str, answer: str, by: str) -> Question:
+        row = await self.pool.fetchrow(
+            """UPDATE questions SET status = $2, answer = $3, answered_by = $4, answered_at = now()
+               WHERE id = $1 AND status = 'pending' RETURNING *""",
+            id,
+            status,
+            answer,
+            by,
+        )
+        if row is not None:
+            return _question(row)
+        current = await self.question(id)
+        raise HiveError(
+            ErrorCode.CONFLICT,
+            f"Question #{id} is already {current.status}"
+            + (f" ({current.answer!r})" if current.answer else "")
+            + (f" since {current.answered_at:%Y-%m-%d %H:%M:%S}Z." if current.answered_at else "."),
+        )
+
+    # ── deadlines ──
+
+    async def next_deadline(self) -> datetime | None:
+        value: datetime | None = await self.pool.fetchval(
+            """SELECT min(d) FROM (
+                   SELECT min(deadline) AS d FROM approvals WHERE status = 'pending' AND deadline IS NOT NULL
+                   UNION ALL SELECT min(deadline) FROM questions WHERE status = 'pending') AS due"""
+        )
+        return value
+
+    async def expire_due(self) -> tuple[list[Approval], list[Question]]:
+        """Settle everything whose deadline has passed: approvals by their default action, questions `[expired]`."""
+        approvals = await self.pool.fetch(
+            """UPDATE approvals SET status = CASE default_action WHEN 'approve' THEN 'approved' ELSE 'expired' END,
+                      resolved_at = now(), resolved_by = 'deadline'
+               WHERE status = 'pending' AND deadline <= now() RETURNING *"""
+        )
+        questions = await self.pool.fetch(
+            """UPDATE questions SET status = 'expired', answer = '[expired]', answered_by = 'deadline',
+                      answered_at = now()
+               WHERE status = 'pending' AND deadline <= now() RETURNING *"""
+        )
+        return [_approval(r) for r in approvals], [_question(r) for r in questions]
