@@ -82,7 +82,12 @@ def permissions(role: Role, name: str) -> dict[str, Any]:
                     "$JS.ACK.>",
                     "$JS.FC.>",
                 ],
-                "deny": [f"{subjects.AGENT_PREFIX}.>", f"{subjects.SPAWNER_CMD_PREFIX}.>"],
+                # Only services speak as agents, queue commands, or report how applying went.
+                "deny": [
+                    f"{subjects.AGENT_PREFIX}.>",
+                    f"{subjects.SPAWNER_CMD_PREFIX}.>",
+                    subjects.operator(subjects.APPROVER, "outcome"),
+                ],
             },
             "subscribe": {"allow": [f"{subjects.reply_prefix(OPERATOR)}.>"]},
         }

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from importlib.abc import Traversable
+from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger("hyperhive.migrate")
 
@@ -26,7 +28,9 @@ def migrations_of(service: str) -> Traversable | None:
     return folder if folder.is_dir() else None
 
 
-async def migrate(conn: asyncpg.Connection, service: str, folder: Traversable) -> list[str]:
+async def migrate(
+    conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any], service: str, folder: Traversable
+) -> list[str]:
     """Apply the migrations of `service` found in `folder` that are not applied yet; return their names."""
     applied_now: list[str] = []
     async with conn.transaction():

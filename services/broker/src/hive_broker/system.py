@@ -17,7 +17,7 @@ from hyperhive.wire.names import MANAGER
 log = logging.getLogger("hive_broker.system")
 
 CONSUMER = "broker-system"
-KINDS = ("approval_resolved", "question_answered", "container_crash", "agent_started")
+KINDS = ("approval_resolved", "approval_applied", "question_answered", "container_crash", "agent_started")
 
 Deliver = Callable[[str, str, str], Awaitable[None]]
 """deliver(to, body, message_id)"""
@@ -25,8 +25,10 @@ Deliver = Callable[[str, str, str], Awaitable[None]]
 
 def compose(event: Event) -> tuple[str, str] | None:
     """The recipient and text of the system message an event calls for, if any."""
-    if event.type == "approval_resolved":
+    if event.type in ("approval_resolved", "approval_applied"):
         a = ApprovalResolved.model_validate(event.data)
+        if a.kind == "tool_permission":
+            return None  # the harness waits for that decision itself; the model need not read about it
         note = f" Note: {a.note}" if a.note else ""
         return a.requested_by, f"Your request #{a.id} ({a.kind} for {a.agent}) is {a.status}.{note}"
     if event.type == "question_answered":

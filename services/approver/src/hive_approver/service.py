@@ -1,0 +1,308 @@
+"""The approver's wiring: manager requests and questions on the agent plane, decisions on the operator plane,
+outcomes from the spawner, and deadlines that fire on time (one timer, woken when a nearer deadline appears)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from pydantic import BaseModel
+
+from hive_approver.store import ACTIONABLE, Store
+from hyperhive import bus
+from hyperhive.policies import PolicyBook
+from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import (
+    AnswerRequest,
+    Approval,
+    ApprovalKind,
+    ApprovalRequest,
+    ApprovalResolved,
+    ApprovalsReply,
+    ApprovalsRequest,
+    AskReply,
+    AskRequest,
+    DecisionRequest,
+    Empty,
+    Event,
+    FreezeReply,
+    FreezeRequest,
+    OutcomeRequest,
+    Question,
+    QuestionAnswered,
+    QuestionRef,
+    QuestionsReply,
+    QuestionsRequest,
+    SpawnerCommand,
+    WaitRequest,
+)
+from hyperhive.wire.names import MANAGER, OPERATOR, check_agent_name, check_agent_ref
+
+log = logging.getLogger("hive_approver")
+
+KINDS = (*ACTIONABLE, "tool_permission")
+NEEDS_COMMIT = ("apply_commit", "spawn_commit")
+NEW_AGENT = ("spawn", "spawn_draft")
+FREEZE_TIMEOUT = 30.0
+
+
+def resolved(a: Approval) -> ApprovalResolved:
+    return ApprovalResolved(
+        id=a.id, kind=a.type, agent=a.agent, requested_by=a.requested_by, status=a.status, note=a.note
+    )
+
+
+class Approver:
+    def __init__(self, nc: Client, js: JetStreamContext, store: Store, agents: PolicyBook, spawner_host: str) -> None:
+        self._nc = nc
+        self._js = js
+        self.store = store
+        self.agents = agents
+        self._spawner_host = spawner_host
+        self._deadline_changed = asyncio.Event()
+        self._decided: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
+
+    async def _event(self, type_: str, about: str, data: BaseModel) -> None:
+        event = Event(type=type_, agent=about, at=datetime.now(UTC), data=data.model_dump(mode="json", by_alias=True))
+        await self._js.publish(subjects.event(type_, about), bus.encode(event))
+
+    async def _settled(self, a: Approval, type_: str = "approval_resolved") -> None:
+        await self._event(type_, a.agent, resolved(a))
+        self._decided[a.id].set()
+
+    # ── agent plane ──
+
+    async def request(self, subject: str, req: ApprovalRequest) -> Approval:
+        caller = subjects.caller(subject)
+        kind = subject.split(".")[4] if subject.count(".") == 4 else ""
+        if kind not in KINDS:
+            raise HiveError(
+                ErrorCode.INVALID_REQUEST, f"There is no request kind {kind!r}; use one of {', '.join(KINDS)}."
+            )
+        if kind == "tool_permission":
+            return await self._tool_permission(caller, req)
+        if caller != MANAGER:
+            await self.store.audit(caller, f"request.{kind}", req.agent[:40], "refused", reason="not manager")
+            log.warning("caller=%s request=%s outcome=refused reason=not_manager", caller, kind)
+            raise HiveError(ErrorCode.NOT_MANAGER, f"Only the manager may request {kind}; ask the manager.")
+        agent = check_agent_name(req.agent) if kind in NEW_AGENT else check_agent_ref(req.agent)
+        if kind in NEW_AGENT and self.agents.exists(agent):
+            raise HiveError(ErrorCode.CONFLICT, f"Agent {agent!r} exists already; choose another name.")
+        if kind == "apply_commit" and not self.agents.exists(agent):
+            raise HiveError(ErrorCode.NOT_FOUND, f"There is no agent {agent!r} to apply a commit to.")
+        if kind in NEEDS_COMMIT and req.commit_ref is None:
+            raise HiveError(ErrorCode.INVALID_REQUEST, f"{kind} needs commit_ref (7-40 hex characters).")
+        approval = await self.store.add_approval(
+            agent=agent,
+            kind=cast(ApprovalKind, kind),
+            requested_by=caller,
+            commit_ref=req.commit_ref,
+            description=req.description,
+        )
+        if kind in NEEDS_COMMIT:
+            approval = await self._freeze(approval)
+        await self.store.audit(caller, f"request.{kind}", agent, "pending", approval=approval.id)
+        await self._event("approval_added", agent, approval)
+        return approval
+
+    async def _freeze(self, approval: Approval) -> Approval:
+        """Have the spawner tag the commit `proposal/<id>` before the operator sees it: what is approved is exactly
+        what is applied, even if the proposed repo moves on."""
+        assert approval.commit_ref is not None
+        freeze = FreezeRequest(approval_id=approval.id, agent=approval.agent, commit_ref=approval.commit_ref)
+        try:
+            frozen = await bus.call(
+                self._nc, subjects.operator(subjects.SPAWNER, "freeze"), freeze, FreezeReply, timeout=FREEZE_TIMEOUT
+            )
+        except HiveError as exc:
+            await self.store.transition(approval.id, expect=("pending",), to="failed", by="spawner", note=exc.message)
+            await self.store.audit(
+                "spawner", "freeze", approval.agent, "failed", approval=approval.id, reason=exc.message
+            )
+            raise HiveError(
+                exc.code, f"Cannot freeze {approval.commit_ref} of {approval.agent}: {exc.message}"
+            ) from None
+        return await self.store.freeze(approval.id, frozen.sha, frozen.tag, frozen.diff)
+
+    async def _tool_permission(self, caller: str, req: ApprovalRequest) -> Approval:
+        if not req.tool:
+            raise HiveError(ErrorCode.INVALID_REQUEST, "A tool_permission request needs the tool's name.")
+        approval = await self.store.add_approval(
+            agent=caller,
+            kind="tool_permission",
+            requested_by=caller,
+            description=req.description,
+            tool=req.tool,
+            input=req.input,
+            ttl=timedelta(seconds=req.ttl_seconds),
+        )
+        await self.store.audit(
+            caller, "request.tool_permission", caller, "pending", approval=approval.id, tool=req.tool
+        )
+        self._deadline_changed.set()
+        await self._event("approval_added", caller, approval)
+        return approval
+
+    async def decision(self, subject: str, req: WaitRequest) -> Approval:
+        """Wait (up to `wait_seconds`) until the caller's own approval `id` is decided."""
+        caller = subjects.caller(subject)
+        approval = await self.store.approval(req.id)
+        if approval.requested_by != caller:
+            raise HiveError(ErrorCode.NOT_FOUND, f"There is no approval #{req.id} of yours.")
+        if approval.status == "pending" and req.wait_seconds > 0:
+            decided = self._decided[req.id]
+            if (await self.store.approval(req.id)).status == "pending":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(decided.wait(), req.wait_seconds)
+            approval = await self.store.approval(req.id)
+        return approval
+
+    async def ask(self, subject: str, req: AskRequest) -> AskReply:
+        caller = subjects.caller(subject)
+        q = await self.store.add_question(
+            caller, req.question, req.options, req.multi, timedelta(seconds=req.ttl_seconds)
+        )
+        await self.store.audit(caller, "ask", caller, "pending", question=q.id)
+        self._deadline_changed.set()
+        await self._event("question_added", caller, q)
+        return AskReply(id=q.id, deadline=q.deadline)
+
+    # ── operator plane ──
+
+    async def approve(self, subject: str, req: DecisionRequest) -> Approval:
+        current = await self.store.approval(req.id)
+        to = "applying" if current.type in ACTIONABLE else "approved"
+        a = await self._decide(req, to, "approve")
+        if a.type in ACTIONABLE:
+            await self._command(a)
+        return a
+
+    async def deny(self, subject: str, req: DecisionRequest) -> Approval:
+        return await self._decide(req, "denied", "deny")
+
+    async def _decide(self, req: DecisionRequest, to: str, verb: str) -> Approval:
+        try:
+            a = await self.store.transition(req.id, expect=("pending",), to=to, by=OPERATOR, note=req.note)
+        except HiveError as exc:
+            await self.store.audit(OPERATOR, verb, f"approval:{req.id}", "refused", reason=exc.message)
+            raise
+        await self.store.audit(OPERATOR, verb, a.agent, a.status, approval=a.id, note=req.note)
+        log.info("approval=%d agent=%s outcome=%s", a.id, a.agent, a.status)
+        await self._settled(a)
+        return a
+
+    async def _command(self, a: Approval) -> None:
+        """Put an approved action on the spawner's work queue; its id makes a re-publish a no-op."""
+        command = SpawnerCommand(approval_id=a.id, action=a.type, agent=a.agent, sha=a.frozen_sha, tag=a.tag)
+        await self._js.publish(
+            subjects.spawner_cmd(self._spawner_host), bus.encode(command), headers={"Nats-Msg-Id": f"approval-{a.id}"}
+        )
+
+    async def outcome(self, subject: str, req: OutcomeRequest) -> Approval:
+        to = "deployed" if req.ok else "failed"
+        a = await self.store.transition(
+            req.approval_id, expect=("applying",), to=to, by="spawner", note=req.reason or None, resolve=False
+        )
+        await self.store.audit("spawner", "apply", a.agent, to, approval=a.id, reason=req.reason)
+        await self._event("approval_applied", a.agent, resolved(a))
+        return a
+
+    async def approvals(self, subject: str, req: ApprovalsRequest) -> ApprovalsReply:
+        return ApprovalsReply(approvals=await self.store.approvals(req.status, req.limit))
+
+    async def answer(self, subject: str, req: AnswerRequest) -> Question:
+        q = await self.store.question(req.id)
+        if bool(req.choices) == bool(req.text):
+            raise HiveError(ErrorCode.INVALID_REQUEST, "Answer with choices or with text, not both and not neither.")
+        if req.choices:
+            unknown = [c for c in req.choices if c not in q.options]
+            if unknown:
+                raise HiveError(ErrorCode.INVALID_REQUEST, f"{unknown[0]!r} is not an option of question #{q.id}.")
+            if len(req.choices) > 1 and not q.multi:
+                raise HiveError(ErrorCode.INVALID_REQUEST, f"Question #{q.id} takes one choice.")
+        answer = ", ".join(req.choices) if req.choices else (req.text or "")
+        return await self._settle_question(req.id, "answered", answer, "answer")
+
+    async def cancel(self, subject: str, req: QuestionRef) -> Question:
+        return await self._settle_question(req.id, "cancelled", "[cancelled]", "cancel")
+
+    async def _settle_question(self, id: int, status: str, answer: str, verb: str) -> Question:
+        try:
+            q = await self.store.settle_question(id, status=status, answer=answer, by=OPERATOR)
+        except HiveError as exc:
+            await self.store.audit(OPERATOR, verb, f"question:{id}", "refused", reason=exc.message)
+            raise
+        await self.store.audit(OPERATOR, verb, q.asker, q.status, question=q.id)
+        await self._question_settled(q)
+        return q
+
+    async def _question_settled(self, q: Question) -> None:
+        data = QuestionAnswered(id=q.id, asker=q.asker, question=q.question, answer=q.answer or "")
+        await self._event("question_answered", q.asker, data)
+
+    async def questions(self, subject: str, req: QuestionsRequest) -> QuestionsReply:
+        return QuestionsReply(questions=await self.store.questions(req.status, req.limit))
+
+    # ── background ──
+
+    async def deadlines(self) -> None:
+        """Settle whatever is due, then sleep until the next deadline or until a nearer one is added.
+        A deadline that passed while the approver was down fires at the first pass."""
+        while True:
+            self._deadline_changed.clear()
+            approvals, questions = await self.store.expire_due()
+            for a in approvals:
+                await self.store.audit("deadline", "expire", a.agent, a.status, approval=a.id)
+                await self._settled(a)
+            for q in questions:
+                await self.store.audit("deadline", "expire", q.asker, q.status, question=q.id)
+                await self._question_settled(q)
+            due = await self.store.next_deadline()
+            timeout = None if due is None else max(0.0, (due - datetime.now(UTC)).total_seconds())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._deadline_changed.wait(), timeout)
+
+    async def resume_commands(self) -> None:
+        """Re-publish commands of approvals that were approved but not yet applied: an approver that died between
+        the decision and the publish loses nothing (the work queue drops the duplicates)."""
+        for a in await self.store.applying():
+            await self._command(a)
+
+    async def follow_decisions(self) -> None:
+        """Wake local `decision` waiters when another replica decides."""
+
+        async def wake(msg: Msg) -> None:
+            try:
+                self._decided[ApprovalResolved.model_validate(Event.model_validate_json(msg.data).data).id].set()
+            except ValueError:
+                log.warning("subject=%s outcome=malformed_event", msg.subject)
+
+        await self._nc.subscribe(f"{subjects.EVENTS_PREFIX}.approval_resolved.>", cb=wake)
+
+    def endpoints(self) -> list[bus.Endpoint[Any]]:
+        E = bus.Endpoint
+        op = subjects.operator
+        A = subjects.APPROVER
+        return [
+            E("request", subjects.agent_any(f"{subjects.REQUEST}.*"), ApprovalRequest, self.request, concurrent=True),
+            E("decision", subjects.agent_any(subjects.DECISION), WaitRequest, self.decision, concurrent=True),
+            E("ask", subjects.agent_any(subjects.ASK), AskRequest, self.ask, concurrent=True),
+            E("approve", op(A, "approve"), DecisionRequest, self.approve, concurrent=True),
+            E("deny", op(A, "deny"), DecisionRequest, self.deny, concurrent=True),
+            E("outcome", op(A, "outcome"), OutcomeRequest, self.outcome, concurrent=True),
+            E("approvals", op(A, "approvals"), ApprovalsRequest, self.approvals, concurrent=True),
+            E("answer", op(A, "answer"), AnswerRequest, self.answer, concurrent=True),
+            E("cancel", op(A, "cancel"), QuestionRef, self.cancel, concurrent=True),
+            E("questions", op(A, "questions"), QuestionsRequest, self.questions, concurrent=True),
+        ]
+
+
+__all__ = ["Approver", "Empty"]
