@@ -75,8 +75,9 @@ async def write_and_read_back(layout: Layout, pg_port: int, *, write: bool) -> t
         if write:
             await nc.publish(subjects.event("test_marker", "system"), b"{}")
             await nc.flush()
-        info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subjects.event("test_marker", "system"))
-    return rows, info.state.messages
+        marker = subjects.event("test_marker", "system")
+        info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=marker)
+    return rows, (info.state.subjects or {}).get(marker, 0)
 
 
 def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
@@ -92,6 +93,16 @@ def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path
         listed = {s["name"] for s in json.loads(status.stdout)}
         assert listed == set(installed_services())
         assert asyncio.run(write_and_read_back(layout, pg_port, write=True)) == (1, 1)
+
+        sent = hivectl(state, "send", "manager", "hello from the operator")
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(hivectl(state, "--json", "depths").stdout) == {"manager": 1}
+        inbox = json.loads(hivectl(state, "--json", "inbox", "manager").stdout)
+        assert [e["message"]["body"] for e in inbox["entries"]] == ["hello from the operator"]
+        assert json.loads(hivectl(state, "--json", "approvals").stdout) == []
+        missing = hivectl(state, "approve", "999")
+        assert missing.returncode == 1
+        assert "not_found" in missing.stderr
     finally:
         up.stop(signal.SIGINT)
     assert up.returncode == 0, "\n".join(up.lines[-20:])

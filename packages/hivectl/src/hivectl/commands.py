@@ -10,11 +10,20 @@ from nats.aio.client import Client
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import (
+    AnswerRequest,
+    Approval,
+    ApprovalsReply,
+    ApprovalsRequest,
+    DecisionRequest,
     DepthsReply,
     Empty,
     InboxReply,
     InboxRequest,
     OperatorSendRequest,
+    Question,
+    QuestionRef,
+    QuestionsReply,
+    QuestionsRequest,
     SendReply,
 )
 
@@ -94,6 +103,68 @@ def render_depths(reply: dict[str, int]) -> str:
     return table([[k, str(v)] for k, v in sorted(reply.items())], ["INBOX", "UNACKED"])
 
 
+def _approver(verb: str) -> str:
+    return subjects.operator(subjects.APPROVER, verb)
+
+
+async def approvals(nc: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
+    req = ApprovalsRequest(status=args.status, limit=args.limit)
+    reply = await bus.call(nc, _approver("approvals"), req, ApprovalsReply)
+    return [a.model_dump(mode="json") for a in reply.approvals]
+
+
+def render_approvals(items: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            str(a["id"]),
+            a["type"],
+            a["agent"],
+            a["status"],
+            a["requested_by"],
+            (a.get("tool") or a.get("commit_ref") or ""),
+            a["description"][:50],
+        ]
+        for a in items
+    ]
+    return table(rows, ["ID", "KIND", "AGENT", "STATUS", "BY", "REF/TOOL", "DESCRIPTION"])
+
+
+async def decide(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
+    reply = await bus.call(nc, _approver(args.command), DecisionRequest(id=args.id, note=args.note), Approval)
+    return reply.model_dump(mode="json")
+
+
+def render_decision(a: dict[str, Any]) -> str:
+    return f"approval #{a['id']} ({a['type']} for {a['agent']}) is {a['status']}"
+
+
+async def questions(nc: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
+    req = QuestionsRequest(status=args.status, limit=args.limit)
+    reply = await bus.call(nc, _approver("questions"), req, QuestionsReply)
+    return [q.model_dump(mode="json") for q in reply.questions]
+
+
+def render_questions(items: list[dict[str, Any]]) -> str:
+    rows = [
+        [str(q["id"]), q["asker"], q["status"], q["question"][:60], " | ".join(q["options"]), q.get("answer") or ""]
+        for q in items
+    ]
+    return table(rows, ["ID", "ASKER", "STATUS", "QUESTION", "OPTIONS", "ANSWER"])
+
+
+async def answer(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
+    req = AnswerRequest(id=args.id, choices=args.choice or [], text=args.text)
+    return (await bus.call(nc, _approver("answer"), req, Question)).model_dump(mode="json")
+
+
+async def cancel(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
+    return (await bus.call(nc, _approver("cancel"), QuestionRef(id=args.id), Question)).model_dump(mode="json")
+
+
+def render_question(q: dict[str, Any]) -> str:
+    return f"question #{q['id']} of {q['asker']} is {q['status']}: {q.get('answer')}"
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("status", help="list the running services, with request and error counts")
     p.set_defaults(run=status, render=render_status)
@@ -110,3 +181,29 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("depths", help="unacknowledged messages per inbox")
     p.set_defaults(run=depths, render=render_depths)
+
+    p = sub.add_parser("approvals", help="list approvals, newest first")
+    p.add_argument("--status", default=None, help="pending, applying, deployed, denied, …")
+    p.add_argument("--limit", type=int, default=30)
+    p.set_defaults(run=approvals, render=render_approvals)
+
+    for verb in ("approve", "deny"):
+        p = sub.add_parser(verb, help=f"{verb} an approval")
+        p.add_argument("id", type=int)
+        p.add_argument("--note", default=None)
+        p.set_defaults(run=decide, render=render_decision)
+
+    p = sub.add_parser("questions", help="list the agents' questions")
+    p.add_argument("--status", default=None, help="pending, answered, expired, cancelled")
+    p.add_argument("--limit", type=int, default=30)
+    p.set_defaults(run=questions, render=render_questions)
+
+    p = sub.add_parser("answer", help="answer a question: free text, or --choice (repeat when it takes several)")
+    p.add_argument("id", type=int)
+    p.add_argument("text", nargs="?", default=None)
+    p.add_argument("--choice", action="append")
+    p.set_defaults(run=answer, render=render_question)
+
+    p = sub.add_parser("cancel", help="withdraw a question (the asker is told [cancelled])")
+    p.add_argument("id", type=int)
+    p.set_defaults(run=cancel, render=render_question)
