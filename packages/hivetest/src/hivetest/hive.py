@@ -42,11 +42,11 @@ class TestHive:
         return self.server.url
 
     async def __aenter__(self) -> TestHive:
-        nc = await self.connect(subjects.SPAWNER)
-        js = nc.jetstream()
-        for name in [*(str(s.name) for s in bus.STREAMS), f"KV_{subjects.POLICY_BUCKET}"]:
-            with contextlib.suppress(NotFoundError):
-                await js.delete_stream(name)
+        js = (await self.connect(subjects.SPAWNER)).jetstream()
+        if isinstance(self.server, ExternalNats):  # shared between tests: start from empty streams
+            for name in [*(str(s.name) for s in bus.STREAMS), f"KV_{subjects.POLICY_BUCKET}"]:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(name)
         await bus.declare(js)
         return self
 

@@ -27,21 +27,25 @@ from hyperhive.migrate import migrate, migrations_of
 TEMPLATE = "hive_template"
 
 
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer | ExternalNats]:
-    """The session's nats-server: ours (with the hive's generated auth), or the one at $NATS_URL."""
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer | ExternalNats]:
+    """This test's nats-server: a fresh one of ours (with the hive's generated auth), or the one at $NATS_URL.
+
+    A fresh server per test (about 50 ms) isolates JetStream completely: deleting and re-creating a stream of the
+    same name races with the server's removal of the old store, and purging keeps the de-duplication window.
+    """
     if url := os.environ.get("NATS_URL"):
         yield ExternalNats(url)
         return
-    server = NatsServer(tmp_path_factory.mktemp("nats"), port=-1).start()
+    server = NatsServer(tmp_path / "nats", port=-1).start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def own_nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+@pytest.fixture
+def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """Always our own nats-server, even with $NATS_URL: for tests of the auth configuration itself."""
-    server = NatsServer(tmp_path_factory.mktemp("nats-own"), port=-1).start()
+    server = NatsServer(tmp_path / "nats-own", port=-1).start()
     yield server
     server.stop()
 

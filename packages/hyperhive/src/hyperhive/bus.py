@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -226,8 +225,9 @@ async def serve(
 # ── running a process ────────────────────────────────────────────────────────
 
 
-def run(main: Callable[[AsyncExitStack], Awaitable[None]]) -> None:
-    """Run a service process: `main` enters what it needs into the stack; SIGINT/SIGTERM unwinds it."""
+def run(main: Callable[[AsyncExitStack, asyncio.Event], Awaitable[None]]) -> None:
+    """Run a service process: `main` enters what it needs into the stack; SIGINT/SIGTERM, or `stop` set by a
+    failed part, unwinds it."""
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -235,22 +235,25 @@ def run(main: Callable[[AsyncExitStack], Awaitable[None]]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with AsyncExitStack() as stack:
-            await main(stack)
+            await main(stack, stop)
             await stop.wait()
             log.info("event=stopping")
 
     asyncio.run(runner())
 
 
-def background(stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-    """Run `work` for the life of the stack. If it fails, the process stops: a service missing a part of
-    itself should be restarted whole by its supervisor, not limp on."""
+def background(
+    stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str, stop: asyncio.Event | None = None
+) -> asyncio.Task[None]:
+    """Run `work` for the life of the stack. If it fails, `stop` is set: a service missing a part of itself
+    should be restarted whole by its supervisor, not limp on. (Without `stop`, as in tests, it is logged.)"""
     task = asyncio.create_task(work, name=name)
 
     def finished(t: asyncio.Task[None]) -> None:
         if not t.cancelled() and t.exception() is not None:
             log.error("task=%s outcome=failed error=%r; stopping", name, t.exception())
-            os.kill(os.getpid(), signal.SIGTERM)
+            if stop is not None:
+                stop.set()
 
     async def cancel() -> None:
         task.remove_done_callback(finished)

@@ -16,7 +16,7 @@ from hyperhive.settings import load
 from hyperhive.wire import subjects
 
 
-async def start(stack: AsyncExitStack, settings: ApproverSettings) -> Approver:
+async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio.Event | None = None) -> Approver:
     pool = await connect(settings.database_url)
     stack.push_async_callback(pool.close)
     folder = migrations_of(subjects.APPROVER)
@@ -27,12 +27,12 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings) -> Approver:
     js = nc.jetstream()
     await bus.declare(js)
     agents = PolicyBook()
-    bus.background(stack, agents.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy")
+    bus.background(stack, agents.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy", stop)
     await asyncio.wait_for(agents.loaded.wait(), 30)
     approver = Approver(nc, js, Store(pool), agents, settings.spawner_host)
     await approver.follow_decisions()
     await approver.resume_commands()
-    bus.background(stack, approver.deadlines(), "deadlines")
+    bus.background(stack, approver.deadlines(), "deadlines", stop)
     await stack.enter_async_context(
         bus.serve(
             nc,
@@ -49,8 +49,8 @@ def main() -> None:
     settings = load(ApproverSettings)
     bus.setup_logging(settings.log_level)
 
-    async def run(stack: AsyncExitStack) -> None:
-        await start(stack, settings)
+    async def run(stack: AsyncExitStack, stop: asyncio.Event) -> None:
+        await start(stack, settings, stop)
 
     bus.run(run)
 

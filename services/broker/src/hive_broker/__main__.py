@@ -16,16 +16,16 @@ from hyperhive.settings import load
 from hyperhive.wire import subjects
 
 
-async def start(stack: AsyncExitStack, settings: BrokerSettings) -> Broker:
+async def start(stack: AsyncExitStack, settings: BrokerSettings, stop: asyncio.Event | None = None) -> Broker:
     nc = await stack.enter_async_context(bus.connected(settings, name=subjects.BROKER))
     js = nc.jetstream()
     await bus.declare(js)
     policy = PolicyBook()
-    bus.background(stack, policy.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy")
+    bus.background(stack, policy.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy", stop)
     await asyncio.wait_for(policy.loaded.wait(), 30)
     broker = Broker(nc, Inboxes(nc, js, ack_wait=settings.ack_wait_seconds), policy)
-    bus.background(stack, system.relay(js, broker.system_message), "system-messages")
-    bus.background(stack, _janitor(broker, settings), "janitor")
+    bus.background(stack, system.relay(js, broker.system_message), "system-messages", stop)
+    bus.background(stack, _janitor(broker, settings), "janitor", stop)
     await stack.enter_async_context(
         bus.serve(
             nc,
@@ -49,8 +49,8 @@ def main() -> None:
     settings = load(BrokerSettings)
     bus.setup_logging(settings.log_level)
 
-    async def run(stack: AsyncExitStack) -> None:
-        await start(stack, settings)
+    async def run(stack: AsyncExitStack, stop: asyncio.Event) -> None:
+        await start(stack, settings, stop)
 
     bus.run(run)
 
