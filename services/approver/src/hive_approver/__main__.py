@@ -31,7 +31,6 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
     await asyncio.wait_for(agents.loaded.wait(), 30)
     approver = Approver(nc, js, Store(pool), agents, settings.spawner_host)
     await approver.follow_decisions()
-    await approver.resume_commands()
     bus.background(stack, approver.deadlines(), "deadlines", stop)
     await stack.enter_async_context(
         bus.serve(
@@ -42,6 +41,8 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
             endpoints=approver.endpoints(),
         )
     )
+    # Only now: the spawner answers a command with an outcome, which needs the endpoints above.
+    await approver.resume_commands()
     return approver
 
 
