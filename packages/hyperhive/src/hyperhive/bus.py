@@ -27,7 +27,7 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request, Service
 from nats.micro.service import Service
 from pydantic import BaseModel, ValidationError
 
-from hyperhive.settings import HiveSettings
+from hyperhive.settings import HiveSettings, SettingsError, load
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 
@@ -35,6 +35,7 @@ log = logging.getLogger("hyperhive.bus")
 
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep", bound=BaseModel)
+S = TypeVar("S", bound=HiveSettings)
 
 DAY = 24 * 3600.0
 
@@ -223,6 +224,24 @@ async def serve(
 
 
 # ── running a process ────────────────────────────────────────────────────────
+
+
+def main(settings_type: type[S], start: Callable[[AsyncExitStack, S, asyncio.Event], Awaitable[object]]) -> None:
+    """A service's `__main__`: read its settings (failing with a sentence naming what is missing), log, and run
+    `start` until SIGINT/SIGTERM."""
+    try:
+        settings = load(settings_type)
+    except SettingsError as exc:
+        raise SystemExit(f"{settings_type.__name__}: {exc}") from None
+    setup_logging(settings.log_level)
+
+    async def started(stack: AsyncExitStack, stop: asyncio.Event) -> None:
+        await start(stack, settings, stop)
+
+    try:
+        run(started)
+    except HiveError as exc:  # a dependency is missing at start: one sentence, not a traceback
+        raise SystemExit(f"{settings_type.__name__}: cannot start: {exc}") from None
 
 
 def run(main: Callable[[AsyncExitStack, asyncio.Event], Awaitable[None]]) -> None:

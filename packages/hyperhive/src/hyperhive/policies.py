@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack
 
+from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
+from hyperhive import bus
+from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy
 from hyperhive.wire.names import MANAGER
 
@@ -60,3 +64,11 @@ class PolicyBook:
 
     def exists(self, name: str) -> bool:
         return name == MANAGER or name in self._policies
+
+
+async def follow(stack: AsyncExitStack, js: JetStreamContext, stop: asyncio.Event | None) -> PolicyBook:
+    """A `PolicyBook` kept current for the life of `stack`, returned once it holds every policy there is."""
+    book = PolicyBook()
+    bus.background(stack, book.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy", stop)
+    await asyncio.wait_for(book.loaded.wait(), 30)
+    return book

@@ -9,10 +9,8 @@ from hive_approver import __version__
 from hive_approver.service import Approver
 from hive_approver.settings import ApproverSettings
 from hive_approver.store import Store, connect
-from hyperhive import bus
+from hyperhive import bus, policies
 from hyperhive.migrate import migrate, migrations_of
-from hyperhive.policies import PolicyBook
-from hyperhive.settings import load
 from hyperhive.wire import subjects
 
 
@@ -26,9 +24,7 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
     nc = await stack.enter_async_context(bus.connected(settings, name=subjects.APPROVER))
     js = nc.jetstream()
     await bus.declare(js)
-    agents = PolicyBook()
-    bus.background(stack, agents.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy", stop)
-    await asyncio.wait_for(agents.loaded.wait(), 30)
+    agents = await policies.follow(stack, js, stop)
     approver = Approver(nc, js, Store(pool), agents, settings.spawner_host)
     await approver.follow_decisions()
     bus.background(stack, approver.deadlines(), "deadlines", stop)
@@ -47,13 +43,7 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
 
 
 def main() -> None:
-    settings = load(ApproverSettings)
-    bus.setup_logging(settings.log_level)
-
-    async def run(stack: AsyncExitStack, stop: asyncio.Event) -> None:
-        await start(stack, settings, stop)
-
-    bus.run(run)
+    bus.main(ApproverSettings, start)
 
 
 if __name__ == "__main__":

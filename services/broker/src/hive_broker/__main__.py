@@ -10,9 +10,7 @@ from hive_broker import __version__, system
 from hive_broker.inbox import Inboxes
 from hive_broker.service import Broker
 from hive_broker.settings import BrokerSettings
-from hyperhive import bus
-from hyperhive.policies import PolicyBook
-from hyperhive.settings import load
+from hyperhive import bus, policies
 from hyperhive.wire import subjects
 
 
@@ -20,9 +18,7 @@ async def start(stack: AsyncExitStack, settings: BrokerSettings, stop: asyncio.E
     nc = await stack.enter_async_context(bus.connected(settings, name=subjects.BROKER))
     js = nc.jetstream()
     await bus.declare(js)
-    policy = PolicyBook()
-    bus.background(stack, policy.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy", stop)
-    await asyncio.wait_for(policy.loaded.wait(), 30)
+    policy = await policies.follow(stack, js, stop)
     broker = Broker(nc, Inboxes(nc, js, ack_wait=settings.ack_wait_seconds), policy)
     bus.background(stack, system.relay(js, broker.system_message), "system-messages", stop)
     bus.background(stack, _janitor(broker, settings), "janitor", stop)
@@ -46,13 +42,7 @@ async def _janitor(broker: Broker, settings: BrokerSettings) -> None:
 
 
 def main() -> None:
-    settings = load(BrokerSettings)
-    bus.setup_logging(settings.log_level)
-
-    async def run(stack: AsyncExitStack, stop: asyncio.Event) -> None:
-        await start(stack, settings, stop)
-
-    bus.run(run)
+    bus.main(BrokerSettings, start)
 
 
 if __name__ == "__main__":
