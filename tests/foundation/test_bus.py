@@ -59,6 +59,11 @@ async def test_concurrent_endpoint_does_not_hold_up_the_next_caller(hive: TestHi
         assert not waiting.done()
         release.set()
         assert (await waiting).acked == 1
+        refused = await nc.request("hive.broker.ack", b'{"ack": 5}', timeout=5)
+        assert refused.headers is not None
+        assert refused.headers["Nats-Service-Error-Code"] == ErrorCode.INVALID_REQUEST
+        [stats] = await bus.discover(nc, "STATS", "broker")
+        assert (stats["endpoints"][0]["num_requests"], stats["endpoints"][0]["num_errors"]) == (3, 1)
 
 
 async def test_call_without_a_service_says_nobody_answers(hive: TestHive) -> None:

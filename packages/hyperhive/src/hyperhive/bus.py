@@ -194,10 +194,17 @@ async def serve(
     tasks: set[asyncio.Task[None]] = set()
 
     def handler_for(endpoint: Endpoint[Any]) -> Callable[[Request], Awaitable[None]]:
+        counters: list[Any] = []  # the micro endpoint, once added
+
         async def in_task(request: Request) -> None:
             try:
                 await _answer(endpoint, request)
             except ServiceError as exc:
+                # micro counts errors only for handlers that raise to it; a concurrent one has already returned.
+                # nats-py has no public way to count them, so this touches its two private counters.
+                for micro_endpoint in counters:
+                    micro_endpoint._num_errors += 1
+                    micro_endpoint._last_error = f"{exc.code}:{exc.description}"
                 await request.respond_error(exc.code, exc.description)
 
         async def handle(request: Request) -> None:
@@ -208,10 +215,13 @@ async def serve(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+        handle.counters = counters  # type: ignore[attr-defined]
         return handle
 
     for endpoint in endpoints:
-        await service.add_endpoint(name=endpoint.name, subject=endpoint.subject, handler=handler_for(endpoint))
+        handler = handler_for(endpoint)
+        await service.add_endpoint(name=endpoint.name, subject=endpoint.subject, handler=handler)
+        handler.counters.append(service._endpoints[-1])  # type: ignore[attr-defined]
     await nc.flush()
     log.info("service=%s event=ready endpoints=%d", name, len(endpoints))
     try:
