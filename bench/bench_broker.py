@@ -22,17 +22,10 @@ from nats.aio.client import Client
 from hivectl.natsserver import NatsServer
 from hivectl.process import Child
 from hyperhive import bus
+from hyperhive.inbox import Inbox
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
-from hyperhive.wire.models import (
-    AckReply,
-    AckRequest,
-    AgentPolicy,
-    RecvReply,
-    RecvRequest,
-    SendReply,
-    SendRequest,
-)
+from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -101,57 +94,47 @@ async def raw_js_publish(b: Bench, n: int) -> list[float]:
 
 async def send_recv_latency(b: Bench, n: int) -> list[float]:
     alice, bob = await b.agent("alice"), await b.agent("bob")
-    out, token = [], []
+    inbox = Inbox(bob, "bob")
+    await inbox.open()
+    out = []
     for i in range(n):
-        recv = asyncio.create_task(
-            bus.call(
-                bob,
-                subjects.agent("bob", "recv"),
-                RecvRequest(wait_seconds=30, ack=token, session="bench"),
-                RecvReply,
-                timeout=40,
-            )
-        )
-        await asyncio.sleep(0)  # let the recv go out first: we measure a waiting receiver being woken
+        recv = asyncio.create_task(inbox.take(max_messages=1, wait=30))
+        await asyncio.sleep(0)  # let the pull go out first: we measure a waiting receiver being woken
         t = time.perf_counter()
         await bus.call(alice, subjects.agent("alice", "send"), SendRequest(to="bob", body=f"message {i}"), SendReply)
-        got = await recv
+        got, _ = await recv
         out.append(time.perf_counter() - t)
-        assert len(got.messages) == 1
-        token = [got.messages[0].token]
+        assert len(got) == 1
+        await inbox.ack([got[0].token])
     await alice.close()
     await bob.close()
     return out
 
 
 async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
-    """`pairs` senders each send `per_sender` messages to their own receiver, which recv+acks in batches."""
+    """`pairs` senders each send `per_sender` messages to their own receiver, which takes up to 32 at a time
+    from its own inbox and acknowledges them."""
     senders = [await b.agent(f"s{i}") for i in range(pairs)]
-    receivers = [await b.agent(f"r{i}") for i in range(pairs)]
+    receivers = [Inbox(await b.agent(f"r{i}"), f"r{i}") for i in range(pairs)]
+    for inbox in receivers:
+        await inbox.open()
 
     async def sender(i: int) -> None:
         subject = subjects.agent(f"s{i}", "send")
         for k in range(per_sender):
             await bus.call(senders[i], subject, SendRequest(to=f"r{i}", body=f"m{k}"), SendReply)
 
-    async def receiver(i: int) -> None:
-        subject, got, ack = subjects.agent(f"r{i}", "recv"), 0, []
+    async def receiver(inbox: Inbox) -> None:
+        got = 0
         while got < per_sender:
-            reply = await bus.call(
-                receivers[i],
-                subject,
-                RecvRequest(wait_seconds=30, max=32, ack=ack, session="bench"),
-                RecvReply,
-                timeout=40,
-            )
-            got += len(reply.messages)
-            ack = [m.token for m in reply.messages]
-        await bus.call(receivers[i], subjects.agent(f"r{i}", "ack"), AckRequest(ack=ack), AckReply)
+            messages, _ = await inbox.take(max_messages=32, wait=30)
+            got += len(messages)
+            await inbox.ack([m.token for m in messages])
 
     t = time.perf_counter()
-    await asyncio.gather(*(sender(i) for i in range(pairs)), *(receiver(i) for i in range(pairs)))
+    await asyncio.gather(*(sender(i) for i in range(pairs)), *(receiver(inbox) for inbox in receivers))
     elapsed = time.perf_counter() - t
-    for nc in senders + receivers:
+    for nc in senders:
         await nc.close()
     total = pairs * per_sender
     return {
@@ -269,5 +252,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--agents", type=int, default=100)
-    parser.add_argument("--per-sender", type=int, default=200)
+    parser.add_argument("--per-sender", type=int, default=400)
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

@@ -11,6 +11,7 @@ from hive_approver.__main__ import start
 from hive_approver.service import Approver
 from hive_broker.__main__ import start as start_broker
 from hivetest.hive import TestHive
+from hyperhive.inbox import Inbox
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
     AnswerRequest,
@@ -20,8 +21,6 @@ from hyperhive.wire.models import (
     QuestionRef,
     QuestionsReply,
     QuestionsRequest,
-    RecvReply,
-    RecvRequest,
 )
 
 from ..broker.conftest import broker_settings
@@ -44,8 +43,9 @@ async def test_an_answer_reaches_the_asker_as_a_system_message(
 
         answered = await operator_call(operator_nc, "answer", AnswerRequest(id=asked.id, choices=["yes"]), Question)
         assert (answered.status, answered.answer) == ("answered", "yes")
-        got = await alice.call("recv", RecvRequest(wait_seconds=10), RecvReply, 20)
-        [m] = got.messages
+        inbox = Inbox(alice.nc, "alice")
+        await inbox.open()
+        [m], _ = await inbox.take(wait=10)
         assert m.sender == "system"
         assert m.body.endswith("yes")
 

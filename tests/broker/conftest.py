@@ -16,8 +16,9 @@ from hive_broker.service import Broker
 from hive_broker.settings import BrokerSettings
 from hivetest.hive import TestHive
 from hyperhive import bus
+from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
-from hyperhive.wire.models import AckReply, AckRequest, AgentPolicy, RecvReply, RecvRequest, SendReply, SendRequest
+from hyperhive.wire.models import AgentPolicy, Message, SendReply, SendRequest
 
 
 def broker_settings(hive: TestHive, **overrides: object) -> BrokerSettings:
@@ -32,23 +33,42 @@ async def broker(hive: TestHive) -> AsyncIterator[Broker]:
 
 
 @dataclass
+class Received:
+    messages: list[Message]
+    unread: int
+
+
+@dataclass
 class Agent:
-    """An agent as its harness sees the broker: its own credential, its own subjects."""
+    """An agent as its harness sees its messages: its own credential, its own subjects, its own inbox."""
 
     name: str
     nc: Client
-    session: str = "s1"
+    inbox: Inbox
+    opened: bool = False
 
     async def send(self, to: str, body: str, **extra: object) -> SendReply:
         req = SendRequest(to=to, body=body, **extra)  # type: ignore[arg-type]
         return await bus.call(self.nc, subjects.agent(self.name, "send"), req, SendReply)
 
-    async def recv(self, wait: float = 0, max: int = 8, ack: list[str] | None = None) -> RecvReply:
-        req = RecvRequest(wait_seconds=wait, max=max, ack=ack or [], session=self.session)
-        return await bus.call(self.nc, subjects.agent(self.name, "recv"), req, RecvReply, timeout=wait + 10)
+    async def recv(self, wait: float = 0, max: int = 8, ack: list[str] | None = None) -> Received:
+        if not self.opened:  # as a harness does once at start; needs the broker
+            await self.inbox.open()
+            self.opened = True
+        if ack:
+            await self.inbox.ack(ack)
+        messages, unread = await self.inbox.take(max_messages=max, wait=wait)
+        return Received(messages, unread)
 
-    async def ack(self, tokens: list[str]) -> AckReply:
-        return await bus.call(self.nc, subjects.agent(self.name, "ack"), AckRequest(ack=tokens), AckReply)
+    async def ack(self, tokens: list[str]) -> int:
+        return await self.inbox.ack(tokens)
+
+    async def restart(self) -> None:
+        """As if the harness died and a new one started: a new connection, the same held-tokens file."""
+        held = self.inbox._held_file
+        self.inbox = Inbox(self.nc, self.name, held_file=held)
+        await self.inbox.open()
+        self.opened = True
 
     async def raw(self, verb: str, payload: bytes) -> dict[str, str]:
         """Send bytes as they are and return the error headers (empty on success)."""
@@ -77,17 +97,19 @@ class Agents:
         self.test_hive.add_agent(name)
         if recipients is not None:
             await self.set_policy(name, recipients)
-        return Agent(name, await self.test_hive.connect(name))
+        nc = await self.test_hive.connect(name)
+        return Agent(name, nc, Inbox(nc, name, held_file=self.test_hive.tmp_path / f"{name}-held.json"))
 
-    async def events(self, kind: str) -> list[dict[str, object]]:
-        """Every event of `kind` in HIVE_EVENTS so far."""
+    async def events(self, kind: str, *, from_agents: bool = False) -> list[dict[str, object]]:
+        """Every event of `kind` in HIVE_EVENTS so far (published by services, or by the agents themselves)."""
         js = (await self.test_hive.connect(subjects.SPAWNER)).jetstream()
-        info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=f"{subjects.EVENTS_PREFIX}.{kind}.>")
+        where = f"{subjects.AGENT_PREFIX}.*.event.{kind}" if from_agents else f"{subjects.EVENTS_PREFIX}.{kind}.>"
+        info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=where)
         count = sum((info.state.subjects or {}).values())
         out: list[dict[str, object]] = []
         if count:
             sub = await js.subscribe(
-                f"{subjects.EVENTS_PREFIX}.{kind}.>",
+                where,
                 ordered_consumer=True,
                 config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
             )

@@ -151,14 +151,16 @@ async def test_a_harness_that_dies_before_acking_gets_the_message_again(agents: 
     [taken] = (await bob.recv()).messages
     assert not taken.redelivered
 
-    bob.session = "s2"  # the harness restarted: a new session, nothing acked
+    await bob.restart()  # the harness died before acking; the new one hands back what the old one held
     [again] = (await bob.recv(wait=5)).messages
     assert (again.id, again.redelivered) == (taken.id, True)
 
-    bob.session = "s3"
     after_ack = await bob.recv(ack=[again.token])
     assert after_ack.messages == []
-    assert [e["data"]["seq"] for e in await agents.events("message_delivered")] == [again.seq]
+    await bob.restart()
+    assert (await bob.recv()).messages == []
+    delivered = await agents.events("message_delivered", from_agents=True)
+    assert [e["data"]["seqs"] for e in delivered] == [[again.seq]]
 
 
 async def test_message_redelivered_after_ack_wait_when_the_broker_forgot(hive: TestHive) -> None:
@@ -170,7 +172,7 @@ async def test_message_redelivered_after_ack_wait_when_the_broker_forgot(hive: T
         bob = await agents.agent("bob", [])
         await alice.send("bob", "still there?")
         [taken] = (await bob.recv()).messages
-        [again] = (await bob.recv(wait=30)).messages  # same session: only the ack_wait brings it back
+        [again] = (await bob.recv(wait=30)).messages  # same harness: only the ack_wait brings it back
         assert (again.id, again.redelivered) == (taken.id, True)
 
 
@@ -201,32 +203,50 @@ async def test_bad_sends_get_their_error_code(agents: Agents, payload: bytes, co
 
 
 @pytest.mark.parametrize(
-    ("payload", "code"),
+    ("max_messages", "wait"),
+    [(0, 0), (33, 0), (1, -1), (1, 181)],
+)
+async def test_bad_recv_arguments_get_their_error_code(agents: Agents, max_messages: int, wait: float) -> None:
+    alice = await agents.agent("alice", [])
+    with pytest.raises(HiveError) as err:
+        await alice.recv(max=max_messages, wait=wait)
+    assert err.value.code == ErrorCode.INVALID_REQUEST
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
     [
-        (b'{"wait_seconds": 181}', ErrorCode.INVALID_REQUEST),
-        (b'{"wait_seconds": -1}', ErrorCode.INVALID_REQUEST),
-        (b'{"max": 0}', ErrorCode.INVALID_REQUEST),
-        (b'{"max": 33}', ErrorCode.INVALID_REQUEST),
-        (b'{"ack": ["garbage"]}', ErrorCode.INVALID_REQUEST),
-        (b'{"ack": ["$JS.ACK.HIVE_INBOX.inbox-bob.*"]}', ErrorCode.INVALID_REQUEST),
-        (b'{"ack": ["$JS.ACK.HIVE_INBOX.inbox-bob.1.2.2.1700000000000000000.0"]}', ErrorCode.NOT_ALLOWED),
+        ("garbage", ErrorCode.INVALID_REQUEST),
+        ("$JS.ACK.HIVE_INBOX.inbox-bob.*", ErrorCode.INVALID_REQUEST),
+        ("$JS.ACK.HIVE_INBOX.inbox-bob.1.2.2.1700000000000000000.0", ErrorCode.NOT_ALLOWED),
     ],
 )
-async def test_bad_recvs_get_their_error_code(agents: Agents, payload: bytes, code: ErrorCode) -> None:
+async def test_bad_tokens_get_their_error_code(agents: Agents, token: str, code: ErrorCode) -> None:
     alice = await agents.agent("alice", [])
-    headers = await alice.raw("recv", payload)
-    assert headers.get("Nats-Service-Error-Code") == code, headers
+    with pytest.raises(HiveError) as err:
+        await alice.ack([token])
+    assert err.value.code == code
 
 
-async def test_an_agent_cannot_ack_another_agents_message(agents: Agents) -> None:
+async def test_an_agent_cannot_ack_another_agents_message(hive: TestHive, agents: Agents) -> None:
     alice = await agents.agent("alice", ["bob"])
     bob = await agents.agent("bob", [])
     await alice.send("bob", "for bob only")
     [m] = (await bob.recv()).messages
-    with pytest.raises(HiveError) as err:
-        await alice.ack([m.token])
-    assert err.value.code == ErrorCode.NOT_ALLOWED
-    bob.session = "s2"
+    errors: list[str] = []
+    refused = asyncio.Event()
+
+    async def record(exc: Exception) -> None:
+        errors.append(str(exc))
+        refused.set()
+
+    # Past our client's own check, straight at JetStream: the server's permissions refuse it.
+    mallory = await hive.connect("alice", error_cb=record)
+    await mallory.publish(m.token, b"+ACK")
+    await mallory.flush()
+    await asyncio.wait_for(refused.wait(), 5)
+    assert "permissions violation" in errors[0].lower()
+    await bob.restart()
     assert [x.body for x in (await bob.recv()).messages] == ["for bob only"]
 
 

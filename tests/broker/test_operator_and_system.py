@@ -7,6 +7,7 @@ from nats.aio.client import Client
 
 from hivetest.hive import TestHive
 from hyperhive import bus
+from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
@@ -20,8 +21,6 @@ from hyperhive.wire.models import (
     InboxRequest,
     OperatorSendRequest,
     QuestionAnswered,
-    RecvReply,
-    RecvRequest,
     SendReply,
 )
 
@@ -39,8 +38,12 @@ async def test_operator_sends_to_an_agent_and_reads_its_own_inbox(agents: Agents
     assert (m.id, m.sender) == (sent.id, "operator")
 
     await alice.send("operator", "hi operator")
-    got = await bus.call(operator_nc, op("recv"), RecvRequest(wait_seconds=5), RecvReply)
-    assert [(m.sender, m.body) for m in got.messages] == [("alice", "hi operator")]
+    mine = Inbox(operator_nc, "operator")
+    await mine.open()
+    got, _ = await mine.take(wait=5)
+    assert [(m.sender, m.body) for m in got] == [("alice", "hi operator")]
+    await mine.ack([m.token for m in got])
+    assert (await mine.take())[0] == []
 
     with pytest.raises(HiveError) as err:
         await bus.call(operator_nc, op("send"), OperatorSendRequest(to="operator", body="me"), SendReply)

@@ -2,12 +2,21 @@ import asyncio
 
 import pytest
 from nats.js.api import RetentionPolicy
+from pydantic import Field
 
 from hivetest.hive import TestHive
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import AckReply, AckRequest, Empty
+from hyperhive.wire.models import Empty, WireModel
+
+
+class AckRequest(WireModel):
+    ack: list[str] = Field(default_factory=list)
+
+
+class AckReply(WireModel):
+    acked: int
 
 
 async def test_endpoint_replies_and_reports_errors_by_code(hive: TestHive) -> None:

@@ -66,8 +66,16 @@ def permissions(role: Role, name: str) -> dict[str, Any]:
     its harness plane. No host principal may publish on the agent plane, so nobody can speak as an agent.
     """
     if role == "agent":
+        inbox = f"{subjects.INBOX_STREAM}.inbox-{name}"
         return {
-            "publish": {"allow": [f"{subjects.AGENT_PREFIX}.{name}.>"]},
+            # Its own agent plane; and pulling from and acknowledging its own inbox consumer, nobody else's.
+            "publish": {
+                "allow": [
+                    f"{subjects.AGENT_PREFIX}.{name}.>",
+                    f"$JS.API.CONSUMER.MSG.NEXT.{inbox}",
+                    f"$JS.ACK.{inbox}.>",
+                ]
+            },
             "subscribe": {"allow": [f"{subjects.reply_prefix(name)}.>", f"{subjects.HARNESS_PREFIX}.{name}.>"]},
             "allow_responses": True,
         }

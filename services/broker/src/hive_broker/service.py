@@ -20,20 +20,15 @@ from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
     MAX_BODY_BYTES,
-    AckReply,
-    AckRequest,
     DepthsReply,
     Empty,
     Event,
     InboxReply,
     InboxRequest,
     Message,
-    MessageDelivered,
     MessageRefused,
     MessageSent,
     OperatorSendRequest,
-    RecvReply,
-    RecvRequest,
     SendReply,
     SendRequest,
 )
@@ -84,7 +79,10 @@ class Broker:
         mid = message_id or self._ids.next().decode()
         message = Message(id=mid, sender=sender, to=to, body=body, sent_at=datetime.now(UTC), broadcast=to == BROADCAST)
         async with self._order[sender]:
-            stored = await asyncio.gather(*(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in targets))
+            if len(targets) == 1:  # the common case, without a task per recipient
+                stored = [await self.inboxes.put(targets[0], message, f"{sender}:{mid}:{targets[0]}")]
+            else:
+                stored = await asyncio.gather(*(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in targets))
         if not all(duplicate for _, duplicate in stored):
             sent = MessageSent(id=mid, sender=sender, to=to, recipients=targets, seqs=[seq for seq, _ in stored])
             await self._event("message_sent", sender, sent)
@@ -93,34 +91,15 @@ class Broker:
     async def system_message(self, to: str, body: str, message_id: str) -> None:
         await self.deliver(SYSTEM, to, body, message_id)
 
-    async def _take(self, owner: str, req: RecvRequest) -> RecvReply:
-        if req.ack:
-            await self._acked(owner, req.ack)
-        messages, unread = await self.inboxes.take(
-            owner, max_messages=req.max, wait=req.wait_seconds, session=req.session
-        )
-        return RecvReply(messages=messages, unread=unread)
-
-    async def _acked(self, owner: str, tokens: list[str]) -> int:
-        for seq in await self.inboxes.ack(owner, tokens):
-            await self._event("message_delivered", owner, MessageDelivered(owner=owner, seq=seq))
-        return len(tokens)
-
-    async def _ack(self, owner: str, req: AckRequest) -> AckReply:
-        if req.progress:
-            await self.inboxes.keep(owner, req.progress)
-        return AckReply(acked=await self._acked(owner, req.ack) if req.ack else 0)
-
     # ── agent plane: the caller is the subject's <name> ──
 
     async def agent_send(self, subject: str, req: SendRequest) -> SendReply:
         return await self.deliver(subjects.caller(subject), req.to, req.body, req.id)
 
-    async def agent_recv(self, subject: str, req: RecvRequest) -> RecvReply:
-        return await self._take(subjects.caller(subject), req)
-
-    async def agent_ack(self, subject: str, req: AckRequest) -> AckReply:
-        return await self._ack(subjects.caller(subject), req)
+    async def agent_open(self, subject: str, req: Empty) -> Empty:
+        """Create the caller's inbox consumer, so its harness can pull from it."""
+        await self.inboxes.ensure(subjects.caller(subject))
+        return Empty()
 
     # ── operator plane ──
 
@@ -129,11 +108,9 @@ class Broker:
             raise HiveError(ErrorCode.INVALID_REQUEST, "The operator cannot send to 'operator'; name an agent or '*'.")
         return await self.deliver(OPERATOR, req.to, req.body, None)
 
-    async def operator_recv(self, subject: str, req: RecvRequest) -> RecvReply:
-        return await self._take(OPERATOR, req)
-
-    async def operator_ack(self, subject: str, req: AckRequest) -> AckReply:
-        return await self._ack(OPERATOR, req)
+    async def operator_open(self, subject: str, req: Empty) -> Empty:
+        await self.inboxes.ensure(OPERATOR)
+        return Empty()
 
     async def inbox(self, subject: str, req: InboxRequest) -> InboxReply:
         if req.owner != OPERATOR and not self.policy.exists(check_agent_ref(req.owner)):
@@ -148,11 +125,9 @@ class Broker:
         op = subjects.operator
         return [
             E("send", subjects.agent_any(subjects.SEND), SendRequest, self.agent_send, concurrent=True),
-            E("recv", subjects.agent_any(subjects.RECV), RecvRequest, self.agent_recv, concurrent=True),
-            E("ack", subjects.agent_any(subjects.ACK), AckRequest, self.agent_ack, concurrent=True),
+            E("open", subjects.agent_any(subjects.OPEN), Empty, self.agent_open, concurrent=True),
             E("operator-send", op(subjects.BROKER, "send"), OperatorSendRequest, self.operator_send, concurrent=True),
-            E("operator-recv", op(subjects.BROKER, "recv"), RecvRequest, self.operator_recv, concurrent=True),
-            E("operator-ack", op(subjects.BROKER, "ack"), AckRequest, self.operator_ack, concurrent=True),
+            E("operator-open", op(subjects.BROKER, "open"), Empty, self.operator_open, concurrent=True),
             E("inbox", op(subjects.BROKER, "inbox"), InboxRequest, self.inbox, concurrent=True),
             E("depths", op(subjects.BROKER, "depths"), Empty, self.depths, concurrent=True),
         ]

@@ -46,26 +46,6 @@ class SendReply(WireModel):
     recipients: list[str] = Field(description="Who the message was queued for.")
 
 
-class RecvRequest(WireModel):
-    """`hive.agent.<name>.recv`: acknowledge what reached the model, then take the next messages."""
-
-    kind: Literal["hive.recv.v1"] = "hive.recv.v1"
-    wait_seconds: float = Field(
-        0, ge=0, le=MAX_RECV_WAIT_SECONDS, description="How long to wait when nothing is pending."
-    )
-    max: int = Field(8, ge=1, le=MAX_RECV_BATCH, description="At most this many messages.")
-    ack: list[str] = Field(
-        default_factory=list,
-        max_length=256,
-        description="Delivery tokens of messages that reached the model; they will not come again.",
-    )
-    session: str = Field(
-        "",
-        max_length=64,
-        description="The harness instance. A new session gets the messages an earlier one took but never acked.",
-    )
-
-
 class Message(WireModel):
     """One message as an agent (or the operator) receives it."""
 
@@ -79,31 +59,6 @@ class Message(WireModel):
     redelivered: bool = Field(False, description="True when an earlier delivery was not acknowledged.")
     token: str = Field("", description="Delivery token to pass back in `recv.ack` (empty in stored copies).")
     seq: int = Field(0, description="Position in the inbox stream; events about this message carry it too.")
-
-
-class RecvReply(WireModel):
-    kind: Literal["hive.recv.reply.v1"] = "hive.recv.reply.v1"
-    messages: list[Message]
-    unread: int = Field(description="Messages still waiting after these.")
-
-
-class AckRequest(WireModel):
-    """`hive.agent.<name>.ack`: acknowledge without taking more (the harness does this at turn end)."""
-
-    kind: Literal["hive.ack.v1"] = "hive.ack.v1"
-    ack: list[str] = Field(
-        default_factory=list, max_length=256, description="Tokens of messages that reached the model."
-    )
-    progress: list[str] = Field(
-        default_factory=list,
-        max_length=256,
-        description="Tokens of messages still being worked on: keeps them from being redelivered meanwhile.",
-    )
-
-
-class AckReply(WireModel):
-    kind: Literal["hive.ack.reply.v1"] = "hive.ack.reply.v1"
-    acked: int
 
 
 # ── operator plane: broker ───────────────────────────────────────────────────
@@ -214,10 +169,10 @@ class MessageRefused(WireModel):
 
 
 class MessageDelivered(WireModel):
-    """`message_delivered`: a recipient's harness acknowledged a message."""
+    """`message_delivered` (on `hive.agent.<owner>.event.message_delivered`): a harness acknowledged messages."""
 
     owner: str
-    seq: int
+    seqs: list[int] = Field(description="Inbox stream sequences of the acknowledged messages.")
 
 
 class ApprovalResolved(WireModel):

@@ -1,0 +1,181 @@
+"""An agent's own side of its inbox: it pulls from its durable JetStream consumer and acknowledges what reached the
+model, directly. The NATS permissions let each agent pull and ack only `inbox-<own name>`, so no service needs to
+stand in the path of a delivery; the broker only stores what is sent, after the recipient policy agreed.
+
+A message is acknowledged only when the harness says it reached the model, so a crash before that redelivers it.
+The tokens a harness holds are kept in a file in its state dir: a restarted harness hands them back at once
+(`recover`), and they come again marked `redelivered`. JetStream's ack_wait is the backstop for anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from hyperhive import bus
+from hyperhive.identity import write_atomic
+from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import MAX_RECV_BATCH, MAX_RECV_WAIT_SECONDS, Empty, Event, Message, MessageDelivered
+from hyperhive.wire.names import OPERATOR
+
+log = logging.getLogger("hyperhive.inbox")
+
+STREAM = subjects.INBOX_STREAM
+TOKEN_PATTERN = re.compile(r"\$JS\.ACK\.[A-Za-z0-9_.\-]+")
+PULL_GRACE_SECONDS = 5.0
+
+
+def consumer_name(owner: str) -> str:
+    return f"inbox-{owner}"
+
+
+def _status(msg: Msg) -> str | None:
+    return msg.headers.get("Status") if msg.headers else None
+
+
+class Inbox:
+    """The inbox of `owner` (an agent, or `operator`), as its harness (or the operator's tools) reads it."""
+
+    def __init__(self, nc: Client, owner: str, *, held_file: Path | None = None) -> None:
+        self._nc = nc
+        self.owner = owner
+        self._held_file = held_file
+        self._held: set[str] = set()
+        self._pulling = asyncio.Lock()
+        self._replies: Subscription | None = None
+        self._reply_subject = ""
+        self._got: list[Msg] = []
+        self._batch = 0
+        self._done: asyncio.Future[str | None] | None = None
+
+    async def open(self) -> None:
+        """Make sure the inbox exists (the broker creates its consumer), then hand back what an earlier harness
+        held and never acknowledged."""
+        subject = (
+            subjects.operator(subjects.BROKER, subjects.OPEN)
+            if self.owner == OPERATOR
+            else subjects.agent(self.owner, subjects.OPEN)
+        )
+        await bus.call(self._nc, subject, Empty(), Empty)
+        if self._held_file is not None and self._held_file.exists():
+            stale = json.loads(self._held_file.read_text() or "[]")
+            await self.release([t for t in stale if isinstance(t, str)])
+
+    async def take(self, *, max_messages: int = 8, wait: float = 0) -> tuple[list[Message], int]:
+        """Up to `max_messages` pending messages, waiting up to `wait` seconds for the first; and how many remain.
+
+        One JetStream pull with `no_wait`: the server sends what is pending now, or, when nothing is, holds the
+        request up to `wait` seconds and pushes the first message the moment it is stored; then it ends the request
+        with a status, so nothing is left lingering."""
+        if not 1 <= max_messages <= MAX_RECV_BATCH:
+            raise HiveError(ErrorCode.INVALID_REQUEST, f"max must be 1-{MAX_RECV_BATCH}, not {max_messages}.")
+        if not 0 <= wait <= MAX_RECV_WAIT_SECONDS:
+            raise HiveError(ErrorCode.INVALID_REQUEST, f"wait_seconds must be 0-{MAX_RECV_WAIT_SECONDS}, not {wait}.")
+        msgs = await self._pull(max_messages, wait)
+        taken = [self._as_message(m) for m in msgs]
+        self._hold(add=[m.token for m in taken])
+        return taken, msgs[-1].metadata.num_pending if msgs else 0
+
+    async def _pull(self, batch: int, wait: float) -> list[Msg]:
+        async with self._pulling:  # one pull at a time per inbox: the replies of one pull are told apart by that
+            if self._replies is None:
+                self._reply_subject = self._nc.new_inbox()
+                self._replies = await self._nc.subscribe(self._reply_subject, cb=self._collect)
+            request: dict[str, object] = {"batch": batch, "no_wait": True}
+            if wait > 0:
+                request["expires"] = int(wait * 1e9)
+            self._got, self._batch = [], batch
+            self._done = asyncio.get_running_loop().create_future()
+            try:
+                await self._nc.publish(
+                    f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.owner)}",
+                    json.dumps(request).encode(),
+                    reply=self._reply_subject,
+                )
+                status = await asyncio.wait_for(self._done, wait + PULL_GRACE_SECONDS)
+            except TimeoutError:
+                status = None
+            finally:
+                self._done = None
+            if status == "503" and not self._got:
+                raise HiveError(ErrorCode.UNAVAILABLE, f"The inbox of {self.owner} is not open; call open() first.")
+            return self._got
+
+    async def _collect(self, msg: Msg) -> None:
+        status = _status(msg)  # 404 nothing more, 408 expired, 409 consumer changed, 503 no inbox
+        if self._done is None or self._done.done():
+            if status is None:  # a straggler after its pull gave up: hand it back rather than sit on it
+                await self._nc.publish(msg.reply, b"-NAK")
+            return
+        if status is None:
+            self._got.append(msg)
+        if status is not None or len(self._got) >= self._batch:
+            self._done.set_result(status)
+
+    @staticmethod
+    def _as_message(msg: Msg) -> Message:
+        meta = msg.metadata
+        return Message.model_validate_json(msg.data).model_copy(
+            update={"token": msg.reply, "redelivered": meta.num_delivered > 1, "seq": meta.sequence.stream}
+        )
+
+    def _check(self, tokens: list[str]) -> list[int]:
+        seqs = []
+        for token in tokens:
+            try:
+                if not TOKEN_PATTERN.fullmatch(token):
+                    raise ValueError(token)
+                meta = Msg.Metadata._from_reply(token)
+            except (ValueError, IndexError):
+                raise HiveError(ErrorCode.INVALID_REQUEST, f"{token[:80]!r} is not a delivery token.") from None
+            if meta.stream != STREAM or meta.consumer != consumer_name(self.owner):
+                raise HiveError(ErrorCode.NOT_ALLOWED, f"Token {token[:80]!r} is not for {self.owner}'s inbox.")
+            seqs.append(meta.sequence.stream)
+        return seqs
+
+    async def ack(self, tokens: list[str]) -> int:
+        """These reached the model: they will not come again."""
+        seqs = self._check(tokens)
+        # No flush: an ack still in our buffer when the process dies only means the message comes again after
+        # ack_wait (at least once, never lost).
+        for token in tokens:
+            await self._nc.publish(token, b"+ACK")
+        self._hold(drop=tokens)
+        if seqs and self.owner != OPERATOR:
+            delivered = MessageDelivered(owner=self.owner, seqs=seqs)
+            event = Event(type="message_delivered", agent=self.owner, at=datetime.now(UTC), data=delivered.model_dump())
+            await self._nc.publish(subjects.agent_event(self.owner, "message_delivered"), bus.encode(event))
+        return len(tokens)
+
+    async def keep(self, tokens: list[str]) -> None:
+        """Still being worked on: restart their redelivery clock."""
+        self._check(tokens)
+        for token in tokens:
+            await self._nc.publish(token, b"+WPI")
+        await self._nc.flush()
+
+    async def release(self, tokens: list[str]) -> None:
+        """Hand messages back for immediate redelivery, waiting for JetStream to confirm each."""
+        self._check(tokens)
+        results = await asyncio.gather(
+            *(self._nc.request(token, b"-NAK", timeout=2) for token in tokens), return_exceptions=True
+        )
+        for token, result in zip(tokens, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("owner=%s token=%s outcome=nak_unconfirmed error=%r", self.owner, token, result)
+        self._hold(drop=tokens)
+
+    def _hold(self, *, add: list[str] = (), drop: list[str] = ()) -> None:  # type: ignore[assignment]
+        self._held.update(add)
+        self._held.difference_update(drop)
+        if self._held_file is not None and (add or drop):
+            write_atomic(self._held_file, json.dumps(sorted(self._held)))
