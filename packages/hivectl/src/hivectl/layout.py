@@ -35,8 +35,13 @@ class Layout:
 
 
 def installed_services() -> list[str]:
-    """The host services whose package (`hive_<name>`) is installed, in start order."""
-    return [name for name in subjects.SERVICES if importlib.util.find_spec(f"hive_{name}") is not None]
+    """The host services that are installed and runnable (`python -m hive_<name>`), in start order."""
+    return [
+        name
+        for name in subjects.SERVICES
+        if importlib.util.find_spec(f"hive_{name}") is not None
+        and importlib.util.find_spec(f"hive_{name}.__main__") is not None
+    ]
 
 
 def operator_settings() -> HiveSettings:

@@ -1,0 +1,106 @@
+"""Config repos and policy evaluation with real git and real nix-instantiate."""
+
+from pathlib import Path
+
+import pytest
+
+from hive_spawner.evaluate import evaluate
+from hive_spawner.repos import ConfigRepos, git
+from hyperhive.wire.errors import ErrorCode, HiveError
+
+
+@pytest.fixture
+def repos(tmp_path: Path) -> ConfigRepos:
+    return ConfigRepos(tmp_path / "config")
+
+
+def commit(repos: ConfigRepos, name: str, agent_nix: str, message: str = "change") -> str:
+    proposed = repos.proposed(name)
+    (proposed / "agent.nix").write_text(agent_nix)
+    git(proposed, "commit", "-q", "-am", message)
+    return git(proposed, "rev-parse", "HEAD")
+
+
+def test_a_new_agent_gets_repos_whose_template_evaluates(repos: ConfigRepos) -> None:
+    first = repos.create("alice")
+    frozen = repos.freeze("alice", first[:7], approval_id=1)
+    assert (frozen.sha, frozen.tag) == (first, "proposal/1")
+    assert "+++ b/agent.nix" in frozen.diff
+    with repos.checkout("alice", frozen.tag, frozen.sha) as files:
+        policy = evaluate(files, "alice")
+    assert (policy.agent, policy.model, policy.allowed_recipients, policy.notes_threshold) == (
+        "alice", "claude-sonnet-4-5", ["manager"], 16384
+    )
+
+
+def test_what_is_applied_is_exactly_what_was_frozen(repos: ConfigRepos) -> None:
+    repos.create("alice")
+    wanted = commit(repos, "alice", '{...}: { hyperhive.model = "claude-opus-4"; }')
+    frozen = repos.freeze("alice", wanted, approval_id=7)
+    commit(repos, "alice", '{...}: { hyperhive.model = "something-else"; }', "moved on")
+
+    with repos.checkout("alice", frozen.tag, frozen.sha) as files:
+        assert evaluate(files, "alice").model == "claude-opus-4"
+    repos.apply("alice", frozen.tag, frozen.sha)
+    assert git(repos.applied("alice"), "rev-parse", "HEAD") == wanted
+
+    later = repos.freeze("alice", git(repos.proposed("alice"), "rev-parse", "HEAD"), approval_id=8)
+    assert '-{...}: { hyperhive.model = "claude-opus-4"; }' in later.diff  # diffed against what is applied
+
+
+def test_a_moved_tag_is_refused_and_nothing_is_applied(repos: ConfigRepos) -> None:
+    repos.create("alice")
+    wanted = commit(repos, "alice", '{...}: { hyperhive.model = "a"; }')
+    frozen = repos.freeze("alice", wanted, approval_id=3)
+    other = commit(repos, "alice", '{...}: { hyperhive.model = "b"; }')
+    git(repos.proposed("alice"), "tag", "-f", "proposal/3", other)  # the manager tampers with the tag
+    with pytest.raises(HiveError) as err, repos.checkout("alice", frozen.tag, frozen.sha):
+        pass
+    assert err.value.code == ErrorCode.CONFLICT
+    with pytest.raises(HiveError):
+        repos.apply("alice", frozen.tag, frozen.sha)
+    assert git(repos.applied("alice"), "rev-parse", "--verify", "--quiet", "HEAD", check=False) == ""
+
+
+@pytest.mark.parametrize("ref", ["abc", "ABCDEF1", "x" * 8, "a" * 41, "HEAD", "main", "../../etc"])
+def test_refs_that_are_not_commit_ids_are_refused(repos: ConfigRepos, ref: str) -> None:
+    repos.create("alice")
+    with pytest.raises(HiveError) as err:
+        repos.freeze("alice", ref, approval_id=1)
+    assert err.value.code == ErrorCode.INVALID_REQUEST
+
+
+def test_an_unknown_commit_is_not_found(repos: ConfigRepos) -> None:
+    repos.create("alice")
+    with pytest.raises(HiveError) as err:
+        repos.freeze("alice", "deadbeef", approval_id=1)
+    assert err.value.code == ErrorCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", "ALICE", "twentycharacterslong", "аlice", "manager/../x"])
+def test_bad_names_are_refused_before_any_filesystem_access(repos: ConfigRepos, tmp_path: Path, name: str) -> None:
+    with pytest.raises(HiveError) as err:
+        repos.create(name)
+    assert err.value.code == ErrorCode.INVALID_NAME
+    assert not (tmp_path / "config").exists()
+
+
+@pytest.mark.parametrize(
+    ("agent_nix", "says"),
+    [
+        ("{...}: { hyperhive = ", "does not evaluate"),
+        ('{...}: { hyperhive.allowedRecipients = "bob"; }', "hyperhive.allowedRecipients"),
+        ('{...}: { hyperhive.allowedRecipients = [ "../x" ]; }', "hyperhive.allowedRecipients"),
+        ("{...}: { hyperhive.model = builtins.readFile /etc/hostname; }", "forbidden in restricted mode"),
+        ("{...}: { hyperhive.notesThreshold = \"big\"; }", "hyperhive.notesThreshold"),
+    ],
+)
+def test_an_agent_nix_that_does_not_evaluate_or_validate_names_the_problem(
+    repos: ConfigRepos, agent_nix: str, says: str
+) -> None:
+    repos.create("alice")
+    frozen = repos.freeze("alice", commit(repos, "alice", agent_nix), approval_id=1)
+    with pytest.raises(HiveError) as err, repos.checkout("alice", frozen.tag, frozen.sha) as files:
+        evaluate(files, "alice")
+    assert err.value.code == ErrorCode.INVALID_REQUEST
+    assert says in err.value.message
