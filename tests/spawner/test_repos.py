@@ -29,7 +29,10 @@ def test_a_new_agent_gets_repos_whose_template_evaluates(repos: ConfigRepos) -> 
     with repos.checkout("alice", frozen.tag, frozen.sha) as files:
         policy = evaluate(files, "alice")
     assert (policy.agent, policy.model, policy.allowed_recipients, policy.notes_threshold) == (
-        "alice", "claude-sonnet-4-5", ["manager"], 16384
+        "alice",
+        "claude-sonnet-4-5",
+        ["manager"],
+        16384,
     )
 
 
@@ -92,7 +95,7 @@ def test_bad_names_are_refused_before_any_filesystem_access(repos: ConfigRepos, 
         ('{...}: { hyperhive.allowedRecipients = "bob"; }', "hyperhive.allowedRecipients"),
         ('{...}: { hyperhive.allowedRecipients = [ "../x" ]; }', "hyperhive.allowedRecipients"),
         ("{...}: { hyperhive.model = builtins.readFile /etc/hostname; }", "forbidden in restricted mode"),
-        ("{...}: { hyperhive.notesThreshold = \"big\"; }", "hyperhive.notesThreshold"),
+        ('{...}: { hyperhive.notesThreshold = "big"; }', "hyperhive.notesThreshold"),
     ],
 )
 def test_an_agent_nix_that_does_not_evaluate_or_validate_names_the_problem(

@@ -19,6 +19,16 @@ log = logging.getLogger("hive_broker.system")
 CONSUMER = "broker-system"
 KINDS = ("approval_resolved", "approval_applied", "question_answered", "container_crash", "agent_started")
 
+STATUS_WORDS = {
+    "approved": "was approved",
+    "applying": "was approved and is being applied",
+    "denied": "was denied",
+    "expired": "expired without a decision",
+    "cancelled": "was cancelled",
+    "deployed": "is applied (deployed)",
+    "failed": "failed to apply",
+}
+
 Deliver = Callable[[str, str, str], Awaitable[None]]
 """deliver(to, body, message_id)"""
 
@@ -30,7 +40,8 @@ def compose(event: Event) -> tuple[str, str] | None:
         if a.kind == "tool_permission":
             return None  # the harness waits for that decision itself; the model need not read about it
         note = f" Note: {a.note}" if a.note else ""
-        return a.requested_by, f"Your request #{a.id} ({a.kind} for {a.agent}) is {a.status}.{note}"
+        said = STATUS_WORDS.get(a.status, a.status)
+        return a.requested_by, f"Your request #{a.id} ({a.kind} for {a.agent}) {said}.{note}"
     if event.type == "question_answered":
         q = QuestionAnswered.model_validate(event.data)
         return q.asker, f"The operator answered your question #{q.id} ({q.question!r}): {q.answer}"

@@ -1,0 +1,39 @@
+"""`python -m hive_spawner`: run the spawner until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+from hive_spawner import __version__
+from hive_spawner.repos import ConfigRepos
+from hive_spawner.service import Spawner
+from hive_spawner.settings import SpawnerSettings
+from hyperhive import bus
+from hyperhive.wire import subjects
+
+
+async def start(stack: AsyncExitStack, settings: SpawnerSettings, stop: asyncio.Event | None = None) -> Spawner:
+    nc = await stack.enter_async_context(bus.connected(settings, name=subjects.SPAWNER))
+    js = nc.jetstream()
+    await bus.declare(js)
+    spawner = Spawner(nc, js, ConfigRepos(settings.state_dir / "config"), settings.state_dir / "agents", settings.host)
+    await stack.enter_async_context(
+        bus.serve(
+            nc,
+            name=subjects.SPAWNER,
+            version=__version__,
+            description="Agents' config repos and containers",
+            endpoints=spawner.endpoints(),
+        )
+    )
+    bus.background(stack, spawner.work(), "commands", stop)
+    return spawner
+
+
+def main() -> None:
+    bus.main(SpawnerSettings, start)
+
+
+if __name__ == "__main__":
+    main()
