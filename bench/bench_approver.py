@@ -21,9 +21,9 @@ from nats.js import api as js_api
 
 from hivectl.natsserver import NatsServer
 from hivectl.postgres import Postgres
-from hivectl.process import Child, free_port
 from hivectl.up import prepare_database
 from hyperhive import bus
+from hyperhive.process import Child, free_port
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, Approval, ApprovalRequest, AskReply, AskRequest, DecisionRequest

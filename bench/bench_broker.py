@@ -20,9 +20,9 @@ from pathlib import Path
 from nats.aio.client import Client
 
 from hivectl.natsserver import NatsServer
-from hivectl.process import Child
 from hyperhive import bus
 from hyperhive.inbox import Inbox
+from hyperhive.process import Child
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest

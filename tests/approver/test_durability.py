@@ -10,8 +10,8 @@ import asyncpg
 from nats.aio.client import Client
 
 from hive_approver.__main__ import start
-from hivectl.process import Child
 from hivetest.hive import TestHive
+from hyperhive.process import Child
 from hyperhive.wire.models import Approval, ApprovalsReply, ApprovalsRequest, DecisionRequest
 
 from .conftest import TestSpawner, approver_settings, make_agent, operator_call

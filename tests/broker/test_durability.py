@@ -4,8 +4,8 @@ import os
 import signal
 import sys
 
-from hivectl.process import Child
 from hivetest.hive import TestHive
+from hyperhive.process import Child
 
 from .conftest import Agents
 

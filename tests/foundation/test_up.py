@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 
 from hivectl.layout import Layout, installed_services
-from hivectl.process import Child, free_port
 from hyperhive import bus
+from hyperhive.process import Child, free_port
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 

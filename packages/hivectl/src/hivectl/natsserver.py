@@ -9,9 +9,9 @@ import sysconfig
 from pathlib import Path
 from typing import TextIO
 
-from hivectl.process import Child
 from hyperhive import identity
 from hyperhive.identity import Identities
+from hyperhive.process import Child
 
 
 def nats_server_binary() -> str:
@@ -65,7 +65,7 @@ class NatsServer:
     def reload(self, timeout: float = 10.0) -> None:
         """Apply the current auth.conf, and return once the server says it has."""
         assert self.child is not None
-        mark = len(self.child.lines)
+        mark = self.child.count
         identity.reload(self.pid_file)
         self.child.wait_for(r"Reloaded server configuration", timeout, after=mark)
 

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import TextIO
 
-from hivectl.process import Child
 from hyperhive.identity import write_secret
+from hyperhive.process import Child
 
 NOBODY = 65534
 SUPERUSER = "postgres"

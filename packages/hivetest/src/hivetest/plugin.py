@@ -20,9 +20,9 @@ from nats.aio.client import Client
 from hivectl.layout import installed_services
 from hivectl.natsserver import NatsServer
 from hivectl.postgres import Postgres
-from hivectl.process import free_port
 from hivetest.hive import ExternalNats, TestHive
 from hyperhive.migrate import migrate, migrations_of
+from hyperhive.process import free_port
 
 TEMPLATE = "hive_template"
 

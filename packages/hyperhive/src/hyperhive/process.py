@@ -39,6 +39,9 @@ class Child:
         cwd: Path | None = None,
         echo: TextIO | None = None,
         on_exit: Callable[[Child], None] | None = None,
+        user: int | None = None,
+        keep: int = 10_000,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -46,7 +49,11 @@ class Child:
         self.cwd = cwd
         self.echo = echo
         self.on_exit = on_exit
+        self.user = user
+        self.keep = keep
+        self.pass_fds = tuple(pass_fds)
         self.lines: list[str] = []
+        self._dropped = 0
         self._changed = threading.Condition()
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -67,6 +74,10 @@ class Child:
             env=self.env,
             cwd=self.cwd,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
+            user=self.user,
+            group=self.user,
+            pass_fds=self.pass_fds,
+            extra_groups=[] if self.user is not None else None,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
         self._reader = threading.Thread(target=self._read, name=f"child-{self.name}", daemon=True)
@@ -82,6 +93,9 @@ class Child:
                 print(f"[{self.name}] {line}", file=self.echo, flush=True)
             with self._changed:
                 self.lines.append(line)
+                if len(self.lines) > 2 * self.keep:  # a long-lived child: keep the recent lines only
+                    del self.lines[: self.keep]
+                    self._dropped += self.keep
                 self._changed.notify_all()
         self._proc.stdout.close()
         self._proc.wait()
@@ -97,17 +111,22 @@ class Child:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def count(self) -> int:
+        """How many lines the child has printed so far (a mark for `wait_for(after=…)`)."""
+        return self._dropped + len(self.lines)
+
     def wait_for(self, pattern: str | re.Pattern[str], timeout: float, *, after: int = 0) -> re.Match[str]:
-        """Block until a line (from index `after` on) matches; fail if the child exits or time runs out."""
+        """Block until a line printed after the `after`-th matches; fail if the child exits or time runs out."""
         regex = re.compile(pattern)
-        seen = after
         deadline = time.monotonic() + timeout
         with self._changed:
+            seen = after
             while True:
-                for line in self.lines[seen:]:
+                for line in self.lines[max(0, seen - self._dropped) :]:
                     if match := regex.search(line):
                         return match
-                seen = len(self.lines)
+                seen = self.count
                 if not self.alive() and (self._reader is None or not self._reader.is_alive()):
                     raise ChildFailed(self._failure(f"exited before printing /{regex.pattern}/"))
                 remaining = deadline - time.monotonic()

@@ -1,0 +1,107 @@
+"""The local backend with real bubblewrap: what an agent can and cannot do, and how its exits are seen."""
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hive_spawner.local import LocalBackend
+from hyperhive.wire.errors import HiveError
+
+READY = "echo ready; exec sleep 600"
+
+
+class Exits:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int | None]] = []
+        self.happened = threading.Event()
+
+    def __call__(self, name: str, code: int | None) -> None:
+        self.seen.append((name, code))
+        self.happened.set()
+
+
+@pytest.fixture
+def exits() -> Exits:
+    return Exits()
+
+
+@pytest.fixture
+def agents_root() -> Iterator[Path]:
+    """Agents' state must be reachable by their own uids; pytest's tmp dirs are not (0700 parents)."""
+    root = Path(tempfile.mkdtemp(prefix="hive-agents-", dir="/var/tmp"))
+    root.chmod(0o711)
+    yield root / "agents"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def backend(agents_root: Path, exits: Exits):  # type: ignore[no-untyped-def]
+    local = LocalBackend(agents_root, on_exit=exits)
+    yield local
+    for name in ("alice", "bob"):
+        local.stop(name)
+
+
+def run(backend: LocalBackend, name: str, script: str) -> None:
+    backend.start(name, ["/bin/sh", "-c", script], {})
+    backend._running[name].wait_for("ready", 30)
+
+
+def test_an_agent_is_root_inside_and_its_files_belong_to_its_own_uid(backend: LocalBackend) -> None:
+    run(backend, "alice", f"id -u > /state/whoami; touch /state/made; {READY}")
+    state = backend.state_dir("alice")
+    assert (state / "whoami").read_text().strip() == "0"
+    uid = backend.uid("alice")
+    assert uid > 200_000
+    assert (state / "made").stat().st_uid == (uid if os.geteuid() == 0 else os.geteuid())
+
+
+def test_an_agent_cannot_write_outside_state(backend: LocalBackend, tmp_path: Path) -> None:
+    script = "; ".join(
+        f"(touch {p} 2>/dev/null && echo wrote {p} || echo refused {p})"
+        for p in ("/etc/hive-x", "/usr/hive-x", "/hive-x", "/var/hive-x", "/state/ok")
+    )
+    run(backend, "alice", f"{script}; {READY}")
+    journal = backend.journal("alice", 50)
+    assert [line for line in journal if line.startswith("wrote")] == ["wrote /state/ok"]
+    for path in ("/etc/hive-x", "/usr/hive-x", "/hive-x", "/var/hive-x"):
+        assert not Path(path).exists()
+
+
+def test_agents_get_different_uids_and_cannot_read_each_other(backend: LocalBackend) -> None:
+    run(backend, "bob", f"echo secret > /state/diary; chmod 600 /state/diary; {READY}")
+    bob_diary = backend.state_dir("bob") / "diary"
+    run(backend, "alice", f"cat {bob_diary} 2>/dev/null && echo read-it || echo no-access; {READY}")
+    assert backend.uid("alice") != backend.uid("bob")
+    assert "no-access" in backend.journal("alice", 10)
+
+
+def test_an_unexpected_exit_is_reported_and_a_stop_is_not(backend: LocalBackend, exits: Exits) -> None:
+    run(backend, "alice", READY)
+    run(backend, "bob", READY)
+    backend.stop("bob")
+    os.kill(backend.pid("alice"), 9)
+    assert exits.happened.wait(10)
+    assert [name for name, _ in exits.seen] == ["alice"]
+    assert not backend.running("alice")
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", "ALICE", "twentycharacterslong", "аlice"])
+def test_bad_names_never_become_paths(backend: LocalBackend, agents_root: Path, name: str) -> None:
+    with pytest.raises(HiveError):
+        backend.start(name, ["/bin/true"], {})
+    assert not agents_root.exists()
+
+
+def test_a_state_dir_its_uid_cannot_reach_is_refused_with_a_reason(tmp_path: Path, exits: Exits) -> None:
+    if os.geteuid() != 0:
+        return  # only root switches agents to their own uids; a non-root hive runs them as its own user
+    local = LocalBackend(tmp_path / "agents", on_exit=exits)  # pytest's tmp dirs are 0700
+    with pytest.raises(HiveError) as err:
+        local.start("alice", ["/bin/true"], {})
+    assert "must be reachable" in err.value.message
