@@ -10,6 +10,7 @@ from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
 from hive_spawner.__main__ import start as start_spawner
 from hive_spawner.repos import git
+from hive_spawner.service import Spawner
 from hive_spawner.settings import SpawnerSettings
 from hivetest.hive import TestHive
 from hyperhive import bus
@@ -25,10 +26,7 @@ async def test_an_approved_config_change_reaches_the_broker(
     hive: TestHive, database_url: str, operator_nc: Client
 ) -> None:
     async with AsyncExitStack() as stack:
-        base = hive.settings(subjects.SPAWNER)
-        spawner = await start_spawner(
-            stack, SpawnerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=base.state_dir)
-        )
+        spawner = await spawner_in(stack, hive)
         broker = await start_broker(stack, broker_settings(hive))
         approver = await start_approver(stack, approver_settings(hive, database_url))
         agents = Agents(hive, broker)
@@ -82,10 +80,7 @@ async def test_a_commit_that_does_not_evaluate_fails_with_the_reason_and_changes
     hive: TestHive, database_url: str, operator_nc: Client
 ) -> None:
     async with AsyncExitStack() as stack:
-        base = hive.settings(subjects.SPAWNER)
-        spawner = await start_spawner(
-            stack, SpawnerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=base.state_dir)
-        )
+        spawner = await spawner_in(stack, hive)
         approver = await start_approver(stack, approver_settings(hive, database_url))
         spawner.repos.create("alice")
         kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
@@ -107,6 +102,12 @@ async def test_a_commit_that_does_not_evaluate_fails_with_the_reason_and_changes
         assert "does not evaluate" in (failed.note or "")
         assert git(spawner.repos.applied("alice"), "rev-parse", "--verify", "--quiet", "HEAD", check=False) == ""
         assert AgentPolicy.model_validate_json((await kv.get("alice")).value or b"") == before
+
+
+async def spawner_in(stack: AsyncExitStack, hive: TestHive) -> Spawner:
+    base = hive.settings(subjects.SPAWNER)
+    settings = SpawnerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=base.state_dir)
+    return await start_spawner(stack, settings)
 
 
 async def _revision(hive: TestHive, agent: str) -> int:

@@ -20,6 +20,7 @@ import nats
 import nats.errors
 from nats import micro
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
@@ -231,6 +232,20 @@ async def serve(
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def each(
+    sub: JetStreamContext.PullSubscription, handle: Callable[[Msg], Awaitable[None]], batch: int = 16
+) -> None:
+    """Hand every message of a durable pull subscription to `handle` (which acks it, or not), until cancelled.
+    Each fetch is a long poll: the server pushes messages as they are stored."""
+    while True:
+        try:
+            msgs = await sub.fetch(batch, timeout=30)
+        except nats.errors.TimeoutError:
+            continue
+        for msg in msgs:
+            await handle(msg)
 
 
 # ── running a process ────────────────────────────────────────────────────────

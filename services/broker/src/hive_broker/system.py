@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import nats.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from pydantic import ValidationError
 
+from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentStarted, ApprovalResolved, ContainerCrash, Event, QuestionAnswered
 from hyperhive.wire.names import MANAGER
@@ -72,20 +73,18 @@ async def relay(js: JetStreamContext, deliver: Deliver) -> None:
     )
     await js.add_consumer(subjects.EVENTS_STREAM, config)
     sub = await js.pull_subscribe_bind(CONSUMER, subjects.EVENTS_STREAM)
-    while True:
+
+    async def handle(msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
         try:
-            msgs = await sub.fetch(16, timeout=30)
-        except nats.errors.TimeoutError:
-            continue
-        for msg in msgs:
-            seq = msg.metadata.sequence.stream
-            try:
-                composed = compose(Event.model_validate_json(msg.data))
-            except ValidationError:
-                log.exception("event_seq=%d outcome=malformed", seq)
-                await msg.term()
-                continue
-            if composed is not None:
-                to, body = composed
-                await deliver(to, body, f"system-{seq:08d}")
-            await msg.ack()
+            composed = compose(Event.model_validate_json(msg.data))
+        except ValidationError:
+            log.exception("event_seq=%d outcome=malformed", seq)
+            await msg.term()
+            return
+        if composed is not None:
+            to, body = composed
+            await deliver(to, body, f"system-{seq:08d}")
+        await msg.ack()
+
+    await bus.each(sub, handle)

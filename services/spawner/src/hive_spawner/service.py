@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
@@ -75,32 +75,23 @@ class Spawner:
             stream=subjects.SPAWNER_CMD_STREAM,
             config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=300),
         )
-        while True:
-            try:
-                msgs = await sub.fetch(1, timeout=30)
-            except nats.errors.TimeoutError:
-                continue
-            for msg in msgs:
-                command = SpawnerCommand.model_validate_json(msg.data)
-                try:
-                    await self.apply(command)
-                    outcome = OutcomeRequest(approval_id=command.approval_id, ok=True)
-                except HiveError as exc:
-                    outcome = OutcomeRequest(approval_id=command.approval_id, ok=False, reason=exc.message)
-                log.info(
-                    "approval=%d action=%s agent=%s ok=%s",
-                    command.approval_id,
-                    command.action,
-                    command.agent,
-                    outcome.ok,
-                )
-                try:
-                    await bus.call(self._nc, subjects.operator(subjects.APPROVER, "outcome"), outcome, Approval)
-                except HiveError as exc:
-                    if exc.code != ErrorCode.CONFLICT:  # CONFLICT: reported before a crash; the approver has it
-                        log.warning("approval=%d outcome=unreported error=%s", command.approval_id, exc)
-                        continue  # not acked: it comes again
-                await msg.ack()
+        await bus.each(sub, self._carry_out, batch=1)
+
+    async def _carry_out(self, msg: Msg) -> None:
+        command = SpawnerCommand.model_validate_json(msg.data)
+        try:
+            await self.apply(command)
+            outcome = OutcomeRequest(approval_id=command.approval_id, ok=True)
+        except HiveError as exc:
+            outcome = OutcomeRequest(approval_id=command.approval_id, ok=False, reason=exc.message)
+        log.info("approval=%d action=%s agent=%s ok=%s", command.approval_id, command.action, command.agent, outcome.ok)
+        try:
+            await bus.call(self._nc, subjects.operator(subjects.APPROVER, "outcome"), outcome, Approval)
+        except HiveError as exc:
+            if exc.code != ErrorCode.CONFLICT:  # CONFLICT: reported before a crash; the approver has it
+                log.warning("approval=%d outcome=unreported error=%s", command.approval_id, exc)
+                return  # not acked: it comes again
+        await msg.ack()
 
     def endpoints(self) -> list[bus.Endpoint[Any]]:
         return [bus.Endpoint("freeze", subjects.operator(subjects.SPAWNER, "freeze"), FreezeRequest, self.freeze)]
