@@ -100,6 +100,10 @@ def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path
         inbox = json.loads(hivectl(state, "--json", "inbox", "manager").stdout)
         assert [e["message"]["body"] for e in inbox["entries"]] == ["hello from the operator"]
         assert json.loads(hivectl(state, "--json", "approvals").stdout) == []
+        assert json.loads(hivectl(state, "--json", "agents").stdout) == []
+        unknown = hivectl(state, "logs", "ghost")
+        assert unknown.returncode == 1
+        assert "not_found" in unknown.stderr
         missing = hivectl(state, "approve", "999")
         assert missing.returncode == 1
         assert "not_found" in missing.stderr

@@ -10,6 +10,9 @@ from nats.aio.client import Client
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import (
+    AgentRequest,
+    AgentsReply,
+    AgentStatus,
     AnswerRequest,
     Approval,
     ApprovalsReply,
@@ -19,6 +22,8 @@ from hyperhive.wire.models import (
     Empty,
     InboxReply,
     InboxRequest,
+    LogsReply,
+    LogsRequest,
     OperatorSendRequest,
     Question,
     QuestionRef,
@@ -165,6 +170,37 @@ def render_question(q: dict[str, Any]) -> str:
     return f"question #{q['id']} of {q['asker']} is {q['status']}: {q.get('answer')}"
 
 
+def _spawner(verb: str) -> str:
+    return subjects.operator(subjects.SPAWNER, verb)
+
+
+async def agents(nc: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
+    reply = await bus.call(nc, _spawner("agents"), Empty(), AgentsReply)
+    return [a.model_dump(mode="json") for a in reply.agents]
+
+
+def render_agents(items: list[dict[str, Any]]) -> str:
+    rows = [[a["name"], a["state"], (a.get("applied") or "")[:12], str(a.get("uid") or "")] for a in items]
+    return table(rows, ["AGENT", "STATE", "APPLIED", "UID"])
+
+
+async def logs(nc: Client, args: argparse.Namespace) -> list[str]:
+    return (await bus.call(nc, _spawner("logs"), LogsRequest(agent=args.agent, lines=args.lines), LogsReply)).lines
+
+
+def render_logs(lines: list[str]) -> str:
+    return "\n".join(lines)
+
+
+async def lifecycle(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
+    reply = await bus.call(nc, _spawner(args.command), AgentRequest(agent=args.agent), AgentStatus, timeout=30)
+    return reply.model_dump(mode="json")
+
+
+def render_status_of(a: dict[str, Any]) -> str:
+    return f"{a['name']} is {a['state']}"
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("status", help="list the running services, with request and error counts")
     p.set_defaults(run=status, render=render_status)
@@ -203,6 +239,19 @@ def register(sub: Any) -> None:
     p.add_argument("text", nargs="?", default=None)
     p.add_argument("--choice", action="append")
     p.set_defaults(run=answer, render=render_question)
+
+    p = sub.add_parser("agents", help="the hive's agents and their states")
+    p.set_defaults(run=agents, render=render_agents)
+
+    p = sub.add_parser("logs", help="the last lines of an agent's journal")
+    p.add_argument("agent")
+    p.add_argument("--lines", type=int, default=100)
+    p.set_defaults(run=logs, render=render_logs)
+
+    for verb in ("start", "stop", "restart"):
+        p = sub.add_parser(verb, help=f"{verb} an agent")
+        p.add_argument("agent")
+        p.set_defaults(run=lifecycle, render=render_status_of)
 
     p = sub.add_parser("cancel", help="withdraw a question (the asker is told [cancelled])")
     p.add_argument("id", type=int)

@@ -113,6 +113,7 @@ class Hive:
             "HIVE_NATS_CREDS": str(self.layout.seed(name)),
             "HIVE_DATABASE_URL": database_url,
             "HIVE_STATE_DIR": str(self.layout.state_dir),
+            "HIVE_NATS_AUTH_DIR": str(self.layout.nats_root),
             "PYTHONUNBUFFERED": "1",
         }
 

@@ -17,7 +17,8 @@ async def start(stack: AsyncExitStack, settings: SpawnerSettings, stop: asyncio.
     nc = await stack.enter_async_context(bus.connected(settings, name=subjects.SPAWNER))
     js = nc.jetstream()
     await bus.declare(js)
-    spawner = Spawner(nc, js, ConfigRepos(settings.state_dir / "config"), settings.state_dir / "agents", settings.host)
+    spawner = Spawner(nc, js, ConfigRepos(settings.state_dir / "config"), settings.state_dir / "agents", settings)
+    stack.callback(spawner.backend.stop_all)  # agents stop with their spawner (they would die with it anyway)
     await stack.enter_async_context(
         bus.serve(
             nc,

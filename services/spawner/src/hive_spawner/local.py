@@ -126,6 +126,10 @@ class LocalBackend:
         self._stopping.add(name)
         child.stop(signal.SIGTERM, timeout=10)
 
+    def stop_all(self) -> None:
+        for name in list(self._running):
+            self.stop(name)
+
     def running(self, name: str) -> bool:
         child = self._running.get(name)
         return child is not None and child.alive()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +17,57 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
+from pydantic import BaseModel
 
 from hive_spawner.evaluate import evaluate
-from hive_spawner.repos import ConfigRepos
-from hyperhive import bus
+from hive_spawner.local import LocalBackend
+from hive_spawner.repos import ConfigRepos, git
+from hive_spawner.settings import SpawnerSettings
+from hyperhive import bus, identity
+from hyperhive.identity import Identities
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import AgentPolicy, Approval, FreezeReply, FreezeRequest, OutcomeRequest, SpawnerCommand
+from hyperhive.wire.models import (
+    AgentPolicy,
+    AgentRequest,
+    AgentsReply,
+    AgentStarted,
+    AgentStatus,
+    Approval,
+    ContainerCrash,
+    Empty,
+    Event,
+    FreezeReply,
+    FreezeRequest,
+    LogsReply,
+    LogsRequest,
+    OutcomeRequest,
+    SpawnerCommand,
+)
 from hyperhive.wire.names import check_agent_name
 
 log = logging.getLogger("hive_spawner")
 
 
 class Spawner:
-    def __init__(self, nc: Client, js: JetStreamContext, repos: ConfigRepos, state_root: Path, host: str) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        repos: ConfigRepos,
+        state_root: Path,
+        settings: SpawnerSettings,
+    ) -> None:
         self._nc = nc
         self._js = js
         self.repos = repos
         self.state_root = state_root
-        self.host = host
+        self.host = settings.host
+        self.settings = settings
+        self._loop = asyncio.get_running_loop()
+        self.backend = LocalBackend(state_root, on_exit=self._exited_in_thread)
+        self._crashed: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def freeze(self, subject: str, req: FreezeRequest) -> FreezeReply:
         # git runs in a thread: the event loop keeps serving while it works.
@@ -51,8 +85,21 @@ class Spawner:
             await kv.put(command.agent, bus.encode(policy))
         elif command.action == "spawn_draft":
             await asyncio.to_thread(self._draft, command.agent)
-        else:
-            raise HiveError(ErrorCode.UNAVAILABLE, f"{command.action} needs a container backend, not built yet.")
+        else:  # spawn (from the template as it is) or spawn_commit (from a reviewed, frozen commit)
+            if command.action == "spawn":
+                await asyncio.to_thread(self._draft, command.agent)
+                head = await asyncio.to_thread(git, self.repos.proposed(command.agent), "rev-parse", "HEAD")
+                frozen = await asyncio.to_thread(self.repos.freeze, command.agent, head, command.approval_id)
+                tag, sha = frozen.tag, frozen.sha
+            elif command.tag is None or command.sha is None:
+                raise HiveError(ErrorCode.INVALID_REQUEST, f"Approval #{command.approval_id} has no frozen commit.")
+            else:
+                tag, sha = command.tag, command.sha
+            policy = await asyncio.to_thread(self._evaluate_and_apply, command.agent, tag, sha)
+            await self._admit(command.agent)
+            kv = await self._js.key_value(subjects.POLICY_BUCKET)
+            await kv.put(command.agent, bus.encode(policy))
+            await self.start_agent(command.agent, restarted=False)
 
     def _evaluate_and_apply(self, agent: str, tag: str, sha: str) -> AgentPolicy:
         """Evaluate the frozen commit first; only a commit that evaluates and validates is applied."""
@@ -60,6 +107,87 @@ class Spawner:
             policy = evaluate(files, agent)
         self.repos.apply(agent, tag, sha)
         return policy
+
+    async def _admit(self, agent: str) -> None:
+        """Mint the agent's NATS credential into its state dir (0600, its own uid) and reload the server."""
+        auth = self.settings.nats_auth_dir
+        if auth is None:
+            return  # an open server (tests against $NATS_URL): agents connect without credentials
+        seed = self.backend.prepare(agent) / "nats.nk"
+        identities = Identities(auth)
+        await asyncio.to_thread(identities.add_agent, agent, seed)
+        self.backend.prepare(agent)  # the new seed file belongs to the agent's uid too
+        identity.reload(auth / "nats.pid")
+
+    async def start_agent(self, agent: str, *, restarted: bool) -> None:
+        env = {"HIVE_NATS_URL": self.settings.nats_url, "HIVE_AGENT": agent}
+        if self.settings.nats_auth_dir is not None:
+            env["HIVE_NATS_CREDS"] = "/state/nats.nk"
+        self._crashed.discard(agent)
+        self.backend.start(agent, self.settings.agent_command, env)
+        await self._event("agent_started", agent, AgentStarted(agent=agent, restarted=restarted))
+
+    def _exited_in_thread(self, agent: str, code: int | None) -> None:
+        """The backend saw an exit nobody asked for (its reader thread calls this)."""
+        self._loop.call_soon_threadsafe(self._spawn_task, self._crash(agent, code))
+
+    def _spawn_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _crash(self, agent: str, code: int | None) -> None:
+        self._crashed.add(agent)
+        log.warning("agent=%s exit_code=%s outcome=crashed", agent, code)
+        await self._event("container_crash", agent, ContainerCrash(agent=agent, exit_code=code))
+
+    async def _event(self, type_: str, agent: str, data: BaseModel) -> None:
+        event = Event(type=type_, agent=agent, at=datetime.now(UTC), data=data.model_dump())
+        await self._js.publish(subjects.event(type_, agent), bus.encode(event))
+
+    def status(self, agent: str) -> AgentStatus:
+        applied = git(self.repos.applied(agent), "rev-parse", "--verify", "--quiet", "HEAD", check=False) or None
+        if self.backend.running(agent):
+            state = "running"
+        elif agent in self._crashed:
+            state = "crashed"
+        else:
+            state = "stopped" if applied else "draft"
+        return AgentStatus(name=agent, state=state, applied=applied, uid=self.backend.uid(agent))
+
+    # ── operator plane ──
+
+    async def agents(self, subject: str, req: Empty) -> AgentsReply:
+        root = self.repos.root / "proposed"
+        names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+        return AgentsReply(agents=[self.status(n) for n in names])
+
+    def _known(self, agent: str) -> str:
+        if not self.repos.exists(agent):
+            raise HiveError(ErrorCode.NOT_FOUND, f"There is no agent {agent!r}.")
+        return agent
+
+    async def logs(self, subject: str, req: LogsRequest) -> LogsReply:
+        return LogsReply(agent=req.agent, lines=self.backend.journal(self._known(req.agent), req.lines))
+
+    async def start(self, subject: str, req: AgentRequest) -> AgentStatus:
+        agent = self._known(req.agent)
+        if self.status(agent).state == "draft":
+            raise HiveError(ErrorCode.CONFLICT, f"Agent {agent!r} is a draft; its spawn_commit must be approved first.")
+        await self.start_agent(agent, restarted=False)
+        return self.status(agent)
+
+    async def stop(self, subject: str, req: AgentRequest) -> AgentStatus:
+        agent = self._known(req.agent)
+        await asyncio.to_thread(self.backend.stop, agent)
+        self._crashed.discard(agent)
+        return self.status(agent)
+
+    async def restart(self, subject: str, req: AgentRequest) -> AgentStatus:
+        agent = self._known(req.agent)
+        await asyncio.to_thread(self.backend.stop, agent)
+        await self.start_agent(agent, restarted=True)
+        return self.status(agent)
 
     def _draft(self, agent: str) -> None:
         if not self.repos.exists(agent):
@@ -94,4 +222,14 @@ class Spawner:
         await msg.ack()
 
     def endpoints(self) -> list[bus.Endpoint[Any]]:
-        return [bus.Endpoint("freeze", subjects.operator(subjects.SPAWNER, "freeze"), FreezeRequest, self.freeze)]
+        E = bus.Endpoint
+        op = subjects.operator
+        S = subjects.SPAWNER
+        return [
+            E("freeze", op(S, "freeze"), FreezeRequest, self.freeze),
+            E("agents", op(S, "agents"), Empty, self.agents),
+            E("logs", op(S, "logs"), LogsRequest, self.logs),
+            E("start", op(S, "start"), AgentRequest, self.start),
+            E("stop", op(S, "stop"), AgentRequest, self.stop),
+            E("restart", op(S, "restart"), AgentRequest, self.restart),
+        ]

@@ -380,3 +380,44 @@ class QuestionsRequest(WireModel):
 class QuestionsReply(WireModel):
     kind: Literal["hive.questions.reply.v1"] = "hive.questions.reply.v1"
     questions: list[Question]
+
+
+# ── agents (spawner) ─────────────────────────────────────────────────────────
+
+AgentState = Literal["draft", "running", "stopped", "crashed"]
+
+
+class AgentStatus(WireModel):
+    """One agent as the spawner sees it."""
+
+    kind: Literal["hive.agent.status.v1"] = "hive.agent.status.v1"
+    name: str
+    state: AgentState = Field(description="`draft`: repos only; `crashed`: it stopped without being asked to.")
+    applied: str | None = Field(None, description="The applied commit of its config.")
+    uid: int | None = Field(None, description="Its host uid (local backend).")
+
+
+class AgentsReply(WireModel):
+    kind: Literal["hive.agents.reply.v1"] = "hive.agents.reply.v1"
+    agents: list[AgentStatus]
+
+
+class AgentRequest(WireModel):
+    """`hive.spawner.<verb>` (operator) and `hive.agent.manager.lifecycle.<verb>` (the manager): act on one agent."""
+
+    kind: Literal["hive.agent.request.v1"] = "hive.agent.request.v1"
+    agent: AgentRef
+
+
+class LogsRequest(WireModel):
+    """`hive.spawner.logs`: the last lines of an agent's journal."""
+
+    kind: Literal["hive.logs.v1"] = "hive.logs.v1"
+    agent: AgentRef
+    lines: int = Field(100, ge=1, le=2000)
+
+
+class LogsReply(WireModel):
+    kind: Literal["hive.logs.reply.v1"] = "hive.logs.reply.v1"
+    agent: str
+    lines: list[str]

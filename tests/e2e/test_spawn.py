@@ -1,0 +1,118 @@
+"""Spawning an agent end to end: the manager asks, the operator approves, the spawner creates its repos, mints its
+NATS credential, publishes its policy and starts it under bubblewrap; crashes and restarts are seen by the hive."""
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+
+from hive_approver.__main__ import start as start_approver
+from hive_broker.__main__ import start as start_broker
+from hive_spawner.__main__ import start as start_spawner
+from hive_spawner.settings import SpawnerSettings
+from hivectl.natsserver import NatsServer
+from hivetest.hive import TestHive
+from hyperhive import bus
+from hyperhive.wire import subjects
+from hyperhive.wire.models import (
+    AgentPolicy,
+    AgentRequest,
+    AgentsReply,
+    AgentStatus,
+    Approval,
+    DecisionRequest,
+    Empty,
+    InboxReply,
+    InboxRequest,
+    LogsReply,
+    LogsRequest,
+)
+
+from ..approver.conftest import approver_settings, make_agent, operator_call
+from ..broker.conftest import Agents, broker_settings
+
+SCRIPT = "id -u > /state/whoami; echo ready; exec sleep 600"
+
+
+@pytest.fixture
+def spawner_state() -> Iterator[Path]:
+    """Agents' state must be reachable by their own uids; pytest's tmp dirs are not (0700 parents)."""
+    root = Path(tempfile.mkdtemp(prefix="hive-spawner-", dir="/var/tmp"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def spawner(op: Client, verb: str, payload: object, reply: type) -> object:
+    return bus.call(op, subjects.operator(subjects.SPAWNER, verb), payload, reply, timeout=20)  # type: ignore[arg-type]
+
+
+async def test_a_spawned_agent_runs_sandboxed_with_its_credential_and_policy_and_its_crash_is_seen(
+    hive: TestHive, database_url: str, operator_nc: Client, spawner_state: Path
+) -> None:
+    assert isinstance(hive.server, NatsServer)
+    async with AsyncExitStack() as stack:
+        base = hive.settings(subjects.SPAWNER)
+        settings = SpawnerSettings(
+            nats_url=base.nats_url,
+            nats_creds=base.nats_creds,
+            state_dir=spawner_state,
+            nats_auth_dir=hive.server.root,
+            agent_command=["/bin/sh", "-c", SCRIPT],
+        )
+        the_spawner = await start_spawner(stack, settings)
+        broker = await start_broker(stack, broker_settings(hive))
+        approver = await start_approver(stack, approver_settings(hive, database_url))
+        manager = await make_agent(hive, approver, "manager")
+        manager_inbox = await Agents(hive, broker).agent("manager")
+        dashboard = await hive.connect("dashboard")
+        applied = await dashboard.subscribe(f"{subjects.EVENTS_PREFIX}.approval_applied.>")
+        system_sent = await dashboard.subscribe(subjects.event("message_sent", "system"))
+
+        pending = await manager.request("spawn", agent="bob", description="a helper")
+        await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
+        await applied.next_msg(timeout=30)
+        the_spawner.backend._running["bob"].wait_for("ready", 30)
+
+        [bob] = (await spawner(operator_nc, "agents", Empty(), AgentsReply)).agents  # type: ignore[attr-defined]
+        assert (bob.name, bob.state) == ("bob", "running")
+        assert bob.applied
+        state = spawner_state / "agents" / "bob"
+        assert (state / "whoami").read_text().strip() == "0"
+        seed = state / "nats.nk"
+        assert stat.S_IMODE(seed.stat().st_mode) == 0o600
+        assert seed.stat().st_uid == (bob.uid if os.geteuid() == 0 else os.geteuid())
+        assert (hive.server.root / "agents" / "bob.pub").exists()
+        kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+        assert AgentPolicy.model_validate_json((await kv.get("bob")).value or b"").allowed_recipients == ["manager"]
+        logs = await spawner(operator_nc, "logs", LogsRequest(agent="bob"), LogsReply)
+        assert "ready" in logs.lines  # type: ignore[attr-defined]
+
+        # The broker turned agent_started into bob's wake-up message.
+        while "bob" not in json.loads((await system_sent.next_msg(timeout=30)).data)["data"]["recipients"]:
+            pass  # the manager's "approved" and "deployed" come first
+        view = await bus.call(
+            operator_nc, subjects.operator(subjects.BROKER, "inbox"), InboxRequest(owner="bob"), InboxReply
+        )
+        assert "You were started" in view.entries[0].message.body
+
+        # A crash is an event, and the manager is told.
+        os.kill(the_spawner.backend.pid("bob"), 9)
+        told: list[str] = []
+        while not any("bob stopped unexpectedly" in t for t in told):
+            got = (await manager_inbox.recv(wait=20)).messages
+            assert got, f"the manager was told only {told}"
+            told += [m.body for m in got]
+            await manager_inbox.ack([m.token for m in got])
+        status = await spawner(operator_nc, "restart", AgentRequest(agent="bob"), AgentStatus)
+        assert status.state == "running"  # type: ignore[attr-defined]
+        stopped = await spawner(operator_nc, "stop", AgentRequest(agent="bob"), AgentStatus)
+        assert stopped.state == "stopped"  # type: ignore[attr-defined]
+        assert json.loads((spawner_state / "agents" / ".uids.json").read_text())["bob"] == bob.uid
