@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError
 
 from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
@@ -21,7 +22,9 @@ from hivectl.natsserver import NatsServer
 from hivetest.hive import TestHive
 from hyperhive import bus
 from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
+    AgentConfigReply,
     AgentPolicy,
     AgentRequest,
     AgentsReply,
@@ -116,3 +119,65 @@ async def test_a_spawned_agent_runs_sandboxed_with_its_credential_and_policy_and
         stopped = await spawner(operator_nc, "stop", AgentRequest(agent="bob"), AgentStatus)
         assert stopped.state == "stopped"  # type: ignore[attr-defined]
         assert json.loads((spawner_state / "agents" / ".uids.json").read_text())["bob"] == bob.uid
+
+
+async def test_destroy_keeps_a_tombstone_that_revives_or_purges_and_only_the_manager_has_lifecycle_verbs(
+    hive: TestHive, database_url: str, operator_nc: Client, spawner_state: Path
+) -> None:
+    assert isinstance(hive.server, NatsServer)
+    async with AsyncExitStack() as stack:
+        base = hive.settings(subjects.SPAWNER)
+        settings = SpawnerSettings(
+            nats_url=base.nats_url,
+            nats_creds=base.nats_creds,
+            state_dir=spawner_state,
+            nats_auth_dir=hive.server.root,
+            agent_command=["/bin/sh", "-c", SCRIPT],
+        )
+        the_spawner = await start_spawner(stack, settings)
+        approver = await start_approver(stack, approver_settings(hive, database_url))
+        manager = await make_agent(hive, approver, "manager")
+        applied = await (await hive.connect("dashboard")).subscribe(f"{subjects.EVENTS_PREFIX}.approval_applied.>")
+        pending = await manager.request("spawn", agent="bob")
+        await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
+        await applied.next_msg(timeout=30)
+        alice = await make_agent(hive, approver, "alice")
+
+        # The manager may stop and start others, never itself; another agent may not at all.
+        lifecycle = AgentRequest(agent="bob")
+        stopped = await manager.call("lifecycle.stop", lifecycle, AgentStatus, 30)
+        assert stopped.state == "stopped"
+        started = await manager.call("lifecycle.start", lifecycle, AgentStatus, 30)
+        assert started.state == "running"
+        for caller, verb, target, code in [
+            (alice, "stop", "bob", ErrorCode.NOT_MANAGER),
+            (manager, "restart", "manager", ErrorCode.NOT_ALLOWED),
+            (manager, "purge", "bob", ErrorCode.INVALID_REQUEST),
+        ]:
+            with pytest.raises(HiveError) as err:
+                await caller.call(f"lifecycle.{verb}", AgentRequest(agent=target), AgentStatus, 30)
+            assert err.value.code == code
+
+        config = await spawner(operator_nc, "agent-config", lifecycle, AgentConfigReply)
+        assert "hyperhive" in config.agent_nix  # type: ignore[attr-defined]
+
+        destroyed = await spawner(operator_nc, "destroy", lifecycle, AgentStatus)
+        assert destroyed.state == "destroyed"  # type: ignore[attr-defined]
+        assert not (hive.server.root / "agents" / "bob.pub").exists()
+        kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+        with pytest.raises(KeyNotFoundError):
+            await kv.get("bob")
+        state = spawner_state / "agents" / "bob"
+        assert (state / "whoami").exists()  # the tombstone keeps its state
+        with pytest.raises(HiveError) as err:
+            await spawner(operator_nc, "start", lifecycle, AgentStatus)
+        assert err.value.code == ErrorCode.CONFLICT
+
+        revived = await spawner(operator_nc, "revive", lifecycle, AgentStatus)
+        assert revived.state == "running"  # type: ignore[attr-defined]
+        assert (hive.server.root / "agents" / "bob.pub").exists()
+        await spawner(operator_nc, "destroy", lifecycle, AgentStatus)
+        await spawner(operator_nc, "purge", lifecycle, AgentStatus)
+        assert not state.exists()
+        assert (await spawner(operator_nc, "agents", Empty(), AgentsReply)).agents == []  # type: ignore[attr-defined]
+        assert the_spawner.repos.exists("bob") is False

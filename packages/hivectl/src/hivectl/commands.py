@@ -10,6 +10,7 @@ from nats.aio.client import Client
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import (
+    AgentConfigReply,
     AgentRequest,
     AgentsReply,
     AgentStatus,
@@ -197,6 +198,15 @@ async def lifecycle(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
     return reply.model_dump(mode="json")
 
 
+async def agent_config(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
+    reply = await bus.call(nc, _spawner("agent-config"), AgentRequest(agent=args.agent), AgentConfigReply)
+    return reply.model_dump(mode="json")
+
+
+def render_config(reply: dict[str, Any]) -> str:
+    return f"# {reply['agent']} @ {reply['sha'][:12]}\n{reply['agent_nix']}"
+
+
 def render_status_of(a: dict[str, Any]) -> str:
     return f"{a['name']} is {a['state']}"
 
@@ -243,13 +253,24 @@ def register(sub: Any) -> None:
     p = sub.add_parser("agents", help="the hive's agents and their states")
     p.set_defaults(run=agents, render=render_agents)
 
+    p = sub.add_parser("config", help="an agent's applied agent.nix")
+    p.add_argument("agent")
+    p.set_defaults(run=agent_config, render=render_config)
+
     p = sub.add_parser("logs", help="the last lines of an agent's journal")
     p.add_argument("agent")
     p.add_argument("--lines", type=int, default=100)
     p.set_defaults(run=logs, render=render_logs)
 
-    for verb in ("start", "stop", "restart"):
-        p = sub.add_parser(verb, help=f"{verb} an agent")
+    for verb, what in (
+        ("start", "start an agent"),
+        ("stop", "stop an agent"),
+        ("restart", "restart an agent"),
+        ("destroy", "stop an agent and revoke it, keeping its state (a tombstone)"),
+        ("revive", "bring a destroyed agent back"),
+        ("purge", "remove a destroyed agent for good"),
+    ):
+        p = sub.add_parser(verb, help=what)
         p.add_argument("agent")
         p.set_defaults(run=lifecycle, render=render_status_of)
 

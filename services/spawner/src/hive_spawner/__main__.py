@@ -28,6 +28,7 @@ async def start(stack: AsyncExitStack, settings: SpawnerSettings, stop: asyncio.
             endpoints=spawner.endpoints(),
         )
     )
+    await spawner.resume()
     bus.background(stack, spawner.work(), "commands", stop)
     return spawner
 

@@ -100,11 +100,24 @@ class ConfigRepos:
         tagged = git(proposed, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False)
         if tagged != sha:
             raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} of {name} no longer names the frozen commit {sha[:12]}.")
-        tmp = Path(tempfile.mkdtemp(prefix=f"hive-{name}-"))
+        with self._extract(proposed, sha) as files:
+            yield files
+
+    @contextmanager
+    def checkout_applied(self, name: str) -> Iterator[Path]:
+        """The applied commit's files in a temporary directory (to revive an agent from its tombstone)."""
+        applied = self.applied(name)
+        sha = git(applied, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+        if not sha:
+            raise HiveError(ErrorCode.NOT_FOUND, f"Agent {name!r} has no applied config.")
+        with self._extract(applied, sha) as files:
+            yield files
+
+    @contextmanager
+    def _extract(self, repo: Path, sha: str) -> Iterator[Path]:
+        tmp = Path(tempfile.mkdtemp(prefix="hive-config-"))
         try:
-            archive = subprocess.run(
-                ["git", "-C", str(proposed), "archive", sha], capture_output=True, check=True
-            ).stdout
+            archive = subprocess.run(["git", "-C", str(repo), "archive", sha], capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
             yield tmp
         finally:

@@ -7,8 +7,10 @@ step is idempotent (the same frozen commit, the same policy), and an outcome the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Coroutine
+import shutil
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,14 +26,17 @@ from hive_spawner.local import LocalBackend
 from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.settings import SpawnerSettings
 from hyperhive import bus, identity
-from hyperhive.identity import Identities
+from hyperhive.identity import Identities, write_atomic
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
+    AgentConfigReply,
+    AgentDestroyed,
     AgentPolicy,
     AgentRequest,
     AgentsReply,
     AgentStarted,
+    AgentState,
     AgentStatus,
     Approval,
     ContainerCrash,
@@ -39,14 +44,18 @@ from hyperhive.wire.models import (
     Event,
     FreezeReply,
     FreezeRequest,
+    LifecycleRefused,
     LogsReply,
     LogsRequest,
     OutcomeRequest,
     SpawnerCommand,
 )
-from hyperhive.wire.names import check_agent_name
+from hyperhive.wire.names import MANAGER, check_agent_name
 
 log = logging.getLogger("hive_spawner")
+
+MANAGER_VERBS = ("start", "stop", "restart")
+OPERATOR_VERBS = (*MANAGER_VERBS, "destroy", "revive", "purge")
 
 
 class Spawner:
@@ -120,6 +129,7 @@ class Spawner:
         identity.reload(auth / "nats.pid")
 
     async def start_agent(self, agent: str, *, restarted: bool) -> None:
+        self._mark(agent, "running")
         env = {"HIVE_NATS_URL": self.settings.nats_url, "HIVE_AGENT": agent}
         if self.settings.nats_auth_dir is not None:
             env["HIVE_NATS_CREDS"] = "/state/nats.nk"
@@ -145,15 +155,88 @@ class Spawner:
         event = Event(type=type_, agent=agent, at=datetime.now(UTC), data=data.model_dump())
         await self._js.publish(subjects.event(type_, agent), bus.encode(event))
 
+    # ── what each agent should be doing, kept across spawner restarts ──
+
+    def _marks(self) -> dict[str, str]:
+        path = self.state_root / ".desired.json"
+        marks: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        return marks
+
+    def _mark(self, agent: str, desired: str | None) -> None:
+        marks = self._marks()
+        if desired is None:
+            marks.pop(agent, None)
+        else:
+            marks[agent] = desired
+        write_atomic(self.state_root / ".desired.json", json.dumps(marks, indent=2))
+
+    async def resume(self) -> None:
+        """Start again the agents that were running when the spawner stopped (they stop with it)."""
+        for agent, desired in sorted(self._marks().items()):
+            if desired == "running" and not self.backend.running(agent):
+                await self.start_agent(agent, restarted=True)
+
     def status(self, agent: str) -> AgentStatus:
         applied = git(self.repos.applied(agent), "rev-parse", "--verify", "--quiet", "HEAD", check=False) or None
-        if self.backend.running(agent):
+        desired = self._marks().get(agent)
+        state: AgentState
+        if desired == "destroyed":
+            state = "destroyed"
+        elif self.backend.running(agent):
             state = "running"
         elif agent in self._crashed:
             state = "crashed"
         else:
             state = "stopped" if applied else "draft"
         return AgentStatus(name=agent, state=state, applied=applied, uid=self.backend.uid(agent))
+
+    def _known(self, agent: str) -> str:
+        if not self.repos.exists(agent):
+            raise HiveError(ErrorCode.NOT_FOUND, f"There is no agent {agent!r}.")
+        return agent
+
+    async def act(self, agent: str, verb: str) -> AgentStatus:
+        """start, stop, restart, destroy (a tombstone: state and applied config kept), revive, purge."""
+        state = self.status(self._known(agent)).state
+        if verb in ("start", "restart", "stop", "destroy") and state in ("draft", "destroyed"):
+            raise HiveError(ErrorCode.CONFLICT, f"Agent {agent!r} is {state}; it cannot {verb}.")
+        if verb in ("revive", "purge") and state != "destroyed":
+            raise HiveError(ErrorCode.CONFLICT, f"Agent {agent!r} is {state}, not destroyed; it cannot {verb}.")
+        if verb in ("stop", "restart", "destroy"):
+            await asyncio.to_thread(self.backend.stop, agent)
+            self._crashed.discard(agent)
+            self._mark(agent, "stopped")
+        if verb in ("start", "restart"):
+            await self.start_agent(agent, restarted=verb == "restart")
+        elif verb == "destroy":
+            await self._revoke(agent)
+            self._mark(agent, "destroyed")
+            await self._event("agent_destroyed", agent, AgentDestroyed(agent=agent))
+        elif verb == "revive":
+            with self.repos.checkout_applied(agent) as files:
+                policy = await asyncio.to_thread(evaluate, files, agent)
+            await self._admit(agent)
+            kv = await self._js.key_value(subjects.POLICY_BUCKET)
+            await kv.put(agent, bus.encode(policy))
+            await self.start_agent(agent, restarted=True)
+        elif verb == "purge":
+            await asyncio.to_thread(self._purge, agent)
+            return AgentStatus(name=agent, state="destroyed")
+        log.info("agent=%s verb=%s outcome=%s", agent, verb, self.status(agent).state)
+        return self.status(agent)
+
+    async def _revoke(self, agent: str) -> None:
+        """Its credential stops working (the reload closes its connections) and it leaves the recipient lists."""
+        kv = await self._js.key_value(subjects.POLICY_BUCKET)
+        await kv.delete(agent)
+        if self.settings.nats_auth_dir is not None:
+            await asyncio.to_thread(Identities(self.settings.nats_auth_dir).remove_agent, agent)
+            identity.reload(self.settings.nats_auth_dir / "nats.pid")
+
+    def _purge(self, agent: str) -> None:
+        for path in (self.backend.state_dir(agent), self.repos.proposed(agent), self.repos.applied(agent)):
+            shutil.rmtree(path, ignore_errors=True)
+        self._mark(agent, None)
 
     # ── operator plane ──
 
@@ -162,32 +245,33 @@ class Spawner:
         names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
         return AgentsReply(agents=[self.status(n) for n in names])
 
-    def _known(self, agent: str) -> str:
-        if not self.repos.exists(agent):
-            raise HiveError(ErrorCode.NOT_FOUND, f"There is no agent {agent!r}.")
-        return agent
-
     async def logs(self, subject: str, req: LogsRequest) -> LogsReply:
         return LogsReply(agent=req.agent, lines=self.backend.journal(self._known(req.agent), req.lines))
 
-    async def start(self, subject: str, req: AgentRequest) -> AgentStatus:
-        agent = self._known(req.agent)
-        if self.status(agent).state == "draft":
-            raise HiveError(ErrorCode.CONFLICT, f"Agent {agent!r} is a draft; its spawn_commit must be approved first.")
-        await self.start_agent(agent, restarted=False)
-        return self.status(agent)
+    async def agent_config(self, subject: str, req: AgentRequest) -> AgentConfigReply:
+        applied = self.repos.applied(self._known(req.agent))
+        sha = git(applied, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+        if not sha:
+            raise HiveError(ErrorCode.NOT_FOUND, f"Agent {req.agent!r} has no applied config yet.")
+        return AgentConfigReply(agent=req.agent, sha=sha, agent_nix=git(applied, "show", f"{sha}:agent.nix"))
 
-    async def stop(self, subject: str, req: AgentRequest) -> AgentStatus:
-        agent = self._known(req.agent)
-        await asyncio.to_thread(self.backend.stop, agent)
-        self._crashed.discard(agent)
-        return self.status(agent)
+    def operator_verb(self, verb: str) -> Callable[[str, AgentRequest], Awaitable[AgentStatus]]:
+        async def handle(subject: str, req: AgentRequest) -> AgentStatus:
+            return await self.act(req.agent, verb)
 
-    async def restart(self, subject: str, req: AgentRequest) -> AgentStatus:
-        agent = self._known(req.agent)
-        await asyncio.to_thread(self.backend.stop, agent)
-        await self.start_agent(agent, restarted=True)
-        return self.status(agent)
+        return handle
+
+    async def manager_verb(self, subject: str, req: AgentRequest) -> AgentStatus:
+        """`hive.agent.<name>.lifecycle.<verb>`: only the manager, never on itself, only start/stop/restart."""
+        caller, verb = subjects.caller(subject), subject.rsplit(".", 1)[-1]
+        if caller != MANAGER:
+            await self._event("lifecycle_refused", caller, LifecycleRefused(caller=caller, agent=req.agent, verb=verb))
+            raise HiveError(ErrorCode.NOT_MANAGER, f"Only the manager may {verb} agents; ask the manager.")
+        if verb not in MANAGER_VERBS:
+            raise HiveError(ErrorCode.INVALID_REQUEST, f"The manager may {', '.join(MANAGER_VERBS)}; not {verb!r}.")
+        if req.agent == MANAGER:
+            raise HiveError(ErrorCode.NOT_ALLOWED, "The manager cannot stop or restart itself; ask the operator.")
+        return await self.act(req.agent, verb)
 
     def _draft(self, agent: str) -> None:
         if not self.repos.exists(agent):
@@ -229,7 +313,7 @@ class Spawner:
             E("freeze", op(S, "freeze"), FreezeRequest, self.freeze),
             E("agents", op(S, "agents"), Empty, self.agents),
             E("logs", op(S, "logs"), LogsRequest, self.logs),
-            E("start", op(S, "start"), AgentRequest, self.start),
-            E("stop", op(S, "stop"), AgentRequest, self.stop),
-            E("restart", op(S, "restart"), AgentRequest, self.restart),
+            E("agent-config", op(S, "agent-config"), AgentRequest, self.agent_config),
+            *(E(verb, op(S, verb), AgentRequest, self.operator_verb(verb)) for verb in OPERATOR_VERBS),
+            E("lifecycle", subjects.agent_any("lifecycle.*"), AgentRequest, self.manager_verb),
         ]

@@ -384,7 +384,7 @@ class QuestionsReply(WireModel):
 
 # ── agents (spawner) ─────────────────────────────────────────────────────────
 
-AgentState = Literal["draft", "running", "stopped", "crashed"]
+AgentState = Literal["draft", "running", "stopped", "crashed", "destroyed"]
 
 
 class AgentStatus(WireModel):
@@ -392,7 +392,10 @@ class AgentStatus(WireModel):
 
     kind: Literal["hive.agent.status.v1"] = "hive.agent.status.v1"
     name: str
-    state: AgentState = Field(description="`draft`: repos only; `crashed`: it stopped without being asked to.")
+    state: AgentState = Field(
+        description="`draft`: repos only; `crashed`: it stopped without being asked to; `destroyed`: a tombstone "
+        "(state and applied config kept) to revive or purge."
+    )
     applied: str | None = Field(None, description="The applied commit of its config.")
     uid: int | None = Field(None, description="Its host uid (local backend).")
 
@@ -421,3 +424,26 @@ class LogsReply(WireModel):
     kind: Literal["hive.logs.reply.v1"] = "hive.logs.reply.v1"
     agent: str
     lines: list[str]
+
+
+class AgentConfigReply(WireModel):
+    """`hive.spawner.agent-config`: an agent's applied agent.nix."""
+
+    kind: Literal["hive.agent.config.reply.v1"] = "hive.agent.config.reply.v1"
+    agent: str
+    sha: str
+    agent_nix: str
+
+
+class AgentDestroyed(WireModel):
+    """`agent_destroyed`: an agent became a tombstone; its credential no longer works."""
+
+    agent: str
+
+
+class LifecycleRefused(WireModel):
+    """`lifecycle_refused`: an agent that is not the manager asked to start, stop or restart one (an audit record)."""
+
+    caller: str
+    agent: str
+    verb: str
