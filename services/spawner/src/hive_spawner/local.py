@@ -7,7 +7,6 @@ is writable, at `/state`. It shares the host's network, so it reaches NATS on lo
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -15,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from hyperhive.identity import write_atomic
+from hive_spawner.uids import Uids, own
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import check_agent_ref
@@ -46,6 +45,7 @@ def host_view() -> list[str]:
 class LocalBackend:
     def __init__(self, state_root: Path, *, on_exit: Callable[[str, int | None], None]) -> None:
         self.state_root = state_root
+        self.uids = Uids(state_root / ".uids.json", base=UID_BASE, step=1)
         self._on_exit = on_exit
         self._running: dict[str, Child] = {}
         self._stopping: set[str] = set()
@@ -54,21 +54,12 @@ class LocalBackend:
         return self.state_root / check_agent_ref(name)
 
     def uid(self, name: str) -> int:
-        """The agent's own host uid, allocated once and kept in `<state_root>/.uids.json`."""
-        registry = self.state_root / ".uids.json"
-        uids: dict[str, int] = json.loads(registry.read_text()) if registry.exists() else {}
-        if check_agent_ref(name) not in uids:
-            uids[name] = max(uids.values(), default=UID_BASE) + 1
-            write_atomic(registry, json.dumps(uids, indent=2))
-        return uids[name]
+        return self.uids.of(name)
 
     def prepare(self, name: str) -> Path:
         """The agent's state dir, owned by its uid (what is root inside), mode 0700."""
-        state, uid = self.state_dir(name), self.uid(name)
-        state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if os.geteuid() == 0:
-            for path in [state, *state.rglob("*")]:
-                os.chown(path, uid, uid, follow_symlinks=False)
+        state = self.state_dir(name)
+        own(state, self.uid(name))
         return state
 
     def argv(self, name: str, command: Sequence[str]) -> list[str]:
@@ -125,6 +116,10 @@ class LocalBackend:
             return
         self._stopping.add(name)
         child.stop(signal.SIGTERM, timeout=10)
+
+    def destroy(self, name: str) -> None:
+        """A sandbox leaves nothing behind once stopped."""
+        self.stop(name)
 
     def stop_all(self) -> None:
         for name in list(self._running):

@@ -10,10 +10,10 @@ import asyncio
 import json
 import logging
 import shutil
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -23,8 +23,10 @@ from pydantic import BaseModel
 
 from hive_spawner.evaluate import evaluate
 from hive_spawner.local import LocalBackend
+from hive_spawner.nixos import NixosBackend
 from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.settings import SpawnerSettings
+from hive_spawner.uids import Uids
 from hyperhive import bus, identity
 from hyperhive.identity import Identities, write_atomic
 from hyperhive.wire import subjects
@@ -55,6 +57,24 @@ from hyperhive.wire.names import MANAGER, check_agent_name
 log = logging.getLogger("hive_spawner")
 
 MANAGER_VERBS = ("start", "stop", "restart")
+
+
+class Backend(Protocol):
+    """What the spawner needs of a container backend (local: bubblewrap; nixos: nixos-container)."""
+
+    uids: Uids
+
+    def state_dir(self, name: str) -> Path: ...
+    def uid(self, name: str) -> int: ...
+    def prepare(self, name: str) -> Path: ...
+    def start(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> None: ...
+    def stop(self, name: str) -> None: ...
+    def stop_all(self) -> None: ...
+    def running(self, name: str) -> bool: ...
+    def journal(self, name: str, lines: int) -> list[str]: ...
+    def destroy(self, name: str) -> None: ...
+
+
 OPERATOR_VERBS = (*MANAGER_VERBS, "destroy", "revive", "purge")
 
 
@@ -74,7 +94,18 @@ class Spawner:
         self.host = settings.host
         self.settings = settings
         self._loop = asyncio.get_running_loop()
-        self.backend = LocalBackend(state_root, on_exit=self._exited_in_thread)
+        self.backend: Backend
+        if settings.backend == "nixos":
+            self.backend = NixosBackend(
+                state_root,
+                repos,
+                containers_root=settings.containers_dir or settings.state_dir / "containers",
+                conf_dir=settings.nixos_conf_dir,
+                cpu_quota=settings.cpu_quota,
+                memory_max=settings.memory_max,
+            )
+        else:
+            self.backend = LocalBackend(state_root, on_exit=self._exited_in_thread)
         self._crashed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -234,8 +265,10 @@ class Spawner:
             identity.reload(self.settings.nats_auth_dir / "nats.pid")
 
     def _purge(self, agent: str) -> None:
+        self.backend.destroy(agent)
         for path in (self.backend.state_dir(agent), self.repos.proposed(agent), self.repos.applied(agent)):
             shutil.rmtree(path, ignore_errors=True)
+        self.backend.uids.forget(agent)
         self._mark(agent, None)
 
     # ── operator plane ──

@@ -1,6 +1,7 @@
 """Spawner settings (`HIVE_` environment variables)."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -12,6 +13,13 @@ class SpawnerSettings(HiveSettings):
     nats_auth_dir: Path | None = Field(
         None, description="The nats-server's identities folder (auth.conf, nats.pid); agents get credentials there."
     )
+    backend: Literal["local", "nixos"] = Field(
+        "local", description="`local`: bubblewrap (development, tests, hivectl up); `nixos`: nixos-container."
+    )
+    containers_dir: Path | None = Field(None, description="nixos: where container flakes are rendered.")
+    nixos_conf_dir: Path = Field(Path("/etc/nixos-containers"), description="nixos: the containers' conf files.")
+    cpu_quota: str = Field("200%", description="nixos: CPUQuota of each agent's container.")
+    memory_max: str = Field("4G", description="nixos: MemoryMax of each agent's container.")
     agent_command: list[str] = Field(
         default_factory=lambda: ["python3", "-m", "hive_harness"],
         description="What runs inside an agent's sandbox (JSON list).",

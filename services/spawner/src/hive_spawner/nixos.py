@@ -1,0 +1,154 @@
+"""The nixos backend, for production: one `nixos-container` per agent, built from a flake the spawner renders from the
+agent's applied config. `PrivateUsers` maps container root to an unprivileged host uid range of the agent's own
+(its state dir is chowned to it), `/state` is bound in (and, for the manager, every agent's proposed repo at
+`/agents`), and CPU and memory are limited on the container's systemd unit.
+
+Only the spawner runs `nixos-container`, `systemctl` and `journalctl`, and always with argument lists.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from hive_spawner.repos import ConfigRepos, git
+from hive_spawner.uids import Uids, own
+from hyperhive.identity import write_atomic
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.names import MANAGER, check_agent_ref
+
+UID_BASE = 1 << 20  # ranges of 65536 from here, clear of ordinary users
+FLAKE = """\
+# Rendered by the hyperhive spawner from {name}'s applied config ({sha}); do not edit, it is rendered again.
+{{
+  inputs.nixpkgs.url = "flake:nixpkgs";
+  outputs = {{ self, nixpkgs }}: {{
+    nixosConfigurations.agent = nixpkgs.lib.nixosSystem {{
+      system = "{system}";
+      modules = [
+        ./agent.nix
+        ({{ lib, pkgs, ... }}: {{
+          options.hyperhive = lib.mkOption {{ type = lib.types.attrs; default = {{ }}; }};
+          config = {{
+            boot.isContainer = true;
+            networking.hostName = "{name}";
+            system.stateVersion = "24.11";
+            systemd.services.hyperhive-harness = {{
+              description = "hyperhive harness of {name}";
+              wantedBy = [ "multi-user.target" ];
+              after = [ "network.target" ];
+              environment = builtins.fromJSON (builtins.readFile ./harness-env.json);
+              serviceConfig = {{ ExecStart = "{command}"; Restart = "on-failure"; WorkingDirectory = "/state"; }};
+            }};
+          }};
+        }})
+      ];
+    }};
+  }};
+}}
+"""
+
+
+def run(*argv: str) -> str:
+    done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise HiveError(ErrorCode.UNAVAILABLE, f"{' '.join(argv[:3])} failed: {done.stderr.strip()[:500]}")
+    return done.stdout
+
+
+class NixosBackend:
+    def __init__(
+        self,
+        state_root: Path,
+        repos: ConfigRepos,
+        *,
+        containers_root: Path,
+        conf_dir: Path = Path("/etc/nixos-containers"),
+        cpu_quota: str = "200%",
+        memory_max: str = "4G",
+        system: str = "x86_64-linux",
+        on_exit: Callable[[str, int | None], None] | None = None,
+    ) -> None:
+        self.state_root = state_root
+        self.repos = repos
+        self.containers_root = containers_root
+        self.conf_dir = conf_dir
+        self.cpu_quota = cpu_quota
+        self.memory_max = memory_max
+        self.system = system
+        self.uids = Uids(state_root / ".uids.json", base=UID_BASE, step=1 << 16)
+
+    def state_dir(self, name: str) -> Path:
+        return self.state_root / check_agent_ref(name)
+
+    def uid(self, name: str) -> int:
+        return self.uids.of(name)
+
+    def prepare(self, name: str) -> Path:
+        state = self.state_dir(name)
+        own(state, self.uid(name))
+        return state
+
+    def render(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> Path:
+        """The agent's container flake, from its applied agent.nix."""
+        applied = self.repos.applied(name)
+        sha = git(applied, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+        if not sha:
+            raise HiveError(ErrorCode.CONFLICT, f"Agent {name!r} has no applied config to build a container from.")
+        flake = self.containers_root / name
+        flake.mkdir(parents=True, exist_ok=True)
+        (flake / "agent.nix").write_text(git(applied, "show", f"{sha}:agent.nix") + "\n")
+        write_atomic(flake / "harness-env.json", json.dumps(dict(env), indent=2, sort_keys=True))
+        rendered = FLAKE.format(name=name, sha=sha, system=self.system, command=" ".join(command))
+        write_atomic(flake / "flake.nix", rendered)
+        return flake
+
+    def exists(self, name: str) -> bool:
+        return name in run("nixos-container", "list").split()
+
+    def nspawn_flags(self, name: str) -> str:
+        flags = [f"--private-users={self.uid(name)}:65536", f"--bind={self.state_dir(name)}:/state"]
+        if name == MANAGER:
+            flags.append(f"--bind={self.repos.root / 'proposed'}:/agents")
+        return " ".join(flags)
+
+    def start(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> None:
+        self.prepare(name)
+        flake = self.render(name, command, env)
+        verb = "update" if self.exists(name) else "create"
+        run("nixos-container", verb, name, "--flake", f"{flake}#agent")
+        self._set_flags(name)
+        run("systemctl", "set-property", "--runtime", f"container@{name}.service",
+            f"CPUQuota={self.cpu_quota}", f"MemoryMax={self.memory_max}")  # fmt: skip
+        run("nixos-container", "start", name)
+
+    def _set_flags(self, name: str) -> None:
+        """Bind mounts and the user-namespace range go into the container's conf, which nixos-container reads."""
+        conf = self.conf_dir / f"{name}.conf"
+        lines = [
+            ln
+            for ln in (conf.read_text().splitlines() if conf.exists() else [])
+            if not ln.startswith("EXTRA_NSPAWN_FLAGS=")
+        ]
+        lines.append(f'EXTRA_NSPAWN_FLAGS="{self.nspawn_flags(name)}"')
+        write_atomic(conf, "\n".join(lines) + "\n")
+
+    def stop(self, name: str) -> None:
+        if self.exists(name):
+            run("nixos-container", "stop", name)
+
+    def stop_all(self) -> None:
+        """Containers outlive the spawner: nothing to do."""
+
+    def running(self, name: str) -> bool:
+        return self.exists(name) and run("nixos-container", "status", name).strip() == "up"
+
+    def journal(self, name: str, lines: int) -> list[str]:
+        out = run("journalctl", "-M", name, "-u", "hyperhive-harness", "-n", str(lines), "-o", "cat", "--no-pager")
+        return out.splitlines()
+
+    def destroy(self, name: str) -> None:
+        if self.exists(name):
+            run("nixos-container", "destroy", name)

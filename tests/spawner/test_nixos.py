@@ -1,0 +1,130 @@
+"""The nixos backend's exact command lines and rendered files, against recording stand-ins for nixos-container,
+systemctl and journalctl (this machine cannot run NixOS containers)."""
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from hive_spawner.nixos import NixosBackend
+from hive_spawner.repos import ConfigRepos, git
+
+STANDIN = r"""#!/bin/sh
+# Recording stand-in: logs its argv as one JSON line, and keeps just enough state to answer list/status.
+python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$(basename "$0")" "$@" >> "$RECORD"
+state="$STANDIN_STATE"
+case "$(basename "$0") $1" in
+  "nixos-container list") ls "$state" 2>/dev/null | grep -v '\.up$' ;;
+  "nixos-container create") touch "$state/$2"; printf 'PRIVATE_NETWORK=0\nHOST_ADDRESS=\n' > "$CONF_DIR/$2.conf" ;;
+  "nixos-container start") touch "$state/$2.up" ;;
+  "nixos-container stop") rm -f "$state/$2.up" ;;
+  "nixos-container status") if [ -e "$state/$2.up" ]; then echo up; else echo down; fi ;;
+  "nixos-container destroy") rm -f "$state/$2" "$state/$2.up" "$CONF_DIR/$2.conf" ;;
+  "journalctl -M") echo "harness line 1"; echo "harness line 2" ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir, state, conf = tmp_path / "bin", tmp_path / "standin", tmp_path / "conf"
+    for d in (bin_dir, state, conf):
+        d.mkdir()
+    for tool in ("nixos-container", "systemctl", "journalctl"):
+        script = bin_dir / tool
+        script.write_text(STANDIN)
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    record = tmp_path / "record.jsonl"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("RECORD", str(record))
+    monkeypatch.setenv("STANDIN_STATE", str(state))
+    monkeypatch.setenv("CONF_DIR", str(conf))
+    return record
+
+
+def calls(record: Path) -> list[list[str]]:
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> NixosBackend:
+    repos = ConfigRepos(tmp_path / "config")
+    for name in ("alice", "manager"):
+        first = repos.create(name)
+        frozen = repos.freeze(name, first, approval_id=1)
+        repos.apply(name, frozen.tag, frozen.sha)
+    return NixosBackend(
+        tmp_path / "agents",
+        repos,
+        containers_root=tmp_path / "containers",
+        conf_dir=tmp_path / "conf",
+        cpu_quota="150%",
+        memory_max="2G",
+    )
+
+
+def test_starting_an_agent_creates_limits_and_starts_its_container(
+    backend: NixosBackend, standins: Path, tmp_path: Path
+) -> None:
+    backend.start("alice", ["/run/current-system/sw/bin/hive-harness"], {"HIVE_AGENT": "alice"})
+    flake = tmp_path / "containers" / "alice"
+    assert calls(standins) == [
+        ["nixos-container", "list"],
+        ["nixos-container", "create", "alice", "--flake", f"{flake}#agent"],
+        ["systemctl", "set-property", "--runtime", "container@alice.service", "CPUQuota=150%", "MemoryMax=2G"],
+        ["nixos-container", "start", "alice"],
+    ]
+    applied = backend.repos.applied("alice")
+    assert (flake / "agent.nix").read_text().strip() == git(applied, "show", "HEAD:agent.nix").strip()
+    rendered = (flake / "flake.nix").read_text()
+    assert git(applied, "rev-parse", "HEAD") in rendered
+    assert 'ExecStart = "/run/current-system/sw/bin/hive-harness"' in rendered
+    assert json.loads((flake / "harness-env.json").read_text()) == {"HIVE_AGENT": "alice"}
+
+    uid = backend.uid("alice")
+    assert uid % 65536 == 0
+    conf = (tmp_path / "conf" / "alice.conf").read_text()
+    assert "PRIVATE_NETWORK=0" in conf  # what nixos-container wrote is kept
+    assert f'EXTRA_NSPAWN_FLAGS="--private-users={uid}:65536 --bind={backend.state_dir("alice")}:/state"' in conf
+    assert ":/agents" not in conf
+    if os.geteuid() == 0:
+        assert backend.state_dir("alice").stat().st_uid == uid
+    assert backend.running("alice")
+
+
+def test_a_second_start_updates_and_the_manager_gets_the_proposed_repos(
+    backend: NixosBackend, standins: Path, tmp_path: Path
+) -> None:
+    backend.start("manager", ["hive-harness"], {})
+    backend.stop("manager")
+    assert not backend.running("manager")
+    backend.start("manager", ["hive-harness"], {})
+    verbs = [c[1] for c in calls(standins) if c[0] == "nixos-container"]
+    assert verbs == ["list", "create", "start", "list", "stop", "list", "status", "list", "update", "start"]
+    conf = (tmp_path / "conf" / "manager.conf").read_text()
+    assert f"--bind={tmp_path / 'config' / 'proposed'}:/agents" in conf
+    assert conf.count("EXTRA_NSPAWN_FLAGS=") == 1
+    assert backend.uid("manager") != backend.uid("alice")
+
+
+def test_journal_and_destroy(backend: NixosBackend, standins: Path) -> None:
+    backend.start("alice", ["hive-harness"], {})
+    assert backend.journal("alice", 20) == ["harness line 1", "harness line 2"]
+    backend.destroy("alice")
+    assert ["journalctl", "-M", "alice", "-u", "hyperhive-harness", "-n", "20", "-o", "cat", "--no-pager"] in calls(
+        standins
+    )
+    assert calls(standins)[-1] == ["nixos-container", "destroy", "alice"]
+    assert not backend.running("alice")
+
+
+def test_an_agent_without_applied_config_gets_no_container(tmp_path: Path, standins: Path) -> None:
+    repos = ConfigRepos(tmp_path / "config")
+    repos.create("bob")  # a draft
+    backend = NixosBackend(tmp_path / "agents", repos, containers_root=tmp_path / "c", conf_dir=tmp_path / "conf")
+    with pytest.raises(Exception, match="no applied config"):
+        backend.start("bob", ["hive-harness"], {})
+    assert calls(standins) == []
