@@ -137,7 +137,9 @@ async def test_destroy_keeps_a_tombstone_that_revives_or_purges_and_only_the_man
         the_spawner = await start_spawner(stack, settings)
         approver = await start_approver(stack, approver_settings(hive, database_url))
         manager = await make_agent(hive, approver, "manager")
-        applied = await (await hive.connect("dashboard")).subscribe(f"{subjects.EVENTS_PREFIX}.approval_applied.>")
+        dashboard = await hive.connect("dashboard")
+        applied = await dashboard.subscribe(f"{subjects.EVENTS_PREFIX}.approval_applied.>")
+        lifecycle_events = await dashboard.subscribe(f"{subjects.EVENTS_PREFIX}.*.bob")
         pending = await manager.request("spawn", agent="bob")
         await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
         await applied.next_msg(timeout=30)
@@ -181,3 +183,15 @@ async def test_destroy_keeps_a_tombstone_that_revives_or_purges_and_only_the_man
         assert not state.exists()
         assert (await spawner(operator_nc, "agents", Empty(), AgentsReply)).agents == []  # type: ignore[attr-defined]
         assert the_spawner.repos.exists("bob") is False
+
+        seen: list[str] = []
+        await dashboard.flush()  # a round trip: every event published before it has reached us
+        while lifecycle_events.pending_msgs:
+            event = json.loads((await lifecycle_events.next_msg(timeout=1)).data)
+            data = event["data"]
+            seen.append(f"{event['type']}:{data.get('transient') or data.get('state') or ''}")
+        spawner_says = [e for e in seen if e.startswith(("agent_transient", "agent_state"))]
+        assert spawner_says[:2] == ["agent_transient:spawning", "agent_state:running"]
+        assert "agent_transient:destroying" in spawner_says
+        assert "agent_state:destroyed" in spawner_says
+        assert spawner_says[-1] == "agent_state:destroyed"  # purge leaves no state behind

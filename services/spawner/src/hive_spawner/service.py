@@ -39,7 +39,9 @@ from hyperhive.wire.models import (
     AgentsReply,
     AgentStarted,
     AgentState,
+    AgentStateChanged,
     AgentStatus,
+    AgentTransient,
     Approval,
     ContainerCrash,
     Empty,
@@ -51,6 +53,7 @@ from hyperhive.wire.models import (
     LogsRequest,
     OutcomeRequest,
     SpawnerCommand,
+    Transient,
 )
 from hyperhive.wire.names import MANAGER, check_agent_name
 
@@ -76,6 +79,13 @@ class Backend(Protocol):
 
 
 OPERATOR_VERBS = (*MANAGER_VERBS, "destroy", "revive", "purge")
+TRANSIENTS: dict[str, Transient] = {
+    "start": "starting",
+    "stop": "stopping",
+    "restart": "restarting",
+    "destroy": "destroying",
+    "revive": "reviving",
+}
 
 
 class Spawner:
@@ -117,6 +127,7 @@ class Spawner:
 
     async def apply(self, command: SpawnerCommand) -> None:
         """Carry out one approved command."""
+        await self._transient(command.agent, "rebuilding" if command.action == "apply_commit" else "spawning")
         if command.action == "apply_commit":
             if command.tag is None or command.sha is None:
                 raise HiveError(ErrorCode.INVALID_REQUEST, f"Approval #{command.approval_id} has no frozen commit.")
@@ -126,20 +137,25 @@ class Spawner:
         elif command.action == "spawn_draft":
             await asyncio.to_thread(self._draft, command.agent)
         else:  # spawn (from the template as it is) or spawn_commit (from a reviewed, frozen commit)
-            if command.action == "spawn":
-                await asyncio.to_thread(self._draft, command.agent)
-                head = await asyncio.to_thread(git, self.repos.proposed(command.agent), "rev-parse", "HEAD")
-                frozen = await asyncio.to_thread(self.repos.freeze, command.agent, head, command.approval_id)
-                tag, sha = frozen.tag, frozen.sha
-            elif command.tag is None or command.sha is None:
-                raise HiveError(ErrorCode.INVALID_REQUEST, f"Approval #{command.approval_id} has no frozen commit.")
-            else:
-                tag, sha = command.tag, command.sha
-            policy = await asyncio.to_thread(self._evaluate_and_apply, command.agent, tag, sha)
-            await self._admit(command.agent)
-            kv = await self._js.key_value(subjects.POLICY_BUCKET)
-            await kv.put(command.agent, bus.encode(policy))
-            await self.start_agent(command.agent, restarted=False)
+            await self._spawn(command)
+        await self._state_changed(command.agent)
+
+    async def _spawn(self, command: SpawnerCommand) -> None:
+        """spawn (from the template as it is) or spawn_commit (from a reviewed, frozen commit)."""
+        if command.action == "spawn":
+            await asyncio.to_thread(self._draft, command.agent)
+            head = await asyncio.to_thread(git, self.repos.proposed(command.agent), "rev-parse", "HEAD")
+            frozen = await asyncio.to_thread(self.repos.freeze, command.agent, head, command.approval_id)
+            tag, sha = frozen.tag, frozen.sha
+        elif command.tag is None or command.sha is None:
+            raise HiveError(ErrorCode.INVALID_REQUEST, f"Approval #{command.approval_id} has no frozen commit.")
+        else:
+            tag, sha = command.tag, command.sha
+        policy = await asyncio.to_thread(self._evaluate_and_apply, command.agent, tag, sha)
+        await self._admit(command.agent)
+        kv = await self._js.key_value(subjects.POLICY_BUCKET)
+        await kv.put(command.agent, bus.encode(policy))
+        await self.start_agent(command.agent, restarted=False)
 
     def _evaluate_and_apply(self, agent: str, tag: str, sha: str) -> AgentPolicy:
         """Evaluate the frozen commit first; only a commit that evaluates and validates is applied."""
@@ -181,6 +197,13 @@ class Spawner:
         self._crashed.add(agent)
         log.warning("agent=%s exit_code=%s outcome=crashed", agent, code)
         await self._event("container_crash", agent, ContainerCrash(agent=agent, exit_code=code))
+        await self._state_changed(agent)
+
+    async def _transient(self, agent: str, transient: Transient) -> None:
+        await self._event("agent_transient", agent, AgentTransient(agent=agent, transient=transient))
+
+    async def _state_changed(self, agent: str) -> None:
+        await self._event("agent_state", agent, AgentStateChanged(agent=agent, state=self.status(agent).state))
 
     async def _event(self, type_: str, agent: str, data: BaseModel) -> None:
         event = Event(type=type_, agent=agent, at=datetime.now(UTC), data=data.model_dump())
@@ -229,10 +252,19 @@ class Spawner:
     async def act(self, agent: str, verb: str) -> AgentStatus:
         """start, stop, restart, destroy (a tombstone: state and applied config kept), revive, purge."""
         state = self.status(self._known(agent)).state
+        try:
+            return await self._act(agent, verb, state)
+        finally:
+            if verb != "purge":
+                await self._state_changed(agent)
+
+    async def _act(self, agent: str, verb: str, state: str) -> AgentStatus:
         if verb in ("start", "restart", "stop", "destroy") and state in ("draft", "destroyed"):
             raise HiveError(ErrorCode.CONFLICT, f"Agent {agent!r} is {state}; it cannot {verb}.")
         if verb in ("revive", "purge") and state != "destroyed":
             raise HiveError(ErrorCode.CONFLICT, f"Agent {agent!r} is {state}, not destroyed; it cannot {verb}.")
+        if verb in TRANSIENTS:
+            await self._transient(agent, TRANSIENTS[verb])
         if verb in ("stop", "restart", "destroy"):
             await asyncio.to_thread(self.backend.stop, agent)
             self._crashed.discard(agent)

@@ -447,3 +447,20 @@ class LifecycleRefused(WireModel):
     caller: str
     agent: str
     verb: str
+
+
+Transient = Literal["spawning", "starting", "stopping", "restarting", "rebuilding", "destroying", "reviving"]
+
+
+class AgentTransient(WireModel):
+    """`agent_transient`: the spawner began something that takes a while (the dashboard shows a spinner)."""
+
+    agent: str
+    transient: Transient
+
+
+class AgentStateChanged(WireModel):
+    """`agent_state`: an agent's state after a lifecycle step or an unexpected exit."""
+
+    agent: str
+    state: AgentState
