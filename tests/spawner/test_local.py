@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hive_spawner.local import LocalBackend
+from hive_spawner.repos import ConfigRepos, git
 from hyperhive.wire.errors import HiveError
 
 READY = "echo ready; exec sleep 600"
@@ -105,3 +106,26 @@ def test_a_state_dir_its_uid_cannot_reach_is_refused_with_a_reason(tmp_path: Pat
     with pytest.raises(HiveError) as err:
         local.start("alice", ["/bin/true"], {})
     assert "must be reachable" in err.value.message
+
+
+def test_the_manager_edits_every_proposed_repo_at_agents_and_others_do_not_see_them(
+    agents_root: Path, exits: Exits
+) -> None:
+    repos = ConfigRepos(agents_root.parent / "config")
+    first = repos.create("alice")
+    local = LocalBackend(agents_root, on_exit=exits, proposed_root=repos.root / "proposed")
+    try:
+        edit = (
+            "cd /agents/alice && echo '# the manager was here' >> agent.nix && "
+            "git -c user.name=manager -c user.email=m@hive.invalid commit -qam 'manager edit' && echo edited"
+        )
+        run(local, "manager", f"{edit}; {READY}")
+        assert "edited" in local.journal("manager", 10)
+        head = git(repos.proposed("alice"), "rev-parse", "HEAD")
+        assert head != first
+        assert repos.freeze("alice", head, approval_id=1).sha == head  # the spawner still reads it
+
+        run(local, "alice", f"test -e /agents && echo sees-agents || echo no-agents; {READY}")
+        assert "no-agents" in local.journal("alice", 10)
+    finally:
+        local.stop_all()

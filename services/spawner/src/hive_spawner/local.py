@@ -17,7 +17,7 @@ from pathlib import Path
 from hive_spawner.uids import Uids, own
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.names import check_agent_ref
+from hyperhive.wire.names import MANAGER, check_agent_ref
 
 UID_BASE = 200_000
 HIDDEN = frozenset({"proc", "dev", "sys", "tmp", "run", "root", "home", "state", "lost+found", "mnt", "media"})
@@ -43,8 +43,11 @@ def host_view() -> list[str]:
 
 
 class LocalBackend:
-    def __init__(self, state_root: Path, *, on_exit: Callable[[str, int | None], None]) -> None:
+    def __init__(
+        self, state_root: Path, *, on_exit: Callable[[str, int | None], None], proposed_root: Path | None = None
+    ) -> None:
         self.state_root = state_root
+        self.proposed_root = proposed_root
         self.uids = Uids(state_root / ".uids.json", base=UID_BASE, step=1)
         self._on_exit = on_exit
         self._running: dict[str, Child] = {}
@@ -57,10 +60,17 @@ class LocalBackend:
         return self.uids.of(name)
 
     def prepare(self, name: str) -> Path:
-        """The agent's state dir, owned by its uid (what is root inside), mode 0700."""
+        """The agent's state dir, owned by its uid (what is root inside), mode 0700. The manager also owns every
+        agent's proposed repo, which it edits at /agents."""
         state = self.state_dir(name)
         own(state, self.uid(name))
+        if name == MANAGER and self.proposed_root is not None:
+            own(self.proposed_root, self.uid(name))
         return state
+
+    def grant_manager(self, repo: Path) -> None:
+        """A new proposed repo is the manager's to edit too."""
+        own(repo, self.uid(MANAGER))
 
     def argv(self, name: str, command: Sequence[str]) -> list[str]:
         bwrap = shutil.which("bwrap")
@@ -71,6 +81,7 @@ class LocalBackend:
             "--hostname", name, "--die-with-parent", "--new-session",
             *host_view(),
             "--dir", "/state", "--bind", str(self.state_dir(name)), "/state",
+            *(["--bind", str(self.proposed_root), "/agents"] if name == MANAGER and self.proposed_root else []),
             "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",  # noqa: S108 - a fresh tmpfs of its own
             "--remount-ro", "/", "--chdir", "/state",
             "--", *command,

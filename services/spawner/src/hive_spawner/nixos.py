@@ -91,6 +91,10 @@ class NixosBackend:
         own(state, self.uid(name))
         return state
 
+    def grant_manager(self, repo: Path) -> None:
+        """A new proposed repo is the manager's to edit too (root of its container is the base of its range)."""
+        own(repo, self.uid(MANAGER))
+
     def render(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> Path:
         """The agent's container flake, from its applied agent.nix."""
         applied = self.repos.applied(name)

@@ -20,15 +20,17 @@ from hyperhive.wire.names import check_agent_ref
 
 COMMIT_REF = re.compile(r"[0-9a-f]{7,40}")
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-GIT_IDENTITY = ["-c", "user.name=hyperhive", "-c", "user.email=spawner@hyperhive.invalid", "-c", "commit.gpgsign=false"]
+GIT_ENV = {
+    **os.environ,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": str(Path(__file__).with_name("gitconfig")),
+    "GIT_TERMINAL_PROMPT": "0",
+}
 
 
 def git(repo: Path, *args: str, check: bool = True) -> str:
-    """Run git in `repo` with a fixed identity and no user or system configuration."""
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
-    done = subprocess.run(
-        ["git", *GIT_IDENTITY, "-C", str(repo), *args], capture_output=True, text=True, env=env, check=False
-    )
+    """Run git in `repo` with the spawner's own configuration (`gitconfig` beside this file) and no other."""
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=GIT_ENV, check=False)
     if check and done.returncode != 0:
         raise HiveError(ErrorCode.INVALID_REQUEST, f"git {args[0]} failed in {repo.name}: {done.stderr.strip()}")
     return done.stdout.strip()
@@ -117,7 +119,9 @@ class ConfigRepos:
     def _extract(self, repo: Path, sha: str) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix="hive-config-"))
         try:
-            archive = subprocess.run(["git", "-C", str(repo), "archive", sha], capture_output=True, check=True).stdout
+            archive = subprocess.run(
+                ["git", "-C", str(repo), "archive", sha], capture_output=True, env=GIT_ENV, check=True
+            ).stdout
             subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
             yield tmp
         finally:

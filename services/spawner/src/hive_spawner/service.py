@@ -76,6 +76,7 @@ class Backend(Protocol):
     def running(self, name: str) -> bool: ...
     def journal(self, name: str, lines: int) -> list[str]: ...
     def destroy(self, name: str) -> None: ...
+    def grant_manager(self, repo: Path) -> None: ...
 
 
 OPERATOR_VERBS = (*MANAGER_VERBS, "destroy", "revive", "purge")
@@ -115,7 +116,9 @@ class Spawner:
                 memory_max=settings.memory_max,
             )
         else:
-            self.backend = LocalBackend(state_root, on_exit=self._exited_in_thread)
+            self.backend = LocalBackend(
+                state_root, on_exit=self._exited_in_thread, proposed_root=repos.root / "proposed"
+            )
         self._crashed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -341,6 +344,7 @@ class Spawner:
     def _draft(self, agent: str) -> None:
         if not self.repos.exists(agent):
             self.repos.create(agent)
+            self.backend.grant_manager(self.repos.proposed(agent))
         (self.state_root / check_agent_name(agent)).mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def work(self) -> None:

@@ -33,9 +33,10 @@ class Uids:
             write_atomic(self.registry, json.dumps(uids, indent=2))
 
 
-def own(state: Path, uid: int) -> None:
-    """The state dir and everything in it belong to `uid` (what is root inside the agent's sandbox)."""
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+def own(folder: Path, uid: int) -> None:
+    """`folder` and everything in it belong to `uid` (what is root inside the agent's sandbox); a new folder is
+    made 0700, an existing one keeps its mode. Without root there is nobody else to give it to."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     if os.geteuid() == 0:
-        for path in [state, *state.rglob("*")]:
+        for path in [folder, *folder.rglob("*")]:
             os.chown(path, uid, uid, follow_symlinks=False)
