@@ -4,6 +4,8 @@ systemctl and journalctl (this machine cannot run NixOS containers)."""
 import json
 import os
 import stat
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ case "$(basename "$0") $1" in
   "nixos-container status") if [ -e "$state/$2.up" ]; then echo up; else echo down; fi ;;
   "nixos-container destroy") rm -f "$state/$2" "$state/$2.up" "$CONF_DIR/$2.conf" ;;
   "journalctl -M") echo "harness line 1"; echo "harness line 2" ;;
+  "journalctl -f") exec tail -n +1 -f "$JOURNAL" ;;
 esac
 exit 0
 """
@@ -42,6 +45,8 @@ def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RECORD", str(record))
     monkeypatch.setenv("STANDIN_STATE", str(state))
     monkeypatch.setenv("CONF_DIR", str(conf))
+    (tmp_path / "journal").touch()
+    monkeypatch.setenv("JOURNAL", str(tmp_path / "journal"))
     return record
 
 
@@ -49,21 +54,39 @@ def calls(record: Path) -> list[list[str]]:
     return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
 
 
+class Exits:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int | None]] = []
+        self.happened = threading.Event()
+
+    def __call__(self, name: str, code: int | None) -> None:
+        self.seen.append((name, code))
+        self.happened.set()
+
+
 @pytest.fixture
-def backend(tmp_path: Path) -> NixosBackend:
+def exits() -> Exits:
+    return Exits()
+
+
+@pytest.fixture
+def backend(tmp_path: Path, exits: Exits) -> Iterator[NixosBackend]:
     repos = ConfigRepos(tmp_path / "config")
     for name in ("alice", "manager"):
         first = repos.create(name)
         frozen = repos.freeze(name, first, approval_id=1)
         repos.apply(name, frozen.tag, frozen.sha)
-    return NixosBackend(
+    nixos = NixosBackend(
         tmp_path / "agents",
         repos,
         containers_root=tmp_path / "containers",
         conf_dir=tmp_path / "conf",
         cpu_quota="150%",
         memory_max="2G",
+        on_exit=exits,
     )
+    yield nixos
+    nixos.stop_all()
 
 
 def test_starting_an_agent_creates_limits_and_starts_its_container(
@@ -71,7 +94,7 @@ def test_starting_an_agent_creates_limits_and_starts_its_container(
 ) -> None:
     backend.start("alice", ["/run/current-system/sw/bin/hive-harness"], {"HIVE_AGENT": "alice"})
     flake = tmp_path / "containers" / "alice"
-    assert calls(standins) == [
+    assert [c for c in calls(standins) if c[:2] != ["journalctl", "-f"]] == [
         ["nixos-container", "list"],
         ["nixos-container", "create", "alice", "--flake", f"{flake}#agent"],
         ["systemctl", "set-property", "--runtime", "container@alice.service", "CPUQuota=150%", "MemoryMax=2G"],
@@ -128,3 +151,16 @@ def test_an_agent_without_applied_config_gets_no_container(tmp_path: Path, stand
     with pytest.raises(Exception, match="no applied config"):
         backend.start("bob", ["hive-harness"], {})
     assert calls(standins) == []
+
+
+def test_a_failed_container_unit_is_reported_and_a_clean_stop_is_not(
+    backend: NixosBackend, standins: Path, tmp_path: Path, exits: Exits
+) -> None:
+    backend.start("alice", ["hive-harness"], {})
+    journal = tmp_path / "journal"
+    with journal.open("a") as out:
+        out.write("Stopped Container 'alice'.\n")
+        out.write("container@alice.service: Main process exited, code=exited, status=0/SUCCESS\n")
+        out.write("container@alice.service: Main process exited, code=killed, status=9/KILL\n")
+    assert exits.happened.wait(10)
+    assert exits.seen == [("alice", 9)]

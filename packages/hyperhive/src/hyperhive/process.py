@@ -42,6 +42,7 @@ class Child:
         user: int | None = None,
         keep: int = 10_000,
         pass_fds: Sequence[int] = (),
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -52,6 +53,7 @@ class Child:
         self.user = user
         self.keep = keep
         self.pass_fds = tuple(pass_fds)
+        self.on_line = on_line
         self.lines: list[str] = []
         self._dropped = 0
         self._changed = threading.Condition()
@@ -91,6 +93,8 @@ class Child:
             line = raw.rstrip("\n")
             if self.echo is not None:
                 print(f"[{self.name}] {line}", file=self.echo, flush=True)
+            if self.on_line is not None:
+                self.on_line(line)
             with self._changed:
                 self.lines.append(line)
                 if len(self.lines) > 2 * self.keep:  # a long-lived child: keep the recent lines only

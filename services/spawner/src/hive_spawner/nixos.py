@@ -9,6 +9,7 @@ Only the spawner runs `nixos-container`, `systemctl` and `journalctl`, and alway
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,10 +17,13 @@ from pathlib import Path
 from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.uids import Uids, own
 from hyperhive.identity import write_atomic
+from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import MANAGER, check_agent_ref
 
 UID_BASE = 1 << 20  # ranges of 65536 from here, clear of ordinary users
+# What systemd logs when a container's unit fails (a clean stop logs neither).
+FAILURE = re.compile(r"Failed with result|Main process exited, code=\w+, status=(?P<status>[1-9]\d*|[A-Z]+)")
 FLAKE = """\
 # Rendered by the hyperhive spawner from {name}'s applied config ({sha}); do not edit, it is rendered again.
 {{
@@ -79,6 +83,9 @@ class NixosBackend:
         self.memory_max = memory_max
         self.system = system
         self.uids = Uids(state_root / ".uids.json", base=UID_BASE, step=1 << 16)
+        self._on_exit = on_exit
+        self._watchers: dict[str, Child] = {}
+        self._stopping: set[str] = set()
 
     def state_dir(self, name: str) -> Path:
         return self.state_root / check_agent_ref(name)
@@ -127,6 +134,27 @@ class NixosBackend:
         run("systemctl", "set-property", "--runtime", f"container@{name}.service",
             f"CPUQuota={self.cpu_quota}", f"MemoryMax={self.memory_max}")  # fmt: skip
         run("nixos-container", "start", name)
+        self._stopping.discard(name)
+        self._watch(name)
+
+    def _watch(self, name: str) -> None:
+        """Crash watch: follow the container unit's journal (pushed by journald, not polled) for a failure."""
+        if name in self._watchers and self._watchers[name].alive():
+            return
+        unit = f"container@{name}.service"
+        self._watchers[name] = Child(
+            f"watch-{name}",
+            ["journalctl", "-f", "-n", "0", "-o", "cat", "-u", unit],
+            keep=100,
+            on_line=lambda line: self._saw(name, line),
+        ).start()
+
+    def _saw(self, name: str, line: str) -> None:
+        failed = FAILURE.search(line)
+        if failed and name not in self._stopping and self._on_exit is not None:
+            self._stopping.add(name)  # one report per failure
+            code = failed.group("status")
+            self._on_exit(name, int(code) if code and code.isdigit() else None)
 
     def _set_flags(self, name: str) -> None:
         """Bind mounts and the user-namespace range go into the container's conf, which nixos-container reads."""
@@ -140,11 +168,14 @@ class NixosBackend:
         write_atomic(conf, "\n".join(lines) + "\n")
 
     def stop(self, name: str) -> None:
+        self._stopping.add(name)
         if self.exists(name):
             run("nixos-container", "stop", name)
 
     def stop_all(self) -> None:
-        """Containers outlive the spawner: nothing to do."""
+        """Containers outlive the spawner; only the journal watchers stop."""
+        for watcher in self._watchers.values():
+            watcher.stop()
 
     def running(self, name: str) -> bool:
         return self.exists(name) and run("nixos-container", "status", name).strip() == "up"
@@ -154,5 +185,8 @@ class NixosBackend:
         return out.splitlines()
 
     def destroy(self, name: str) -> None:
+        self._stopping.add(name)
+        if (watcher := self._watchers.pop(name, None)) is not None:
+            watcher.stop()
         if self.exists(name):
             run("nixos-container", "destroy", name)

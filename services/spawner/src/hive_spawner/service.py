@@ -114,6 +114,7 @@ class Spawner:
                 conf_dir=settings.nixos_conf_dir,
                 cpu_quota=settings.cpu_quota,
                 memory_max=settings.memory_max,
+                on_exit=self._exited_in_thread,
             )
         else:
             self.backend = LocalBackend(
