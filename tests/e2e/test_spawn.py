@@ -53,6 +53,19 @@ def spawner_state() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def spawner_settings(hive: TestHive, state: Path) -> SpawnerSettings:
+    """A spawner on this test's NATS, minting real credentials, running a stand-in agent that says "ready"."""
+    assert isinstance(hive.server, NatsServer)
+    base = hive.settings(subjects.SPAWNER)
+    return SpawnerSettings(
+        nats_url=base.nats_url,
+        nats_creds=base.nats_creds,
+        state_dir=state,
+        nats_auth_dir=hive.server.root,
+        agent_command=["/bin/sh", "-c", SCRIPT],
+    )
+
+
 def spawner(op: Client, verb: str, payload: object, reply: type) -> object:
     return bus.call(op, subjects.operator(subjects.SPAWNER, verb), payload, reply, timeout=20)  # type: ignore[arg-type]
 
@@ -62,15 +75,7 @@ async def test_a_spawned_agent_runs_sandboxed_with_its_credential_and_policy_and
 ) -> None:
     assert isinstance(hive.server, NatsServer)
     async with AsyncExitStack() as stack:
-        base = hive.settings(subjects.SPAWNER)
-        settings = SpawnerSettings(
-            nats_url=base.nats_url,
-            nats_creds=base.nats_creds,
-            state_dir=spawner_state,
-            nats_auth_dir=hive.server.root,
-            agent_command=["/bin/sh", "-c", SCRIPT],
-        )
-        the_spawner = await start_spawner(stack, settings)
+        the_spawner = await start_spawner(stack, spawner_settings(hive, spawner_state))
         broker = await start_broker(stack, broker_settings(hive))
         approver = await start_approver(stack, approver_settings(hive, database_url))
         manager = await make_agent(hive, approver, "manager")
@@ -126,15 +131,7 @@ async def test_destroy_keeps_a_tombstone_that_revives_or_purges_and_only_the_man
 ) -> None:
     assert isinstance(hive.server, NatsServer)
     async with AsyncExitStack() as stack:
-        base = hive.settings(subjects.SPAWNER)
-        settings = SpawnerSettings(
-            nats_url=base.nats_url,
-            nats_creds=base.nats_creds,
-            state_dir=spawner_state,
-            nats_auth_dir=hive.server.root,
-            agent_command=["/bin/sh", "-c", SCRIPT],
-        )
-        the_spawner = await start_spawner(stack, settings)
+        the_spawner = await start_spawner(stack, spawner_settings(hive, spawner_state))
         approver = await start_approver(stack, approver_settings(hive, database_url))
         manager = await make_agent(hive, approver, "manager")
         dashboard = await hive.connect("dashboard")

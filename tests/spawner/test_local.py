@@ -3,7 +3,6 @@
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,22 +12,9 @@ from hive_spawner.local import LocalBackend
 from hive_spawner.repos import ConfigRepos, git
 from hyperhive.wire.errors import HiveError
 
+from .conftest import Exits
+
 READY = "echo ready; exec sleep 600"
-
-
-class Exits:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int | None]] = []
-        self.happened = threading.Event()
-
-    def __call__(self, name: str, code: int | None) -> None:
-        self.seen.append((name, code))
-        self.happened.set()
-
-
-@pytest.fixture
-def exits() -> Exits:
-    return Exits()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ systemctl and journalctl (this machine cannot run NixOS containers)."""
 import json
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import pytest
 
 from hive_spawner.nixos import NixosBackend
 from hive_spawner.repos import ConfigRepos, git
+
+from .conftest import Exits
 
 STANDIN = r"""#!/bin/sh
 # Recording stand-in: logs its argv as one JSON line, and keeps just enough state to answer list/status.
@@ -51,22 +52,9 @@ def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def calls(record: Path) -> list[list[str]]:
-    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
-
-
-class Exits:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int | None]] = []
-        self.happened = threading.Event()
-
-    def __call__(self, name: str, code: int | None) -> None:
-        self.seen.append((name, code))
-        self.happened.set()
-
-
-@pytest.fixture
-def exits() -> Exits:
-    return Exits()
+    """The recorded command lines, but the crash watcher's (it starts in the background, at its own pace)."""
+    complete = record.read_text().split("\n")[:-1] if record.exists() else []  # a line still being written waits
+    return [c for c in map(json.loads, complete) if c[:2] != ["journalctl", "-f"]]
 
 
 @pytest.fixture
@@ -94,7 +82,7 @@ def test_starting_an_agent_creates_limits_and_starts_its_container(
 ) -> None:
     backend.start("alice", ["/run/current-system/sw/bin/hive-harness"], {"HIVE_AGENT": "alice"})
     flake = tmp_path / "containers" / "alice"
-    assert [c for c in calls(standins) if c[:2] != ["journalctl", "-f"]] == [
+    assert calls(standins) == [
         ["nixos-container", "list"],
         ["nixos-container", "create", "alice", "--flake", f"{flake}#agent"],
         ["systemctl", "set-property", "--runtime", "container@alice.service", "CPUQuota=150%", "MemoryMax=2G"],

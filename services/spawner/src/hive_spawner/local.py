@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from hive_spawner.uids import Uids, own
+from hive_spawner.uids import AgentDirs
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.names import MANAGER, check_agent_ref
+from hyperhive.wire.names import MANAGER
 
 UID_BASE = 200_000
 HIDDEN = frozenset({"proc", "dev", "sys", "tmp", "run", "root", "home", "state", "lost+found", "mnt", "media"})
@@ -42,35 +42,14 @@ def host_view() -> list[str]:
     return args
 
 
-class LocalBackend:
+class LocalBackend(AgentDirs):
     def __init__(
         self, state_root: Path, *, on_exit: Callable[[str, int | None], None], proposed_root: Path | None = None
     ) -> None:
-        self.state_root = state_root
-        self.proposed_root = proposed_root
-        self.uids = Uids(state_root / ".uids.json", base=UID_BASE, step=1)
+        super().__init__(state_root, proposed_root, base=UID_BASE, step=1)
         self._on_exit = on_exit
         self._running: dict[str, Child] = {}
         self._stopping: set[str] = set()
-
-    def state_dir(self, name: str) -> Path:
-        return self.state_root / check_agent_ref(name)
-
-    def uid(self, name: str) -> int:
-        return self.uids.of(name)
-
-    def prepare(self, name: str) -> Path:
-        """The agent's state dir, owned by its uid (what is root inside), mode 0700. The manager also owns every
-        agent's proposed repo, which it edits at /agents."""
-        state = self.state_dir(name)
-        own(state, self.uid(name))
-        if name == MANAGER and self.proposed_root is not None:
-            own(self.proposed_root, self.uid(name))
-        return state
-
-    def grant_manager(self, repo: Path) -> None:
-        """A new proposed repo is the manager's to edit too."""
-        own(repo, self.uid(MANAGER))
 
     def argv(self, name: str, command: Sequence[str]) -> list[str]:
         bwrap = shutil.which("bwrap")

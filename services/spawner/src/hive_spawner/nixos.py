@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hive_spawner.repos import ConfigRepos, git
-from hive_spawner.uids import Uids, own
+from hive_spawner.uids import AgentDirs
 from hyperhive.identity import write_atomic
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.names import MANAGER, check_agent_ref
+from hyperhive.wire.names import MANAGER
 
 UID_BASE = 1 << 20  # ranges of 65536 from here, clear of ordinary users
 # What systemd logs when a container's unit fails (a clean stop logs neither).
@@ -62,7 +62,7 @@ def run(*argv: str) -> str:
     return done.stdout
 
 
-class NixosBackend:
+class NixosBackend(AgentDirs):
     def __init__(
         self,
         state_root: Path,
@@ -75,32 +75,16 @@ class NixosBackend:
         system: str = "x86_64-linux",
         on_exit: Callable[[str, int | None], None] | None = None,
     ) -> None:
-        self.state_root = state_root
+        super().__init__(state_root, repos.root / "proposed", base=UID_BASE, step=1 << 16)
         self.repos = repos
         self.containers_root = containers_root
         self.conf_dir = conf_dir
         self.cpu_quota = cpu_quota
         self.memory_max = memory_max
         self.system = system
-        self.uids = Uids(state_root / ".uids.json", base=UID_BASE, step=1 << 16)
         self._on_exit = on_exit
         self._watchers: dict[str, Child] = {}
         self._stopping: set[str] = set()
-
-    def state_dir(self, name: str) -> Path:
-        return self.state_root / check_agent_ref(name)
-
-    def uid(self, name: str) -> int:
-        return self.uids.of(name)
-
-    def prepare(self, name: str) -> Path:
-        state = self.state_dir(name)
-        own(state, self.uid(name))
-        return state
-
-    def grant_manager(self, repo: Path) -> None:
-        """A new proposed repo is the manager's to edit too (root of its container is the base of its range)."""
-        own(repo, self.uid(MANAGER))
 
     def render(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> Path:
         """The agent's container flake, from its applied agent.nix."""
@@ -122,7 +106,7 @@ class NixosBackend:
     def nspawn_flags(self, name: str) -> str:
         flags = [f"--private-users={self.uid(name)}:65536", f"--bind={self.state_dir(name)}:/state"]
         if name == MANAGER:
-            flags.append(f"--bind={self.repos.root / 'proposed'}:/agents")
+            flags.append(f"--bind={self.proposed_root}:/agents")
         return " ".join(flags)
 
     def start(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> None:

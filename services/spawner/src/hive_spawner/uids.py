@@ -1,4 +1,5 @@
-"""Host uids of agents, allocated once per agent and kept in a small JSON file next to their state dirs."""
+"""Agents' state dirs and host uids (allocated once per agent, kept in a small JSON file next to the state dirs),
+shared by both backends."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from pathlib import Path
 
 from hyperhive.identity import write_atomic
-from hyperhive.wire.names import check_agent_ref
+from hyperhive.wire.names import MANAGER, check_agent_ref
 
 
 class Uids:
@@ -40,3 +41,31 @@ def own(folder: Path, uid: int) -> None:
     if os.geteuid() == 0:
         for path in [folder, *folder.rglob("*")]:
             os.chown(path, uid, uid, follow_symlinks=False)
+
+
+class AgentDirs:
+    """Where each agent's state dir is and which host uid owns it. The manager also owns every agent's proposed repo,
+    which it edits at /agents."""
+
+    def __init__(self, state_root: Path, proposed_root: Path | None, *, base: int, step: int) -> None:
+        self.state_root = state_root
+        self.proposed_root = proposed_root
+        self.uids = Uids(state_root / ".uids.json", base=base, step=step)
+
+    def state_dir(self, name: str) -> Path:
+        return self.state_root / check_agent_ref(name)
+
+    def uid(self, name: str) -> int:
+        return self.uids.of(name)
+
+    def prepare(self, name: str) -> Path:
+        """The agent's state dir, owned by its uid (what is root inside), mode 0700."""
+        state = self.state_dir(name)
+        own(state, self.uid(name))
+        if name == MANAGER and self.proposed_root is not None:
+            own(self.proposed_root, self.uid(name))
+        return state
+
+    def grant_manager(self, repo: Path) -> None:
+        """A new proposed repo is the manager's to edit too."""
+        own(repo, self.uid(MANAGER))
