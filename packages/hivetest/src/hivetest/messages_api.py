@@ -1,0 +1,166 @@
+"""A scripted Anthropic Messages API on loopback, so tests (and the demo) drive the real `claude` CLI offline.
+
+Each request the CLI makes for a turn gets the next scripted reply; side requests (no tools: session titles and the
+like) get a short text. Replies stream as server-sent events the way the real API does (see
+shared/notes/claude-code-cli.md). Every request is kept, so a test can check what the CLI sent (model, tools, …).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class ToolUse:
+    name: str
+    input: dict[str, Any]
+    id: str = field(default_factory=lambda: f"toolu_{uuid.uuid4().hex[:24]}")
+
+
+@dataclass
+class ApiError:
+    status: int
+    type: str
+    message: str
+
+
+Reply = list[Text | ToolUse] | ApiError
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _stream(model: str, blocks: Sequence[Text | ToolUse]) -> Iterator[bytes]:
+    usage = {"input_tokens": 10, "output_tokens": 5}
+    message: dict[str, Any] = {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    yield _sse("message_start", {"type": "message_start", "message": message})
+    for index, block in enumerate(blocks):
+        if isinstance(block, Text):
+            yield _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            )
+            yield _sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": block.text}},
+            )
+        else:
+            yield _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": block.id, "name": block.name, "input": {}},
+                },
+            )
+            yield _sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": json.dumps(block.input)},
+                },
+            )
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+    stop = "tool_use" if any(isinstance(b, ToolUse) for b in blocks) else "end_turn"
+    yield _sse(
+        "message_delta",
+        {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": 5}},
+    )
+    yield _sse("message_stop", {"type": "message_stop"})
+
+
+class MessagesApi:
+    """The scripted API: `script(...)` queues replies; `requests` holds every turn request the CLI made."""
+
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.port = 0
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self.replies.extend(replies)
+
+    async def _messages(self, request: Request) -> Response:
+        body = await request.json()
+        model = str(body.get("model", "claude"))
+        if not body.get("tools"):  # a side request (session title, …)
+            return StreamingResponse(_aiter(_stream(model, [Text("ok")])), media_type="text/event-stream")
+        with self._lock:
+            self.requests.append(body)
+            reply = self.replies.popleft() if self.replies else [Text("(the script has nothing more to say)")]
+        if isinstance(reply, ApiError):
+            return JSONResponse(
+                {"type": "error", "error": {"type": reply.type, "message": reply.message}}, status_code=reply.status
+            )
+        return StreamingResponse(_aiter(_stream(model, reply)), media_type="text/event-stream")
+
+    def app(self) -> Starlette:
+        async def head(request: Request) -> Response:
+            return Response(status_code=404)
+
+        return Starlette(
+            routes=[Route("/", head, methods=["HEAD", "GET"]), Route("/v1/messages", self._messages, methods=["POST"])]
+        )
+
+
+async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+@contextmanager
+def serve_messages_api() -> Iterator[MessagesApi]:
+    """Run a scripted Messages API in a thread on a free loopback port, for as long as the block lasts.
+
+    The socket is bound and listening before the server thread starts, so a client may connect at once: the kernel
+    queues it until uvicorn accepts. No waiting for the server to come up."""
+    api = MessagesApi()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    api.port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(api.app(), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="messages-api", daemon=True)
+    thread.start()
+    try:
+        yield api
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
