@@ -18,7 +18,9 @@ def api() -> Iterator[MessagesApi]:
         yield scripted
 
 
-def run_claude(api: MessagesApi, home: Path, prompt: str, model: str = "claude-sonnet-4-5") -> list[dict[str, object]]:
+def run_claude(
+    api: MessagesApi, home: Path, prompt: str, model: str = "claude-sonnet-4-5", extra: list[str] | None = None
+) -> list[dict[str, object]]:
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(home),
@@ -29,7 +31,7 @@ def run_claude(api: MessagesApi, home: Path, prompt: str, model: str = "claude-s
         "CLAUDE_CODE_MAX_RETRIES": "0",
     }
     done = subprocess.run(
-        [str(CLAUDE), "-p", prompt, "--output-format", "stream-json", "--verbose", "--model", model],
+        [str(CLAUDE), "-p", prompt, "--output-format", "stream-json", "--verbose", "--model", model, *(extra or [])],
         env=env,
         cwd=home,
         stdin=subprocess.DEVNULL,

@@ -1,0 +1,107 @@
+"""The hyperhive MCP tools as the model uses them: the real claude CLI, scripted by the Messages API, calls them."""
+
+import asyncio
+import json
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from hive_broker.__main__ import start as start_broker
+from hivetest.hive import TestHive
+from hivetest.messages_api import MessagesApi, Text, ToolUse, serve_messages_api
+
+from ..broker.conftest import Agents, broker_settings
+from .test_claude_cli import run_claude
+
+
+def mcp_config(hive: TestHive, agent: str, seed: Path, state: Path) -> list[str]:
+    """The CLI flags that give an agent its hyperhive tools, and nothing else."""
+    config = {
+        "mcpServers": {
+            "hyperhive": {
+                "type": "stdio",
+                "command": sys.executable,
+                "args": ["-m", "hive_harness.tools"],
+                "env": {
+                    "HIVE_AGENT": agent,
+                    "HIVE_NATS_URL": hive.url,
+                    "HIVE_NATS_CREDS": str(seed),
+                    "HIVE_STATE_DIR": str(state),
+                },
+            }
+        }
+    }
+    path = state / "mcp.json"
+    state.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config))
+    return ["--mcp-config", str(path), "--strict-mcp-config", "--allowedTools", "mcp__hyperhive"]
+
+
+async def turn(api: MessagesApi, home: Path, flags: list[str]) -> list[dict[str, object]]:
+    # The CLI blocks; it runs in a thread so this event loop keeps serving the broker meanwhile.
+    home.mkdir(parents=True, exist_ok=True)
+    return await asyncio.to_thread(run_claude, api, home, "you have a new message", "claude-sonnet-4-5", flags)
+
+
+async def test_the_model_sends_a_message_that_the_other_agent_receives(hive: TestHive, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
+        seed = hive.add_agent("alice")
+        await agents.set_policy("alice", ["bob"])
+        bob = await agents.agent("bob", [])
+        with serve_messages_api() as api:
+            api.script(
+                [ToolUse("mcp__hyperhive__send", {"to": "bob", "body": "hello from the model"})], [Text("Sent it.")]
+            )
+            events = await turn(api, tmp_path / "home", mcp_config(hive, "alice", seed, tmp_path / "alice"))
+            tool_result = json.dumps(api.requests[-1]["messages"][-1])
+        [init] = [e for e in events if e.get("subtype") == "init"]
+        servers = {s["name"]: s["status"] for s in init["mcp_servers"]}  # type: ignore[attr-defined]
+        assert servers == {"hyperhive": "connected"}
+        assert "mcp__hyperhive__request_spawn" not in init["tools"]  # type: ignore[operator]  # not the manager
+        [result] = [e for e in events if e.get("type") == "result"]
+        assert result["is_error"] is False
+        assert "Sent (message" in tool_result
+        [m] = (await bob.recv(wait=10)).messages
+        assert (m.sender, m.body) == ("alice", "hello from the model")
+
+
+async def test_a_refusal_reaches_the_model_as_a_sentence(hive: TestHive, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
+        seed = hive.add_agent("alice")
+        await agents.set_policy("alice", ["manager"])
+        await agents.agent("bob", [])
+        with serve_messages_api() as api:
+            api.script([ToolUse("mcp__hyperhive__send", {"to": "bob", "body": "psst"})], [Text("Understood.")])
+            events = await turn(api, tmp_path / "home", mcp_config(hive, "alice", seed, tmp_path / "alice"))
+            tool_result = json.dumps(api.requests[-1]["messages"][-1])
+        [result] = [e for e in events if e.get("type") == "result"]
+        assert result["is_error"] is False  # the turn goes on; the model reads why
+        assert "is_error" in tool_result
+        assert "You may not send to 'bob'" in tool_result
+
+
+async def test_the_manager_has_its_tools(hive: TestHive, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        await start_broker(stack, broker_settings(hive))
+        seed = hive.add_agent("manager")
+        with serve_messages_api() as api:
+            api.script([Text("Ready.")])
+            events = await turn(api, tmp_path / "home", mcp_config(hive, "manager", seed, tmp_path / "manager"))
+        [init] = [e for e in events if e.get("subtype") == "init"]
+        tools = set(init["tools"])  # type: ignore[arg-type]
+        wanted = {
+            "send",
+            "recv",
+            "ask",
+            "whoami",
+            "request_spawn",
+            "request_spawn_draft",
+            "request_spawn_commit",
+            "request_apply_commit",
+            "start",
+            "stop",
+            "restart",
+        }
+        assert {f"mcp__hyperhive__{t}" for t in wanted} <= tools
