@@ -21,6 +21,7 @@ def api() -> Iterator[MessagesApi]:
 def run_claude(
     api: MessagesApi, home: Path, prompt: str, model: str = "claude-sonnet-4-5", extra: list[str] | None = None
 ) -> list[dict[str, object]]:
+    home.mkdir(parents=True, exist_ok=True)
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(home),

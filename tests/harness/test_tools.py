@@ -39,7 +39,6 @@ def mcp_config(hive: TestHive, agent: str, seed: Path, state: Path) -> list[str]
 
 async def turn(api: MessagesApi, home: Path, flags: list[str]) -> list[dict[str, object]]:
     # The CLI blocks; it runs in a thread so this event loop keeps serving the broker meanwhile.
-    home.mkdir(parents=True, exist_ok=True)
     return await asyncio.to_thread(run_claude, api, home, "you have a new message", "claude-sonnet-4-5", flags)
 
 
