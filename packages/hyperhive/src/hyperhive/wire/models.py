@@ -464,3 +464,25 @@ class AgentStateChanged(WireModel):
 
     agent: str
     state: AgentState
+
+
+# ── turns (harness) ──────────────────────────────────────────────────────────
+
+ExitClass = Literal["ok", "api_error", "prompt_too_long", "rate_limited", "needs_login", "cancelled", "crashed"]
+
+
+class TurnStats(WireModel):
+    """`hive.agent.<name>.stats`: one turn's figures, published by the harness when the turn ends."""
+
+    kind: Literal["hive.turn.stats.v1"] = "hive.turn.stats.v1"
+    agent: str
+    model: str
+    started_at: datetime
+    duration_ms: int
+    exit_class: ExitClass
+    tool_calls: dict[str, int] = Field(default_factory=dict, description="Calls per tool name.")
+    permission_denials: int = 0
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    messages: int = Field(0, description="Inbox messages that woke this turn.")

@@ -1,0 +1,103 @@
+"""One turn: the real `claude` CLI run with the agent's session continued, its stream-json events parsed by keys and
+published for the live view, and the turn's figures when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hyperhive.wire.models import ExitClass, TurnStats
+
+log = logging.getLogger("hive_harness.turn")
+
+
+@dataclass
+class TurnResult:
+    stats: TurnStats
+    result_text: str = ""
+    session_id: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def exit_class(result: dict[str, Any] | None, returncode: int | None) -> ExitClass:
+    """What kind of ending this was, from the CLI's result event (by keys, not by its subtype)."""
+    if result is None:
+        return "crashed"
+    text = str(result.get("result", "")).lower()
+    status = result.get("api_error_status")
+    if not result.get("is_error"):
+        return "ok"
+    if "prompt is too long" in text:
+        return "prompt_too_long"
+    if status == 429 or "rate limit" in text:
+        return "rate_limited"
+    if status in (401, 403) or "api key" in text or "/login" in text:
+        return "needs_login"
+    return "api_error"
+
+
+async def run_turn(
+    *,
+    agent: str,
+    claude: Sequence[str],
+    prompt: str,
+    model: str,
+    flags: Sequence[str],
+    session: str | None,
+    cwd: Path,
+    env: Mapping[str, str],
+    on_event: Callable[[dict[str, Any]], Awaitable[None]],
+    messages: int = 0,
+) -> TurnResult:
+    """Run one turn to its end, continuing `session` when there is one (the result says which session it was)."""
+    argv = [*claude, "-p", prompt, "--output-format", "stream-json", "--verbose", "--model", model, *flags]
+    if session:
+        argv += ["--resume", session]
+    started, t = datetime.now(UTC), time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    tools: Counter[str] = Counter()
+    result: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = []
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            continue  # not an event (the CLI prints the odd plain line)
+        events.append(event)
+        if event.get("type") == "assistant":
+            for block in (event.get("message") or {}).get("content") or []:
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    tools[str(block.get("name"))] += 1
+        if event.get("type") == "result":
+            result = event
+        if event.get("session_id") and not session:
+            session = str(event["session_id"])
+        await on_event(event)
+    returncode = await proc.wait()
+    usage = (result or {}).get("usage") or {}
+    stats = TurnStats(
+        agent=agent,
+        model=model,
+        started_at=started,
+        duration_ms=int((time.monotonic() - t) * 1000),
+        exit_class=exit_class(result, returncode),
+        tool_calls=dict(tools),
+        permission_denials=len((result or {}).get("permission_denials") or []),
+        cost_usd=float((result or {}).get("total_cost_usd") or 0),
+        input_tokens=int(usage.get("input_tokens") or 0),
+        output_tokens=int(usage.get("output_tokens") or 0),
+        messages=messages,
+    )
+    return TurnResult(stats, str((result or {}).get("result", "")), session, events)

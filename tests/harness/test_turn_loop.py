@@ -1,0 +1,75 @@
+"""The turn loop end to end: a message wakes the agent, the real claude CLI runs the turn, the model answers through
+its tools, the message is acknowledged, the turn's figures are published, and the session and model carry over."""
+
+import json
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from hive_broker.__main__ import start as start_broker
+from hive_harness.harness import Harness, HarnessSettings
+from hivetest.hive import TestHive
+from hivetest.messages_api import Text, ToolUse, serve_messages_api
+from hyperhive.inbox import Inbox
+from hyperhive.wire import subjects
+from hyperhive.wire.models import AgentPolicy, TurnStats
+
+from ..broker.conftest import Agents, broker_settings
+from .test_claude_cli import CLAUDE
+
+SCRIPTED_ENV = {
+    "ANTHROPIC_API_KEY": "scripted",
+    "DISABLE_TELEMETRY": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "CLAUDE_CODE_MAX_RETRIES": "0",
+}
+
+
+async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: TestHive, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
+        seed = hive.add_agent("alice")
+        await agents.set_policy("alice", ["bob"])
+        bob = await agents.agent("bob", ["alice"])
+        state = tmp_path / "alice"
+        state.mkdir()
+        (state / "policy.json").write_text(
+            AgentPolicy(agent="alice", model="scripted-model-a", allowedRecipients=["bob"]).model_dump_json()  # type: ignore[call-arg]
+        )
+        stats_sub = await (await hive.connect("dashboard")).subscribe(subjects.agent("alice", subjects.STATS))
+        with serve_messages_api() as api:
+            settings = HarnessSettings(
+                nats_url=hive.url,
+                nats_creds=seed,
+                state_dir=state,
+                agent="alice",
+                claude=[str(CLAUDE)],
+                claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
+            )
+            harness = Harness(await hive.connect("alice"), settings)
+            await harness.open()
+
+            await bob.send("alice", "please confirm you are there")
+            api.script([ToolUse("mcp__hyperhive__send", {"to": "bob", "body": "here, and on it"})], [Text("Done.")])
+            first = await harness.run_once(wait=10)
+            assert first is not None
+            sent = json.dumps(api.requests[0]["messages"])
+            assert "From bob:\\nplease confirm you are there" in sent  # the wake prompt, as JSON text
+            assert api.requests[0]["model"] == "scripted-model-a"
+
+            # The operator's /model override is read at the next turn; the session goes on.
+            (state / "hyperhive-model").write_text("scripted-model-b\n")
+            await bob.send("alice", "and now?")
+            api.script([Text("Still here.")])
+            second = await harness.run_once(wait=10)
+            assert second is not None
+            assert api.requests[-1]["model"] == "scripted-model-b"
+            assert second.session_id == first.session_id
+
+        [m] = (await bob.recv(wait=10)).messages
+        assert (m.sender, m.body) == ("alice", "here, and on it")
+        stats = TurnStats.model_validate_json((await stats_sub.next_msg(timeout=5)).data)
+        assert (stats.exit_class, stats.tool_calls, stats.messages) == ("ok", {"mcp__hyperhive__send": 1}, 1)
+        # Both messages were acknowledged when their turns started: a new harness finds nothing waiting.
+        fresh = Inbox(await hive.connect("alice"), "alice", held_file=state / "harness-held.json")
+        await fresh.open()
+        assert (await fresh.take())[0] == []
