@@ -166,7 +166,14 @@ class Spawner:
         with self.repos.checkout(agent, tag, sha) as files:
             policy = evaluate(files, agent)
         self.repos.apply(agent, tag, sha)
+        self._hand_over(agent, policy)
         return policy
+
+    def _hand_over(self, agent: str, policy: AgentPolicy) -> None:
+        """The harness reads its policy from its state dir (agents cannot read the KV bucket)."""
+        state = self.backend.prepare(agent)
+        write_atomic(state / "policy.json", policy.model_dump_json(by_alias=True, indent=2))
+        self.backend.prepare(agent)  # the new file belongs to the agent's uid too
 
     async def _admit(self, agent: str) -> None:
         """Mint the agent's NATS credential into its state dir (0600, its own uid) and reload the server."""
@@ -282,6 +289,7 @@ class Spawner:
         elif verb == "revive":
             with self.repos.checkout_applied(agent) as files:
                 policy = await asyncio.to_thread(evaluate, files, agent)
+            self._hand_over(agent, policy)
             await self._admit(agent)
             kv = await self._js.key_value(subjects.POLICY_BUCKET)
             await kv.put(agent, bus.encode(policy))
