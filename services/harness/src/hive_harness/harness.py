@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,8 +98,24 @@ class Harness:
             f"mcp__{name}__{tool}" for name, s in policy.mcp_servers.items() if name != "hyperhive"
             for tool in s.allowed_tools
         ]  # fmt: skip
-        return ["--mcp-config", str(self.settings.state_dir / "mcp.json"), "--strict-mcp-config",
-                "--allowedTools", ",".join(allowed)]  # fmt: skip
+        hook = {"type": "command", "command": shlex.join([sys.executable, "-m", "hive_harness.hook"]),
+                "timeout": 600}  # fmt: skip
+        settings = {"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [hook]}]}}
+        self.files.write("claude-settings.json", json.dumps(settings, indent=2))
+        state = self.settings.state_dir
+        return [
+            "--mcp-config", str(state / "mcp.json"), "--strict-mcp-config",
+            "--allowedTools", ",".join(allowed),
+            "--settings", str(state / "claude-settings.json"),
+        ]  # fmt: skip
+
+    def hook_env(self) -> dict[str, str]:
+        """The CLI's environment, which its hooks inherit: who the agent is and how it reaches the hive."""
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.settings.state_dir), "HIVE_AGENT": self.agent,
+               "HIVE_NATS_URL": self.settings.nats_url, "HIVE_STATE_DIR": str(self.settings.state_dir)}  # fmt: skip
+        if self.settings.nats_creds is not None:
+            env["HIVE_NATS_CREDS"] = str(self.settings.nats_creds)
+        return env
 
     async def run_once(self, wait: float) -> TurnResult | None:
         """Take what is waiting (up to `wait` seconds for the first message) and run one turn for it."""
@@ -125,7 +142,7 @@ class Harness:
             flags=self.mcp_flags(policy),
             session=self.files.read("session-id"),
             cwd=self.settings.state_dir,
-            env={"PATH": "/usr/bin:/bin", "HOME": str(self.settings.state_dir), **self.settings.claude_env},
+            env={**self.hook_env(), **self.settings.claude_env},
             on_event=on_event,
             messages=len(messages),
         )

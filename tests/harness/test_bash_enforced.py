@@ -1,0 +1,59 @@
+"""The Bash allow-list enforced on the real claude CLI: a call not allowed never runs, an allowed one does."""
+
+import json
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from hive_broker.__main__ import start as start_broker
+from hive_harness.harness import Harness, HarnessSettings
+from hivetest.hive import TestHive
+from hivetest.messages_api import Text, ToolUse, serve_messages_api
+from hyperhive.wire.models import AgentPolicy, BashPolicy
+
+from ..broker.conftest import Agents, broker_settings
+from .test_claude_cli import CLAUDE
+from .test_turn_loop import SCRIPTED_ENV
+
+
+async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
+        seed = hive.add_agent("alice")
+        await agents.set_policy("alice", [])
+        bob = await agents.agent("bob", ["alice"])
+        state = tmp_path / "alice"
+        state.mkdir()
+        policy = AgentPolicy(agent="alice", allowedBash=BashPolicy(allow=["touch"]))  # type: ignore[call-arg]
+        (state / "policy.json").write_text(policy.model_dump_json(by_alias=True))
+        commands = [
+            "touch allowed-marker",
+            "ls",
+            "echo hi",
+            "git status && touch sneaky-marker",
+            "touch redirect-marker > written-marker",
+            "sh -c 'touch shell-marker'",
+        ]
+        with serve_messages_api() as api:
+            api.script(*([ToolUse("Bash", {"command": c})] for c in commands), [Text("Done.")])
+            settings = HarnessSettings(
+                nats_url=hive.url,
+                nats_creds=seed,
+                state_dir=state,
+                agent="alice",
+                claude=[str(CLAUDE)],
+                claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
+            )
+            harness = Harness(await hive.connect("alice"), settings)
+            await harness.open()
+            await bob.send("alice", "run your commands")
+            result = await harness.run_once(wait=10)
+            results = [json.dumps(r["messages"][-1]) for r in api.requests[1:]]
+
+        assert result is not None
+        assert result.stats.tool_calls == {"Bash": len(commands)}
+        assert (state / "allowed-marker").exists()
+        assert (state / "shell-marker").exists()  # `sh -c` is judged by what it runs: touch is allowed
+        for never in ("sneaky-marker", "redirect-marker", "written-marker"):
+            assert not (state / never).exists(), never
+        refused = [r for r in results if "is not in this agent's allowedBash" in r]
+        assert len(refused) == 4  # ls, echo, the && line, the redirection
