@@ -1,15 +1,18 @@
 """The Bash allow-list enforced on the real claude CLI: a call not allowed never runs, an allowed one does."""
 
+import asyncio
 import json
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
 from hive_harness.harness import Harness, HarnessSettings
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
-from hyperhive.wire.models import AgentPolicy, BashPolicy
+from hyperhive.wire.models import AgentPolicy, Approval, BashPolicy, DecisionRequest
 
+from ..approver.conftest import approver_settings, operator_call
 from ..broker.conftest import Agents, broker_settings
 from .test_claude_cli import CLAUDE
 from .test_turn_loop import SCRIPTED_ENV
@@ -57,3 +60,51 @@ async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) ->
             assert not (state / never).exists(), never
         refused = [r for r in results if "is not in this agent's allowedBash" in r]
         assert len(refused) == 4  # ls, echo, the && line, the redirection
+
+
+async def test_an_ask_command_waits_for_the_operator(hive: TestHive, tmp_path: Path, database_url: str) -> None:
+    async with AsyncExitStack() as stack:
+        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
+        await start_approver(stack, approver_settings(hive, database_url))
+        seed = hive.add_agent("alice")
+        await agents.set_policy("alice", [])
+        bob = await agents.agent("bob", ["alice"])
+        state = tmp_path / "alice"
+        state.mkdir()
+        for name in ("keep-me", "remove-me"):
+            (state / name).write_text("x")
+        policy = AgentPolicy(agent="alice", allowedBash=BashPolicy(ask=["rm"]))  # type: ignore[call-arg]
+        (state / "policy.json").write_text(policy.model_dump_json(by_alias=True))
+        operator = await hive.connect("operator")
+        added = await (await hive.connect("dashboard")).subscribe("hive.events.approval_added.alice")
+
+        async def operator_decides() -> list[str]:
+            decided = []
+            for verb in ("deny", "approve"):  # the first ask is denied, the second approved
+                event = json.loads((await added.next_msg(timeout=60)).data)
+                await operator_call(operator, verb, DecisionRequest(id=event["data"]["id"]), Approval)
+                decided.append(event["data"]["input"]["command"])
+            return decided
+
+        with serve_messages_api() as api:
+            api.script(
+                [ToolUse("Bash", {"command": "rm keep-me"})],
+                [ToolUse("Bash", {"command": "rm remove-me"})],
+                [Text("Done.")],
+            )
+            settings = HarnessSettings(
+                nats_url=hive.url,
+                nats_creds=seed,
+                state_dir=state,
+                agent="alice",
+                claude=[str(CLAUDE)],
+                claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
+            )
+            harness = Harness(await hive.connect("alice"), settings)
+            await harness.open()
+            await bob.send("alice", "clean up")
+            decisions = asyncio.create_task(operator_decides())
+            await harness.run_once(wait=10)
+            assert await decisions == ["rm keep-me", "rm remove-me"]
+        assert (state / "keep-me").exists()
+        assert not (state / "remove-me").exists()
