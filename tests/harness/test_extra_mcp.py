@@ -1,0 +1,54 @@
+"""agent.nix's extra MCP servers are merged into the rendered config, their allowed tools callable; ours stays ours."""
+
+import json
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from hive_broker.__main__ import start as start_broker
+from hive_harness.harness import Harness, HarnessSettings
+from hivetest.hive import TestHive
+from hivetest.messages_api import Text, ToolUse, serve_messages_api
+from hyperhive.wire.models import AgentPolicy
+
+from ..broker.conftest import Agents, broker_settings
+from .test_claude_cli import CLAUDE
+from .test_turn_loop import SCRIPTED_ENV
+
+ECHO = str(Path(__file__).parent / "fixtures" / "echo_server.py")
+
+
+async def test_an_extra_mcp_servers_tool_is_callable_and_cannot_replace_ours(hive: TestHive, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
+        seed = hive.add_agent("alice")
+        await agents.set_policy("alice", [])
+        bob = await agents.agent("bob", ["alice"])
+        state = tmp_path / "alice"
+        state.mkdir()
+        servers = {
+            "extra": {"command": sys.executable, "args": [ECHO], "allowedTools": ["echo"]},
+            "hyperhive": {"command": "/bin/false", "allowedTools": ["anything"]},  # may not replace ours
+        }
+        (state / "policy.json").write_text(AgentPolicy(agent="alice", mcpServers=servers).model_dump_json())  # type: ignore[call-arg]
+        with serve_messages_api() as api:
+            api.script([ToolUse("mcp__extra__echo", {"text": "ping"})], [Text("Done.")])
+            settings = HarnessSettings(
+                nats_url=hive.url,
+                nats_creds=seed,
+                state_dir=state,
+                agent="alice",
+                claude=[str(CLAUDE)],
+                claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
+            )
+            harness = Harness(await hive.connect("alice"), settings)
+            await harness.open()
+            await bob.send("alice", "try the echo")
+            result = await harness.run_once(wait=10)
+            tool_result = json.dumps(api.requests[-1]["messages"][-1])
+        assert result is not None
+        [init] = [e for e in result.events if e.get("subtype") == "init"]
+        assert {s["name"]: s["status"] for s in init["mcp_servers"]} == {"extra": "connected", "hyperhive": "connected"}
+        assert "mcp__hyperhive__send" in init["tools"]
+        assert "echo: ping" in tool_result
+        assert result.stats.permission_denials == 0
