@@ -17,7 +17,8 @@ from .conftest import Exits
 STANDIN = r"""#!/bin/sh
 # Recording stand-in: logs its argv as one JSON line (one write, so concurrent calls never interleave), and keeps
 # just enough state to answer list/status.
-python3 -c 'import json,os,sys; os.write(1, (json.dumps(sys.argv[1:]) + chr(10)).encode())' "$(basename "$0")" "$@" >> "$RECORD"
+rec='import json,os,sys; os.write(1, (json.dumps(sys.argv[1:]) + chr(10)).encode())'
+python3 -c "$rec" "$(basename "$0")" "$@" >> "$RECORD"
 state="$STANDIN_STATE"
 case "$(basename "$0") $1" in
   "nixos-container list") ls "$state" 2>/dev/null | grep -v '\.up$' ;;
