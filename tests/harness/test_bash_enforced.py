@@ -7,15 +7,13 @@ from pathlib import Path
 
 from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
-from hive_harness.harness import Harness, HarnessSettings
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.wire.models import AgentPolicy, Approval, BashPolicy, DecisionRequest
 
 from ..approver.conftest import approver_settings, operator_call
 from ..broker.conftest import Agents, broker_settings
-from .test_claude_cli import CLAUDE
-from .test_turn_loop import SCRIPTED_ENV
+from .conftest import harness_for
 
 
 async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) -> None:
@@ -38,16 +36,7 @@ async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) ->
         ]
         with serve_messages_api() as api:
             api.script(*([ToolUse("Bash", {"command": c})] for c in commands), [Text("Done.")])
-            settings = HarnessSettings(
-                nats_url=hive.url,
-                nats_creds=seed,
-                state_dir=state,
-                agent="alice",
-                claude=[str(CLAUDE)],
-                claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
-            )
-            harness = Harness(await hive.connect("alice"), settings)
-            await harness.open()
+            harness = await harness_for(hive, "alice", seed, state, api)
             await bob.send("alice", "run your commands")
             result = await harness.run_once(wait=10)
             results = [json.dumps(r["messages"][-1]) for r in api.requests[1:]]
@@ -92,16 +81,7 @@ async def test_an_ask_command_waits_for_the_operator(hive: TestHive, tmp_path: P
                 [ToolUse("Bash", {"command": "rm remove-me"})],
                 [Text("Done.")],
             )
-            settings = HarnessSettings(
-                nats_url=hive.url,
-                nats_creds=seed,
-                state_dir=state,
-                agent="alice",
-                claude=[str(CLAUDE)],
-                claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
-            )
-            harness = Harness(await hive.connect("alice"), settings)
-            await harness.open()
+            harness = await harness_for(hive, "alice", seed, state, api)
             await bob.send("alice", "clean up")
             decisions = asyncio.create_task(operator_decides())
             await harness.run_once(wait=10)

@@ -9,7 +9,7 @@ import pytest
 
 from hivetest.messages_api import ApiError, MessagesApi, Text, serve_messages_api
 
-CLAUDE = Path(__file__).parents[2] / "node_modules" / ".bin" / "claude"
+from .conftest import CLAUDE
 
 
 @pytest.fixture(scope="module")

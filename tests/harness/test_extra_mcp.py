@@ -6,14 +6,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from hive_broker.__main__ import start as start_broker
-from hive_harness.harness import Harness, HarnessSettings
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.wire.models import AgentPolicy
 
 from ..broker.conftest import Agents, broker_settings
-from .test_claude_cli import CLAUDE
-from .test_turn_loop import SCRIPTED_ENV
+from .conftest import harness_for
 
 ECHO = str(Path(__file__).parent / "fixtures" / "echo_server.py")
 
@@ -33,16 +31,7 @@ async def test_an_extra_mcp_servers_tool_is_callable_and_cannot_replace_ours(hiv
         (state / "policy.json").write_text(AgentPolicy(agent="alice", mcpServers=servers).model_dump_json())  # type: ignore[call-arg]
         with serve_messages_api() as api:
             api.script([ToolUse("mcp__extra__echo", {"text": "ping"})], [Text("Done.")])
-            settings = HarnessSettings(
-                nats_url=hive.url,
-                nats_creds=seed,
-                state_dir=state,
-                agent="alice",
-                claude=[str(CLAUDE)],
-                claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
-            )
-            harness = Harness(await hive.connect("alice"), settings)
-            await harness.open()
+            harness = await harness_for(hive, "alice", seed, state, api)
             await bob.send("alice", "try the echo")
             result = await harness.run_once(wait=10)
             tool_result = json.dumps(api.requests[-1]["messages"][-1])

@@ -6,7 +6,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from hive_broker.__main__ import start as start_broker
-from hive_harness.harness import Harness, HarnessSettings
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.inbox import Inbox
@@ -14,14 +13,7 @@ from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, TurnStats
 
 from ..broker.conftest import Agents, broker_settings
-from .test_claude_cli import CLAUDE
-
-SCRIPTED_ENV = {
-    "ANTHROPIC_API_KEY": "scripted",
-    "DISABLE_TELEMETRY": "1",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "CLAUDE_CODE_MAX_RETRIES": "0",
-}
+from .conftest import harness_for
 
 
 async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: TestHive, tmp_path: Path) -> None:
@@ -37,16 +29,7 @@ async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: Test
         )
         stats_sub = await (await hive.connect("dashboard")).subscribe(subjects.agent("alice", subjects.STATS))
         with serve_messages_api() as api:
-            settings = HarnessSettings(
-                nats_url=hive.url,
-                nats_creds=seed,
-                state_dir=state,
-                agent="alice",
-                claude=[str(CLAUDE)],
-                claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
-            )
-            harness = Harness(await hive.connect("alice"), settings)
-            await harness.open()
+            harness = await harness_for(hive, "alice", seed, state, api)
 
             await bob.send("alice", "please confirm you are there")
             api.script([ToolUse("mcp__hyperhive__send", {"to": "bob", "body": "here, and on it"})], [Text("Done.")])
