@@ -9,7 +9,7 @@ import pytest
 
 from hivetest.messages_api import ApiError, MessagesApi, Text, serve_messages_api
 
-from .conftest import CLAUDE
+from .conftest import CLAUDE, SCRIPTED_ENV
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +22,7 @@ def run_claude(
     api: MessagesApi, home: Path, prompt: str, model: str = "claude-sonnet-4-5", extra: list[str] | None = None
 ) -> list[dict[str, object]]:
     home.mkdir(parents=True, exist_ok=True)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": api.url,
-        "ANTHROPIC_API_KEY": "scripted",
-        "DISABLE_TELEMETRY": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-    }
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "ANTHROPIC_BASE_URL": api.url, **SCRIPTED_ENV}
     done = subprocess.run(
         [str(CLAUDE), "-p", prompt, "--output-format", "stream-json", "--verbose", "--model", model, *(extra or [])],
         env=env,
