@@ -6,26 +6,18 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from hive_approver.__main__ import start as start_approver
-from hive_broker.__main__ import start as start_broker
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.wire.models import AgentPolicy, Approval, BashPolicy, DecisionRequest
 
 from ..approver.conftest import approver_settings, operator_call
-from ..broker.conftest import Agents, broker_settings
-from .conftest import harness_for
+from .conftest import alice_and_bob, harness_for
 
 
 async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
-        seed = hive.add_agent("alice")
-        await agents.set_policy("alice", [])
-        bob = await agents.agent("bob", ["alice"])
-        state = tmp_path / "alice"
-        state.mkdir()
         policy = AgentPolicy(agent="alice", allowedBash=BashPolicy(allow=["touch"]))  # type: ignore[call-arg]
-        (state / "policy.json").write_text(policy.model_dump_json(by_alias=True))
+        seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
         commands = [
             "touch allowed-marker",
             "ls",
@@ -53,17 +45,11 @@ async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) ->
 
 async def test_an_ask_command_waits_for_the_operator(hive: TestHive, tmp_path: Path, database_url: str) -> None:
     async with AsyncExitStack() as stack:
-        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
         await start_approver(stack, approver_settings(hive, database_url))
-        seed = hive.add_agent("alice")
-        await agents.set_policy("alice", [])
-        bob = await agents.agent("bob", ["alice"])
-        state = tmp_path / "alice"
-        state.mkdir()
+        policy = AgentPolicy(agent="alice", allowedBash=BashPolicy(ask=["rm"]))  # type: ignore[call-arg]
+        seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
         for name in ("keep-me", "remove-me"):
             (state / name).write_text("x")
-        policy = AgentPolicy(agent="alice", allowedBash=BashPolicy(ask=["rm"]))  # type: ignore[call-arg]
-        (state / "policy.json").write_text(policy.model_dump_json(by_alias=True))
         operator = await hive.connect("operator")
         added = await (await hive.connect("dashboard")).subscribe("hive.events.approval_added.alice")
 

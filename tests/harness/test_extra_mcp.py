@@ -5,30 +5,23 @@ import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from hive_broker.__main__ import start as start_broker
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.wire.models import AgentPolicy
 
-from ..broker.conftest import Agents, broker_settings
-from .conftest import harness_for
+from .conftest import alice_and_bob, harness_for
 
 ECHO = str(Path(__file__).parent / "fixtures" / "echo_server.py")
 
 
 async def test_an_extra_mcp_servers_tool_is_callable_and_cannot_replace_ours(hive: TestHive, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
-        seed = hive.add_agent("alice")
-        await agents.set_policy("alice", [])
-        bob = await agents.agent("bob", ["alice"])
-        state = tmp_path / "alice"
-        state.mkdir()
         servers = {
             "extra": {"command": sys.executable, "args": [ECHO], "allowedTools": ["echo"]},
             "hyperhive": {"command": "/bin/false", "allowedTools": ["anything"]},  # may not replace ours
         }
-        (state / "policy.json").write_text(AgentPolicy(agent="alice", mcpServers=servers).model_dump_json())  # type: ignore[call-arg]
+        policy = AgentPolicy(agent="alice", mcpServers=servers)  # type: ignore[call-arg]
+        seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
         with serve_messages_api() as api:
             api.script([ToolUse("mcp__extra__echo", {"text": "ping"})], [Text("Done.")])
             harness = await harness_for(hive, "alice", seed, state, api)

@@ -5,28 +5,19 @@ import json
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from hive_broker.__main__ import start as start_broker
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, TurnStats
 
-from ..broker.conftest import Agents, broker_settings
-from .conftest import harness_for
+from .conftest import alice_and_bob, harness_for
 
 
 async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: TestHive, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
-        seed = hive.add_agent("alice")
-        await agents.set_policy("alice", ["bob"])
-        bob = await agents.agent("bob", ["alice"])
-        state = tmp_path / "alice"
-        state.mkdir()
-        (state / "policy.json").write_text(
-            AgentPolicy(agent="alice", model="scripted-model-a", allowedRecipients=["bob"]).model_dump_json()  # type: ignore[call-arg]
-        )
+        policy = AgentPolicy(agent="alice", model="scripted-model-a", allowedRecipients=["bob"])  # type: ignore[call-arg]
+        seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
         stats_sub = await (await hive.connect("dashboard")).subscribe(subjects.agent("alice", subjects.STATS))
         with serve_messages_api() as api:
             harness = await harness_for(hive, "alice", seed, state, api)

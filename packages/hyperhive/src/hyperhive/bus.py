@@ -98,6 +98,14 @@ async def connected(settings: HiveSettings, *, name: str, **options: Any) -> Asy
             await nc.drain()
 
 
+async def join(stack: AsyncExitStack, settings: HiveSettings, *, name: str) -> tuple[Client, JetStreamContext]:
+    """A service's connection for the life of `stack` (drained at the end), with the hive's streams declared."""
+    nc = await stack.enter_async_context(connected(settings, name=name))
+    js = nc.jetstream()
+    await declare(js)
+    return nc, js
+
+
 # ── calling ──────────────────────────────────────────────────────────────────
 
 

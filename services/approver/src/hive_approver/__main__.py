@@ -21,9 +21,7 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
     assert folder is not None
     async with pool.acquire() as conn:
         await migrate(conn, subjects.APPROVER, folder)
-    nc = await stack.enter_async_context(bus.connected(settings, name=subjects.APPROVER))
-    js = nc.jetstream()
-    await bus.declare(js)
+    nc, js = await bus.join(stack, settings, name=subjects.APPROVER)
     agents = await policies.follow(stack, js, stop)
     approver = Approver(nc, js, Store(pool), agents, settings.spawner_host)
     await approver.follow_decisions()

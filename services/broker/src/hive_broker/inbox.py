@@ -8,7 +8,6 @@ import logging
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
-from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
@@ -24,8 +23,7 @@ CONSUMER_PREFIX = consumer_name("")
 
 
 class Inboxes:
-    def __init__(self, nc: Client, js: JetStreamContext, *, ack_wait: float) -> None:
-        self._nc = nc
+    def __init__(self, js: JetStreamContext, *, ack_wait: float) -> None:
         self._js = js
         self._ack_wait = ack_wait
         self._ready: set[str] = set()

@@ -14,9 +14,7 @@ from hyperhive.wire import subjects
 
 
 async def start(stack: AsyncExitStack, settings: SpawnerSettings, stop: asyncio.Event | None = None) -> Spawner:
-    nc = await stack.enter_async_context(bus.connected(settings, name=subjects.SPAWNER))
-    js = nc.jetstream()
-    await bus.declare(js)
+    nc, js = await bus.join(stack, settings, name=subjects.SPAWNER)
     spawner = Spawner(nc, js, ConfigRepos(settings.state_dir / "config"), settings.state_dir / "agents", settings)
     stack.callback(spawner.backend.stop_all)  # agents stop with their spawner (they would die with it anyway)
     await stack.enter_async_context(
