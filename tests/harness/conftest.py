@@ -1,13 +1,21 @@
 """Harness test helpers: a harness for an agent, running the real claude CLI against the scripted Messages API."""
 
+from __future__ import annotations
+
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
+
+from nats.aio.subscription import Subscription
+from pydantic import BaseModel
 
 from hive_broker.__main__ import start as start_broker
 from hive_harness.harness import Harness, HarnessSettings
 from hivetest.hive import TestHive
 from hivetest.messages_api import MessagesApi
-from hyperhive.wire.models import AgentPolicy
+from hyperhive import bus
+from hyperhive.wire import subjects
+from hyperhive.wire.models import AgentPolicy, Empty, Event, HarnessReply, HarnessState
 
 from ..broker.conftest import Agent, Agents, broker_settings
 
@@ -20,7 +28,9 @@ SCRIPTED_ENV = {
 }
 
 
-async def harness_for(hive: TestHive, agent: str, seed: Path, state: Path, api: MessagesApi) -> Harness:
+async def harness_for(
+    hive: TestHive, agent: str, seed: Path, state: Path, api: MessagesApi, **overrides: Any
+) -> Harness:
     """`agent`'s harness on this test's NATS, its inbox open, its CLI pointed at the scripted API."""
     settings = HarnessSettings(
         nats_url=hive.url,
@@ -29,10 +39,38 @@ async def harness_for(hive: TestHive, agent: str, seed: Path, state: Path, api: 
         agent=agent,
         claude=[str(CLAUDE)],
         claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
+        **overrides,
     )
     harness = Harness(await hive.connect(agent), settings)
     await harness.open()
     return harness
+
+
+class States:
+    """The harness's state changes as the dashboard sees them (`hive.agent.<name>.event.turn_state`)."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self.seen: list[HarnessState] = []
+
+    @classmethod
+    async def watch(cls, hive: TestHive, agent: str) -> States:
+        nc = await hive.connect("dashboard")
+        return cls(await nc.subscribe(subjects.agent_event(agent, "turn_state")))
+
+    async def until(self, state: str, note: str = "", timeout: float = 30) -> HarnessState:
+        """The next change to `state` whose note contains `note`."""
+        while True:
+            event = Event.model_validate_json((await self.sub.next_msg(timeout=timeout)).data)
+            self.seen.append(HarnessState.model_validate(event.data))
+            if self.seen[-1].state == state and note in self.seen[-1].note:
+                return self.seen[-1]
+
+
+async def harness_call(hive: TestHive, agent: str, verb: str, payload: BaseModel | None = None) -> HarnessReply:
+    """What the dashboard or hivectl does: a harness-plane request."""
+    nc = await hive.connect("dashboard")
+    return await bus.call(nc, subjects.harness(agent, verb), payload or Empty(), HarnessReply, timeout=60)
 
 
 async def alice_and_bob(

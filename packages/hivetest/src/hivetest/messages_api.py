@@ -7,6 +7,8 @@ shared/notes/claude-code-cli.md). Every request is kept, so a test can check wha
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -43,7 +45,23 @@ class ApiError:
     message: str
 
 
-Reply = list[Text | ToolUse] | ApiError
+@dataclass
+class Hold:
+    """Start answering, then never finish (until the client goes away or `seconds` pass): a turn to cancel."""
+
+    seconds: float = 120.0
+
+
+Reply = list[Text | ToolUse] | ApiError | Hold
+SUMMARY = "<summary>The conversation so far, summarised by the scripted API.</summary>"
+
+
+def is_compaction(body: dict[str, Any]) -> bool:
+    """The CLI's `/compact` asks for a summary with its tools listed but forbidden (seen with 2.1.x)."""
+    messages = body.get("messages") or []
+    last = messages[-1].get("content") if messages else ""
+    text = last if isinstance(last, str) else " ".join(str(b.get("text", "")) for b in last if isinstance(b, dict))
+    return "Do NOT call any tools" in text and "summary" in text.lower()
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -100,11 +118,17 @@ def _stream(model: str, blocks: Sequence[Text | ToolUse]) -> Iterator[bytes]:
 
 
 class MessagesApi:
-    """The scripted API: `script(...)` queues replies; `requests` holds every turn request the CLI made."""
+    """The scripted API: `script(...)` queues replies to turn requests, `script_side(...)` to tool-less requests
+    (such as a notes rewrite); `/compact` requests are answered with a summary. `requests`, `side_requests` and
+    `compactions` hold what the CLI sent."""
 
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
+        self.side_replies: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
+        self.side_requests: list[dict[str, Any]] = []
+        self.compactions: list[dict[str, Any]] = []
+        self.holding = threading.Event()  # set once a `Hold` reply has begun
         self.port = 0
         self._lock = threading.Lock()
 
@@ -116,18 +140,30 @@ class MessagesApi:
         with self._lock:
             self.replies.extend(replies)
 
+    def script_side(self, *replies: Reply) -> None:
+        with self._lock:
+            self.side_replies.extend(replies)
+
     async def _messages(self, request: Request) -> Response:
         body = await request.json()
         model = str(body.get("model", "claude"))
-        if not body.get("tools"):  # a side request (session title, …)
-            return StreamingResponse(_aiter(_stream(model, [Text("ok")])), media_type="text/event-stream")
         with self._lock:
-            self.requests.append(body)
-            reply = self.replies.popleft() if self.replies else [Text("(the script has nothing more to say)")]
+            if is_compaction(body):
+                self.compactions.append(body)
+                reply: Reply = [Text(SUMMARY)]
+            elif not body.get("tools"):  # a side request (a notes rewrite, a session title, …)
+                self.side_requests.append(body)
+                reply = self.side_replies.popleft() if self.side_replies else [Text("ok")]
+            else:
+                self.requests.append(body)
+                reply = self.replies.popleft() if self.replies else [Text("(the script has nothing more to say)")]
         if isinstance(reply, ApiError):
             return JSONResponse(
                 {"type": "error", "error": {"type": reply.type, "message": reply.message}}, status_code=reply.status
             )
+        if isinstance(reply, Hold):
+            self.holding.set()
+            return StreamingResponse(_held(model, reply.seconds), media_type="text/event-stream")
         return StreamingResponse(_aiter(_stream(model, reply)), media_type="text/event-stream")
 
     def app(self) -> Starlette:
@@ -142,6 +178,12 @@ class MessagesApi:
 async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
+
+
+async def _held(model: str, seconds: float) -> AsyncIterator[bytes]:
+    yield next(_stream(model, []))  # message_start: the turn is under way
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.Event().wait(), seconds)  # until the CLI hangs up (the response is cancelled)
 
 
 @contextmanager

@@ -183,15 +183,23 @@ def parse(model: type[Req], data: bytes) -> Req:
         raise HiveError(ErrorCode.INVALID_REQUEST, f"Field {where!r}: {first['msg']}.") from None
 
 
+async def _handle(endpoint: Endpoint[Any], subject: str, data: bytes) -> bytes:
+    """Run an endpoint's handler; every failure becomes a HiveError (a bug is logged and named as one)."""
+    try:
+        return encode(await endpoint.handler(subject, parse(endpoint.request, data)))
+    except HiveError:
+        raise
+    except Exception as exc:
+        log.exception("endpoint=%s subject=%s outcome=bug", endpoint.name, subject)
+        raise HiveError(ErrorCode.INTERNAL, f"Internal error in {endpoint.name}; see the service log.") from exc
+
+
 async def _answer(endpoint: Endpoint[Any], request: Request) -> None:
     try:
-        reply = await endpoint.handler(request.subject, parse(endpoint.request, request.data))
+        reply = await _handle(endpoint, request.subject, request.data)
     except HiveError as exc:
         raise ServiceError(exc.code, exc.message) from exc
-    except Exception as exc:
-        log.exception("endpoint=%s subject=%s outcome=bug", endpoint.name, request.subject)
-        raise ServiceError(ErrorCode.INTERNAL, f"Internal error in {endpoint.name}; see the service log.") from exc
-    await request.respond(encode(reply))
+    await request.respond(reply)
 
 
 @asynccontextmanager
@@ -237,6 +245,45 @@ async def serve(
         yield service
     finally:
         await service.stop()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@asynccontextmanager
+async def respond(nc: Client, endpoints: Sequence[Endpoint[Any]]) -> AsyncIterator[None]:
+    """Serve `endpoints` on plain subscriptions until the block exits: for a principal that may not join `$SRV`
+    discovery (an agent's harness serves its harness plane this way). Replies and errors look exactly like those of
+    `serve`, so `call` reads both. A request without a reply subject is a notice: handled, not answered."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def answer(endpoint: Endpoint[Any], msg: Msg) -> None:
+        try:
+            reply, headers = await _handle(endpoint, msg.subject, msg.data), None
+        except HiveError as exc:
+            reply, headers = b"", {ERROR_CODE_HEADER: str(exc.code), ERROR_HEADER: exc.message}
+        if msg.reply:
+            await nc.publish(msg.reply, reply, headers=headers)
+
+    def callback(endpoint: Endpoint[Any]) -> Callable[[Msg], Awaitable[None]]:
+        async def handle(msg: Msg) -> None:
+            if not endpoint.concurrent:
+                await answer(endpoint, msg)
+                return
+            task = asyncio.create_task(answer(endpoint, msg))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        return handle
+
+    subs = [await nc.subscribe(endpoint.subject, cb=callback(endpoint)) for endpoint in endpoints]
+    await nc.flush()
+    try:
+        yield
+    finally:
+        for sub in subs:
+            with contextlib.suppress(nats.errors.ConnectionClosedError):
+                await sub.unsubscribe()
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

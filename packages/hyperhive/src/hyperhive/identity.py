@@ -74,6 +74,8 @@ def permissions(role: Role, name: str) -> dict[str, Any]:
                     f"{subjects.AGENT_PREFIX}.{name}.>",
                     f"$JS.API.CONSUMER.MSG.NEXT.{inbox}",
                     f"$JS.ACK.{inbox}.>",
+                    # Its PreToolUse hook tells its own harness that a tool call waits for the operator.
+                    f"{subjects.HARNESS_PREFIX}.{name}.waiting",
                 ]
             },
             "subscribe": {"allow": [f"{subjects.reply_prefix(name)}.>", f"{subjects.HARNESS_PREFIX}.{name}.>"]},

@@ -1,31 +1,59 @@
 """The turn loop: wait for messages (pushed, a long poll), wake the model with a short prompt, run the turn with the
-real `claude` CLI, acknowledge the messages once the turn has started, and publish what happened."""
+real `claude` CLI, acknowledge the messages once the turn has started, and publish what happened.
+
+Around a turn: the state the dashboard shows (idle, thinking, compacting, waiting, paused, needs-login,
+backing-off) with a heartbeat; the operator's harness-plane verbs (cancel, model, compact, pause); what to do when a
+turn fails (a too-long prompt is compacted once and retried, an API error or rate limit is retried with back-off, a
+missing login waits for the operator); and notes compaction after a turn.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shlex
 import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
+from hive_harness.notes import compact_notes
 from hive_harness.turn import TurnResult, run_turn
 from hyperhive import bus
 from hyperhive.identity import write_atomic
 from hyperhive.inbox import Inbox
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
-from hyperhive.wire.models import AgentPolicy, Event, Message
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import (
+    AgentPolicy,
+    Empty,
+    Event,
+    HarnessReply,
+    HarnessState,
+    Message,
+    ModelRequest,
+    PauseRequest,
+    TurnState,
+    WaitingNotice,
+)
 
 log = logging.getLogger("hive_harness")
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
+NEEDS_LOGIN = (
+    "The claude CLI has no valid login or API key. Open the agent's terminal and run `claude /login` (or give the "
+    "harness ANTHROPIC_API_KEY), then send the agent a message: the unfinished turn's messages go with it."
+)
+MESSAGES = TypeAdapter(list[Message])
 
 
 class HarnessSettings(HiveSettings):
@@ -34,6 +62,10 @@ class HarnessSettings(HiveSettings):
     claude_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for the CLI (API base URL and key, …)."
     )
+    heartbeat_seconds: float = Field(10.0, gt=0, description="How often the harness says it is alive.")
+    backoff_seconds: float = Field(5.0, gt=0, description="First wait before retrying a turn the API refused.")
+    backoff_max_seconds: float = Field(300.0, gt=0, description="The longest wait between retries.")
+    recv_wait_seconds: float = Field(180.0, gt=0, le=180, description="How long one wait for messages lasts.")
 
 
 @dataclass
@@ -49,15 +81,23 @@ class StateFiles:
     def write(self, name: str, text: str) -> None:
         write_atomic(self.root / name, text)
 
+    def remove(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
+
     def policy(self, agent: str) -> AgentPolicy:
         """The applied policy the spawner wrote here (agents cannot read the KV bucket themselves)."""
         text = self.read("policy.json")
         return AgentPolicy.model_validate_json(text) if text else AgentPolicy(agent=agent)
 
 
-def wake_prompt(messages: list[Message], unread: int) -> str:
-    lines = [f"You have {len(messages)} new message{'s' if len(messages) != 1 else ''}."]
-    for m in messages:
+def wake_prompt(messages: list[Message], unread: int, carried: list[Message] | None = None) -> str:
+    """The short prompt that wakes the model: who wrote what, and what it may have seen before."""
+    carried = carried or []
+    total = len(carried) + len(messages)
+    lines = [f"You have {total} new message{'s' if total != 1 else ''}."]
+    if carried:
+        lines.append(f"Your last turn did not finish; its {len(carried)} message(s) come first again.")
+    for m in carried + messages:
         again = " (delivered again after a restart: you may have handled it already)" if m.redelivered else ""
         lines.append(f"From {m.sender}{' to everyone' if m.broadcast else ''}{again}:\n{m.body}")
     if unread:
@@ -72,13 +112,269 @@ class Harness:
         self.agent = settings.agent
         self.files = StateFiles(settings.state_dir)
         self.inbox = Inbox(nc, self.agent, held_file=settings.state_dir / "harness-held.json")
+        self._cancel = asyncio.Event()
+        self._unpaused = asyncio.Event()
+        if self.files.read("hyperhive-paused") is None:
+            self._unpaused.set()
+        self._busy = asyncio.Lock()  # one CLI at a time: a turn, or a compaction the operator asked for
+        self._state: TurnState = "paused" if self.paused else "idle"
+        self._note = ""
+        self._since = datetime.now(UTC)
+        self.turns = 0
+        self._last_turn: datetime | None = None
 
     async def open(self) -> None:
         await self.inbox.open()
 
-    def model(self, policy: AgentPolicy) -> str:
+    # ── state ────────────────────────────────────────────────────────────────
+
+    @property
+    def paused(self) -> bool:
+        return not self._unpaused.is_set()
+
+    def model(self, policy: AgentPolicy | None = None) -> str:
         """The operator's /model override (kept in /state/hyperhive-model) over agent.nix's model."""
+        policy = policy or self.files.policy(self.agent)
         return self.files.read("hyperhive-model") or policy.model or DEFAULT_MODEL
+
+    def state(self) -> HarnessState:
+        return HarnessState(
+            agent=self.agent, state=self._state, since=self._since, model=self.model(),
+            model_overridden=self.files.read("hyperhive-model") is not None, paused=self.paused, note=self._note,
+            turns=self.turns, last_turn_at=self._last_turn, heartbeat_seconds=self.settings.heartbeat_seconds,
+        )  # fmt: skip
+
+    async def _set(self, state: TurnState, note: str = "") -> None:
+        """Enter `state` and tell the hive (HIVE_EVENTS keeps it, so a dashboard that reconnects catches up)."""
+        if state == "idle" and self.paused:
+            state = "paused"
+        if (state, note) == (self._state, self._note):
+            return
+        self._state, self._note, self._since = state, note, datetime.now(UTC)
+        log.info("agent=%s state=%s note=%r", self.agent, state, note)
+        await self._publish_event("turn_state", self.state().model_dump(mode="json"))
+
+    async def _publish_event(self, kind: str, data: dict[str, Any]) -> None:
+        envelope = Event(type=kind, agent=self.agent, at=datetime.now(UTC), data=data)
+        await self.nc.publish(subjects.agent_event(self.agent, kind), bus.encode(envelope))
+
+    async def heartbeat(self) -> None:
+        """Say we are alive every `heartbeat_seconds` (core NATS: a missed beat is news, an old one is not)."""
+        while True:
+            await self.nc.publish(subjects.agent(self.agent, subjects.HEARTBEAT), bus.encode(self.state()))
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    # ── the harness plane: what the operator (and the agent's own hook) may ask ──────────────────────────────
+
+    async def serve(self, stack: AsyncExitStack) -> None:
+        """Answer `hive.harness.<agent>.<verb>` for as long as `stack` lives, and beat."""
+
+        def verb(
+            name: str, request: type[Any], handler: Callable[[Any], Awaitable[Any]], concurrent: bool = False
+        ) -> bus.Endpoint[Any]:
+            async def handle(subject: str, body: Any) -> Any:
+                return await handler(body)
+
+            return bus.Endpoint(name, subjects.harness(self.agent, name), request, handle, concurrent)
+
+        endpoints = [
+            verb("state", Empty, self._on_state),
+            verb("cancel", Empty, self._on_cancel),
+            verb("model", ModelRequest, self._on_model),
+            verb("pause", PauseRequest, self._on_pause),
+            verb("compact", Empty, self._on_compact, concurrent=True),
+            verb("waiting", WaitingNotice, self._on_waiting),
+        ]
+        await stack.enter_async_context(bus.respond(self.nc, endpoints))
+        bus.background(stack, self.heartbeat(), f"{self.agent}-heartbeat")
+        await self._publish_event("turn_state", self.state().model_dump(mode="json"))
+
+    def _reply(self, done: str) -> HarnessReply:
+        return HarnessReply(done=done, state=self.state())
+
+    async def _on_state(self, _: Empty) -> HarnessState:
+        return self.state()
+
+    async def _on_cancel(self, _: Empty) -> HarnessReply:
+        if not self._busy.locked():
+            return self._reply("No turn was running; nothing to cancel.")
+        self._cancel.set()
+        return self._reply("Cancelling the running turn; its messages go with the next one.")
+
+    async def _on_model(self, request: ModelRequest) -> HarnessReply:
+        if request.model is None:
+            self.files.remove("hyperhive-model")
+        else:
+            self.files.write("hyperhive-model", request.model + "\n")
+        await self._publish_event("model_changed", {"model": self.model(), "override": request.model})
+        return self._reply(f"From the next turn on, {self.agent} runs with {self.model()}.")
+
+    async def _on_pause(self, request: PauseRequest) -> HarnessReply:
+        if request.paused:
+            self.files.write("hyperhive-paused", "paused by the operator\n")
+            self._unpaused.clear()
+        else:
+            self.files.remove("hyperhive-paused")
+            self._unpaused.set()
+        if self._state in ("idle", "paused"):
+            await self._set("idle")
+        return self._reply("Paused: messages queue, no turn runs." if request.paused else "Resumed.")
+
+    async def _on_compact(self, _: Empty) -> HarnessReply:
+        if self._busy.locked():
+            raise HiveError(ErrorCode.CONFLICT, f"{self.agent} is in a turn; cancel it or compact when it is idle.")
+        async with self._busy:
+            done = await self.compact_session()
+            await self._set("idle")
+        return self._reply(done)
+
+    async def _on_waiting(self, notice: WaitingNotice) -> Empty:
+        if not self._busy.locked():
+            return Empty()  # a stale notice: no turn is running
+        if notice.approval_id is None:
+            await self._set("thinking")
+        else:
+            await self._set(
+                "waiting", f"A tool call waits for the operator's decision on request #{notice.approval_id}."
+            )
+        return Empty()
+
+    # ── turns ────────────────────────────────────────────────────────────────
+
+    async def run_forever(self) -> None:
+        while True:
+            await self.run_once(self.settings.recv_wait_seconds)
+
+    async def run_once(self, wait: float) -> TurnResult | None:
+        """Take what is waiting (up to `wait` seconds for the first message) and run one turn for it. While paused,
+        taken messages stay unacknowledged (a restart gets them back) until the operator resumes."""
+        messages, unread = await self.inbox.take(max_messages=8, wait=wait)
+        if not messages:
+            return None
+        if self.paused:
+            await self._set("paused", f"Paused with {len(messages)} message(s) waiting.")
+            await self._unpaused.wait()
+        async with self._busy:
+            return await self._turn(messages, unread)
+
+    def _carried(self) -> list[Message]:
+        text = self.files.read("carried.json")
+        return MESSAGES.validate_json(text) if text else []
+
+    def _carry(self, messages: list[Message]) -> None:
+        """Keep the messages of a turn that did not finish, to go with the next one."""
+        if messages:
+            self.files.write("carried.json", MESSAGES.dump_json(messages, by_alias=True).decode())
+        else:
+            self.files.remove("carried.json")
+
+    async def _turn(self, messages: list[Message], unread: int) -> TurnResult:
+        carried = self._carried()
+        everything = carried + messages
+        prompt = wake_prompt(messages, unread, carried)
+        tokens = [m.token for m in messages]
+        self._cancel.clear()
+        delay, compacted, fresh = self.settings.backoff_seconds, False, False
+        while True:
+            await self._set("thinking")
+            result = await self._run(prompt, tokens, len(messages))
+            tokens = []  # acknowledged when the turn started
+            exit_class = result.stats.exit_class
+            if exit_class == "ok":
+                self._carry([])
+                await self._set("idle")
+                await self._compact_notes()
+                return result
+            if exit_class == "cancelled":
+                self._carry(everything)
+                await self._set("idle", "The operator cancelled the last turn; its messages go with the next one.")
+                return result
+            if exit_class == "needs_login":
+                self._carry(everything)
+                await self._set("needs-login", NEEDS_LOGIN)
+                return result
+            if exit_class == "prompt_too_long" and not compacted:
+                compacted = True
+                await self.compact_session()
+                continue
+            if exit_class == "prompt_too_long" and not fresh:
+                fresh = True  # still too long after compacting: the model's notes carry it into a fresh session
+                self.files.remove("session-id")
+                continue
+            if exit_class == "prompt_too_long":
+                self._carry([])
+                await self._set("idle", "The last prompt was too long even in a fresh session; it was dropped.")
+                return result
+            why = {"rate_limited": "The API is rate limiting", "crashed": "The claude CLI failed"}.get(
+                exit_class, "The API answered with an error"
+            )
+            await self._set("backing-off", f"{why} ({result.result_text[:200]}); retrying in {delay:.0f} s.")
+            try:
+                await asyncio.wait_for(self._cancel.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, self.settings.backoff_max_seconds)
+                continue
+            self._carry(everything)
+            await self._set("idle", "The operator cancelled the last turn; its messages go with the next one.")
+            return result
+
+    async def _run(self, prompt: str, tokens: list[str], messages: int) -> TurnResult:
+        """One CLI run of a turn: events out as they come, the messages acked at the first one, stats at the end."""
+        policy = self.files.policy(self.agent)
+        started = False
+
+        async def on_event(event: dict[str, Any]) -> None:
+            nonlocal started
+            if not started and tokens:  # the turn has started: the messages have reached the model
+                started = True
+                await self.inbox.ack(tokens)
+            await self._publish_event("turn", event)
+
+        result = await run_turn(
+            agent=self.agent, claude=self.settings.claude, prompt=prompt, model=self.model(policy),
+            flags=self.mcp_flags(policy), session=self.files.read("session-id"), cwd=self.settings.state_dir,
+            env=self.cli_env(), on_event=on_event, messages=messages, cancel=self._cancel,
+        )  # fmt: skip
+        if result.session_id:
+            self.files.write("session-id", result.session_id)
+        self.turns += 1
+        self._last_turn = result.stats.started_at
+        await self.nc.publish(subjects.agent(self.agent, subjects.STATS), bus.encode(result.stats))
+        log.info("agent=%s turn exit=%s tools=%s", self.agent, result.stats.exit_class, result.stats.tool_calls)
+        return result
+
+    async def compact_session(self) -> str:
+        """Compact the agent's session with the CLI's own `/compact` (the caller holds the busy lock)."""
+        session = self.files.read("session-id")
+        if session is None:
+            return "There is no session yet; nothing to compact."
+        await self._set("compacting", "Compacting the session.")
+        result = await run_turn(
+            agent=self.agent, claude=self.settings.claude, prompt="/compact", model=self.model(),
+            flags=self.mcp_flags(self.files.policy(self.agent)), session=session, cwd=self.settings.state_dir,
+            env=self.cli_env(), on_event=lambda event: self._publish_event("turn", event),
+        )  # fmt: skip
+        if result.stats.exit_class != "ok":
+            return f"Compacting failed ({result.result_text[:200]})."
+        return "The session was compacted."
+
+    async def _compact_notes(self) -> None:
+        policy = self.files.policy(self.agent)
+        notes = self.settings.state_dir / "notes.md"
+        if not notes.exists() or notes.stat().st_size <= policy.notes_threshold:
+            return
+        await self._set("compacting", "Compacting the agent's notes.")
+        t = time.monotonic()
+        record = await compact_notes(
+            notes, agent=self.agent, claude=self.settings.claude, model=self.model(policy), env=self.cli_env(),
+            threshold=policy.notes_threshold,
+        )  # fmt: skip
+        log.info("agent=%s notes before=%d after=%d ok=%s %.0f ms", self.agent, record.before_bytes,
+                 record.after_bytes, record.ok, (time.monotonic() - t) * 1000)  # fmt: skip
+        await self.nc.publish(subjects.agent(self.agent, subjects.STATS), bus.encode(record))
+        await self._set("idle", "" if record.ok else f"Notes compaction failed: {record.reason}")
+
+    # ── the CLI's configuration ──────────────────────────────────────────────
 
     def mcp_flags(self, policy: AgentPolicy) -> list[str]:
         """The rendered --mcp-config: our hyperhive server (its name cannot be taken) and agent.nix's extra ones."""
@@ -109,45 +405,10 @@ class Harness:
             "--settings", str(state / "claude-settings.json"),
         ]  # fmt: skip
 
-    def hook_env(self) -> dict[str, str]:
+    def cli_env(self) -> dict[str, str]:
         """The CLI's environment, which its hooks inherit: who the agent is and how it reaches the hive."""
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.settings.state_dir), "HIVE_AGENT": self.agent,
                "HIVE_NATS_URL": self.settings.nats_url, "HIVE_STATE_DIR": str(self.settings.state_dir)}  # fmt: skip
         if self.settings.nats_creds is not None:
             env["HIVE_NATS_CREDS"] = str(self.settings.nats_creds)
-        return env
-
-    async def run_once(self, wait: float) -> TurnResult | None:
-        """Take what is waiting (up to `wait` seconds for the first message) and run one turn for it."""
-        messages, unread = await self.inbox.take(max_messages=8, wait=wait)
-        if not messages:
-            return None
-        policy = self.files.policy(self.agent)
-        tokens = [m.token for m in messages]
-        started = False
-
-        async def on_event(event: dict[str, Any]) -> None:
-            nonlocal started
-            if not started:  # the turn has started: the messages have reached the model
-                started = True
-                await self.inbox.ack(tokens)
-            envelope = Event(type="turn_event", agent=self.agent, at=datetime.now(UTC), data=event)
-            await self.nc.publish(subjects.agent_event(self.agent, "turn"), bus.encode(envelope))
-
-        result = await run_turn(
-            agent=self.agent,
-            claude=self.settings.claude,
-            prompt=wake_prompt(messages, unread),
-            model=self.model(policy),
-            flags=self.mcp_flags(policy),
-            session=self.files.read("session-id"),
-            cwd=self.settings.state_dir,
-            env={**self.hook_env(), **self.settings.claude_env},
-            on_event=on_event,
-            messages=len(messages),
-        )
-        if result.session_id:
-            self.files.write("session-id", result.session_id)
-        await self.nc.publish(subjects.agent(self.agent, subjects.STATS), bus.encode(result.stats))
-        log.info("agent=%s turn exit=%s tools=%s", self.agent, result.stats.exit_class, result.stats.tool_calls)
-        return result
+        return {**env, **self.settings.claude_env}

@@ -19,7 +19,7 @@ from hyperhive import bus
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
-from hyperhive.wire.models import AgentPolicy, Approval, ApprovalRequest, WaitRequest
+from hyperhive.wire.models import AgentPolicy, Approval, ApprovalRequest, WaitingNotice, WaitRequest
 
 ASK_TTL_SECONDS = 300
 
@@ -41,13 +41,14 @@ async def ask_operator(agent: str, command: str, reason: str) -> Verdict:
             request = ApprovalRequest(agent=agent, tool="Bash", input={"command": command}, description=reason,
                                       ttl_seconds=ASK_TTL_SECONDS)  # fmt: skip
             asked = await bus.call(nc, subjects.agent(agent, "request.tool_permission"), request, Approval)
-            decided = await bus.call(
-                nc,
-                subjects.agent(agent, subjects.DECISION),
-                WaitRequest(id=asked.id, wait_seconds=180),
-                Approval,
-                timeout=190,
-            )
+            # Tell our harness, so the dashboard shows the agent waiting rather than thinking.
+            waiting = subjects.harness(agent, "waiting")
+            await nc.publish(waiting, bus.encode(WaitingNotice(approval_id=asked.id)))
+            decided = asked
+            while decided.status == "pending":  # the long poll is capped below the approval's TTL
+                decided = await bus.call(nc, subjects.agent(agent, subjects.DECISION),
+                                         WaitRequest(id=asked.id, wait_seconds=180), Approval, timeout=190)  # fmt: skip
+            await nc.publish(waiting, bus.encode(WaitingNotice(approval_id=None)))
     except HiveError as exc:
         return Verdict("deny", f"The operator could not be asked ({exc.message}); the command did not run.")
     if decided.status == "approved":

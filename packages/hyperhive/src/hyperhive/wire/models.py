@@ -486,3 +486,99 @@ class TurnStats(WireModel):
     input_tokens: int = 0
     output_tokens: int = 0
     messages: int = Field(0, description="Inbox messages that woke this turn.")
+
+
+class NotesCompacted(WireModel):
+    """`hive.agent.<name>.stats`: the harness rewrote /state/notes.md because it outgrew the agent's threshold."""
+
+    kind: Literal["hive.notes.compacted.v1"] = "hive.notes.compacted.v1"
+    agent: str
+    at: datetime
+    before_bytes: int
+    after_bytes: int = Field(description="Equal to `before_bytes` when the compaction failed (notes untouched).")
+    duration_ms: int
+    ok: bool
+    reason: str = Field("", description="Why a compaction failed.")
+
+
+# ── harness plane (`hive.harness.<name>.<verb>`, served by that agent's harness) ───────────
+
+TurnState = Literal["idle", "thinking", "compacting", "waiting", "paused", "needs-login", "backing-off"]
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@\[\]-]{0,99}$"
+
+
+class HarnessState(WireModel):
+    """What an agent's harness is doing. Published on `hive.agent.<name>.event.turn_state` at every change (kept in
+    HIVE_EVENTS) and on `hive.agent.<name>.heartbeat` every `heartbeat_seconds`: a dashboard that misses three
+    heartbeats knows the harness is gone. Also the answer to every harness-plane request."""
+
+    kind: Literal["hive.harness.state.v1"] = "hive.harness.state.v1"
+    agent: str
+    state: TurnState = Field(
+        description="`waiting`: for the operator's decision on a tool call; `backing-off`: the API refused (rate "
+        "limit, error) and the turn is retried later; `needs-login`: the CLI has no login or key (see `note`)."
+    )
+    since: datetime
+    model: str = Field(description="The model the next turn runs with.")
+    model_overridden: bool = Field(False, description="The operator's `/model` override is in force.")
+    paused: bool = False
+    note: str = Field("", description="A sentence for the operator: what happened, or what to do.")
+    turns: int = Field(0, description="Turns run since the harness started.")
+    last_turn_at: datetime | None = None
+    heartbeat_seconds: float
+
+
+class ModelRequest(WireModel):
+    """`hive.harness.<name>.model`: the operator's `/model`; from the next turn on, kept across restarts."""
+
+    kind: Literal["hive.harness.model.v1"] = "hive.harness.model.v1"
+    model: str | None = Field(None, pattern=MODEL_PATTERN, description="`null`: back to agent.nix's model.")
+
+
+class PauseRequest(WireModel):
+    """`hive.harness.<name>.pause`: while paused, messages queue in the inbox and no turn runs."""
+
+    kind: Literal["hive.harness.pause.v1"] = "hive.harness.pause.v1"
+    paused: bool = True
+
+
+class WaitingNotice(WireModel):
+    """`hive.harness.<name>.waiting` (from the agent's own PreToolUse hook): a tool call waits for the operator."""
+
+    kind: Literal["hive.harness.waiting.v1"] = "hive.harness.waiting.v1"
+    approval_id: int | None = Field(description="The approval waited for; `null` once it is decided.")
+
+
+class HarnessReply(WireModel):
+    """The answer to `cancel`, `model`, `compact` and `pause`: what was done, and the state after it."""
+
+    kind: Literal["hive.harness.reply.v1"] = "hive.harness.reply.v1"
+    done: str = Field(description="A sentence saying what happened.")
+    state: HarnessState
+
+
+class PtyOpen(WireModel):
+    """`hive.harness.<name>.pty.open`: a shell in the agent's container. Output arrives on
+    `hive.agent.<name>.pty.<session>.out` (raw bytes); input goes to `hive.harness.<name>.pty.<session>.in`, a
+    `PtyResize` to `….resize`, anything to `….close`; `hive.agent.<name>.pty.<session>.closed` says it ended."""
+
+    kind: Literal["hive.pty.open.v1"] = "hive.pty.open.v1"
+    cols: int = Field(80, ge=10, le=1000)
+    rows: int = Field(24, ge=4, le=500)
+    opened_by: str = Field("operator", max_length=100, description="Who opened it, for the audit trail.")
+
+
+class PtyResize(WireModel):
+    kind: Literal["hive.pty.resize.v1"] = "hive.pty.resize.v1"
+    cols: int = Field(ge=10, le=1000)
+    rows: int = Field(ge=4, le=500)
+
+
+class PtyOpened(WireModel):
+    """The answer to `pty.open`, and the `pty_opened` / `pty_closed` events (`hive.agent.<name>.event.pty`)."""
+
+    kind: Literal["hive.pty.opened.v1"] = "hive.pty.opened.v1"
+    agent: str
+    session: str
+    opened_by: str
+    closed: bool = False

@@ -19,9 +19,12 @@ ASK = "ask"
 STATS = "stats"
 REQUEST = "request"
 DECISION = "decision"
+HEARTBEAT = "heartbeat"
+PTY = "pty"
 
 # Harness plane: hive.harness.<name>.<verb>, served by that agent's harness.
 HARNESS_PREFIX = f"{ROOT}.harness"
+HARNESS_VERBS = ("state", "cancel", "model", "compact", "pause", "waiting")
 
 # Operator plane: NATS micro services, discoverable with $SRV.PING/INFO/STATS.
 BROKER = "broker"

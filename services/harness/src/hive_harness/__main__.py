@@ -1,0 +1,35 @@
+"""`python -m hive_harness`: one agent's harness, inside its container, until SIGINT/SIGTERM.
+
+It connects with the agent's own credential (`HIVE_NATS_CREDS`), serves its harness plane and terminal, beats, and
+runs turns for as long as messages come. A failed turn never ends the process: the state says what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+from hive_harness.harness import Harness, HarnessSettings
+from hive_harness.terminal import Terminals
+from hyperhive import bus
+from hyperhive.wire import subjects
+
+
+async def start(stack: AsyncExitStack, settings: HarnessSettings, stop: asyncio.Event | None = None) -> Harness:
+    agent = settings.agent
+    nc = await stack.enter_async_context(
+        bus.connected(settings, name=f"{agent}-harness", inbox_prefix=subjects.reply_prefix(agent))
+    )
+    harness = Harness(nc, settings)
+    await harness.open()
+    await harness.serve(stack)
+    await Terminals(nc, agent, cwd=settings.state_dir).serve(stack)
+    bus.background(stack, harness.run_forever(), f"{agent}-turns", stop)
+    return harness
+
+
+def main() -> None:
+    bus.main(HarnessSettings, start)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The agent's terminal: on an operator's request the harness opens a shell in a PTY inside the container and relays
+it over NATS for the dashboard's xterm.js.
+
+- `hive.harness.<agent>.pty.open` (request, `PtyOpen`) → `PtyOpened` with a session id;
+- output: raw bytes on `hive.agent.<agent>.pty.<session>.out`, in order (one publisher, one connection);
+- input: raw bytes to `hive.harness.<agent>.pty.<session>.in`; `PtyResize` to `….resize`; anything to `….close`;
+- `hive.agent.<agent>.pty.<session>.closed` when the shell ends; `pty` events (opened, closed) for the audit trail.
+
+Only host services may publish on an agent's harness plane, and only the dashboard (a service) can read the
+output: an operator reaches the terminal through the dashboard's login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import signal
+import struct
+import termios
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from hyperhive import bus
+from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import Event, PtyOpen, PtyOpened, PtyResize
+
+log = logging.getLogger("hive_harness.terminal")
+
+MAX_SESSIONS = 4
+SHELL = ("/bin/bash", "-l")
+
+
+@dataclass
+class Session:
+    id: str
+    master: int
+    proc: asyncio.subprocess.Process
+    opened_by: str
+    pump: asyncio.Task[None] | None = None
+
+
+class Terminals:
+    def __init__(self, nc: Client, agent: str, cwd: Path, shell: tuple[str, ...] = SHELL) -> None:
+        self.nc = nc
+        self.agent = agent
+        self.cwd = cwd
+        self.shell = shell
+        self.sessions: dict[str, Session] = {}
+
+    async def serve(self, stack: AsyncExitStack) -> None:
+        opening = bus.Endpoint("pty.open", subjects.harness(self.agent, "pty.open"), PtyOpen, self._open_request)
+        await stack.enter_async_context(bus.respond(self.nc, [opening]))
+        sub = await self.nc.subscribe(subjects.harness(self.agent, "pty.*.*"), cb=self._control)
+        stack.push_async_callback(self.close_all)
+        stack.push_async_callback(sub.unsubscribe)
+
+    async def _open_request(self, subject: str, request: PtyOpen) -> PtyOpened:
+        return await self.open(request)
+
+    async def open(self, request: PtyOpen) -> PtyOpened:
+        if len(self.sessions) >= MAX_SESSIONS:
+            raise HiveError(ErrorCode.CONFLICT, f"{self.agent} has {MAX_SESSIONS} terminals open; close one first.")
+        master, slave = os.openpty()
+        _resize(master, request.cols, request.rows)
+        env = {"TERM": "xterm-256color", "HOME": str(self.cwd), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.shell, cwd=self.cwd, env=env, pass_fds=(slave,),
+                preexec_fn=lambda: os.login_tty(slave),  # its own session, the PTY its controlling terminal
+            )  # fmt: skip
+        except OSError as exc:
+            os.close(master)
+            raise HiveError(
+                ErrorCode.UNAVAILABLE, f"No shell could be started ({exc.strerror}: {self.shell[0]})."
+            ) from None
+        finally:
+            os.close(slave)
+        session = Session(secrets.token_hex(8), master, proc, request.opened_by)
+        self.sessions[session.id] = session
+        os.set_blocking(master, False)
+        session.pump = asyncio.create_task(self._pump(session), name=f"pty-{session.id}")
+        opened = PtyOpened(agent=self.agent, session=session.id, opened_by=request.opened_by)
+        await self._event(opened)
+        log.info("agent=%s pty=%s opened_by=%s", self.agent, session.id, request.opened_by)
+        return opened
+
+    async def _pump(self, session: Session) -> None:
+        """Relay the terminal's output, in order, until the shell and everything on its terminal are gone."""
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(session.master, readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                try:
+                    data = os.read(session.master, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EIO: the other side of the terminal is closed
+                    break
+                if not data:
+                    break
+                await self.nc.publish(self._out(session.id, "out"), data)
+        finally:
+            loop.remove_reader(session.master)
+        await self.close(session.id)
+
+    async def _control(self, msg: Msg) -> None:
+        *_, session_id, verb = msg.subject.split(".")
+        session = self.sessions.get(session_id)
+        if session is None:
+            return
+        if verb == "in":
+            with contextlib.suppress(BlockingIOError):
+                os.write(session.master, msg.data)
+        elif verb == "resize":
+            try:
+                size = bus.parse(PtyResize, msg.data)
+            except HiveError:
+                return
+            _resize(session.master, size.cols, size.rows)
+        elif verb == "close":
+            await self.close(session_id)
+
+    async def close(self, session_id: str) -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return
+        if session.pump is not None and session.pump is not asyncio.current_task():
+            session.pump.cancel()
+            await asyncio.gather(session.pump, return_exceptions=True)
+        os.close(session.master)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(session.proc.pid, signal.SIGHUP)
+        await session.proc.wait()
+        await self.nc.publish(self._out(session_id, "closed"), b"")
+        await self._event(PtyOpened(agent=self.agent, session=session_id, opened_by=session.opened_by, closed=True))
+        log.info("agent=%s pty=%s closed", self.agent, session_id)
+
+    async def close_all(self) -> None:
+        for session_id in list(self.sessions):
+            await self.close(session_id)
+
+    def _out(self, session_id: str, what: str) -> str:
+        return subjects.agent(self.agent, f"{subjects.PTY}.{session_id}.{what}")
+
+    async def _event(self, opened: PtyOpened) -> None:
+        kind = "pty_closed" if opened.closed else "pty_opened"
+        envelope = Event(type=kind, agent=self.agent, at=datetime.now(UTC), data=opened.model_dump(mode="json"))
+        await self.nc.publish(subjects.agent_event(self.agent, "pty"), bus.encode(envelope))
+
+
+def _resize(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
