@@ -19,6 +19,7 @@ from hyperhive.wire.models import NotesCompacted
 
 KEEP_BACKUPS = 5
 TIMEOUT_SECONDS = 300
+SYSTEM = "You rewrite the working notes of an agent so they stay short and complete."
 INSTRUCTIONS = """You maintain the working notes of {agent}, an agent in a hive of Claude Code agents. The notes
 below have grown to {size} bytes; rewrite them to well under {target} bytes. Keep every open task, commitment,
 decision, name, path and fact another agent or the operator relies on; drop what is finished, repeated or stale.
@@ -61,7 +62,7 @@ async def _rewrite(
         agent=agent, size=len(original), target=threshold // 2, notes=original.decode(errors="replace")
     )
     argv = [*claude, "-p", prompt, "--output-format", "json", "--model", model, "--tools", "",
-            "--no-session-persistence", "--strict-mcp-config"]  # fmt: skip
+            "--no-session-persistence", "--strict-mcp-config", "--system-prompt", SYSTEM]  # fmt: skip
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,

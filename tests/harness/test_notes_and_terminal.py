@@ -1,0 +1,113 @@
+"""Notes compaction after a turn (a secondary claude session rewrites notes.md atomically, with a backup, or leaves
+it untouched) and the agent's terminal relayed over NATS."""
+
+import asyncio
+import json
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from hive_harness.terminal import MAX_SESSIONS, Terminals
+from hivetest.hive import TestHive
+from hivetest.messages_api import ApiError, Text, serve_messages_api
+from hyperhive import bus
+from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import AgentPolicy, NotesCompacted, PtyOpen, PtyOpened, PtyResize
+
+from .conftest import alice_and_bob, harness_for
+
+POLICY = AgentPolicy(agent="alice", notesThreshold=600)  # type: ignore[call-arg]
+LONG_NOTES = "# Notes\n" + "".join(f"- step {i}: done, nothing left to do here\n" for i in range(40))
+
+
+async def test_notes_past_the_threshold_are_rewritten_with_a_backup(hive: TestHive, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        seed, state, bob = await alice_and_bob(stack, hive, tmp_path, POLICY)
+        notes = state / "notes.md"
+        notes.write_text(LONG_NOTES)
+        stats = await (await hive.connect("dashboard")).subscribe(subjects.agent("alice", subjects.STATS))
+        with serve_messages_api() as api:
+            harness = await harness_for(hive, "alice", seed, state, api)
+            api.script([Text("Noted.")], [Text("Noted again.")])
+            api.script_side([Text("# Notes\n- all 40 steps done")], ApiError(500, "api_error", "overloaded"))
+            await bob.send("alice", "carry on")
+            await harness.run_once(wait=10)
+
+            assert notes.read_text() == "# Notes\n- all 40 steps done\n"
+            [backup] = (state / "notes-backups").iterdir()
+            assert backup.read_text() == LONG_NOTES
+            assert "- step 39: done" in json.dumps(api.side_requests[0]["messages"])
+            assert api.side_requests[0]["tools"] == []  # the rewrite has no tools
+
+            # A failed rewrite leaves the notes exactly as they were.
+            notes.write_text(LONG_NOTES + "- one more\n")
+            await bob.send("alice", "and again")
+            await harness.run_once(wait=10)
+            assert notes.read_text() == LONG_NOTES + "- one more\n"
+
+        records = []
+        while len(records) < 2:
+            msg = await stats.next_msg(timeout=5)
+            if b"hive.notes.compacted.v1" in msg.data:
+                records.append(NotesCompacted.model_validate_json(msg.data))
+        assert (records[0].ok, records[0].before_bytes, records[0].after_bytes) == (True, len(LONG_NOTES), len("# Notes\n- all 40 steps done\n"))
+        assert (records[1].ok, records[1].after_bytes) == (False, records[1].before_bytes)
+        assert "no notes" in records[1].reason
+
+
+async def test_a_terminal_echoes_input_resizes_and_closes(hive: TestHive, tmp_path: Path) -> None:
+    hive.add_agent("alice")
+    async with AsyncExitStack() as stack:
+        await Terminals(await hive.connect("alice"), "alice", cwd=tmp_path).serve(stack)
+        dashboard = await hive.connect("dashboard")
+        events = await dashboard.subscribe(subjects.agent_event("alice", "pty"))
+        opened = await bus.call(dashboard, subjects.harness("alice", "pty.open"),
+                                PtyOpen(cols=100, rows=30, opened_by="ada"), PtyOpened)  # fmt: skip
+        out = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.out"))
+        closed = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.closed"))
+        control = subjects.harness("alice", f"pty.{opened.session}")
+
+        async def read_until(text: str) -> str:
+            seen = ""
+            while text not in seen:
+                seen += (await out.next_msg(timeout=10)).data.decode(errors="replace")
+            return seen
+
+        await dashboard.publish(f"{control}.in", b"echo hi-$((6*7))\n")
+        await read_until("hi-42")
+        await dashboard.publish(f"{control}.resize", bus.encode(PtyResize(cols=120, rows=40)))
+        await dashboard.publish(f"{control}.in", b"stty size\n")
+        await read_until("40 120")
+
+        await dashboard.publish(f"{control}.close", b"")
+        await closed.next_msg(timeout=10)
+        kinds = [(await events.next_msg(timeout=5)).data for _ in range(2)]
+        assert b'"pty_opened"' in kinds[0]
+        assert b'"opened_by":"ada"' in kinds[0]
+        assert b'"pty_closed"' in kinds[1]
+
+
+async def test_terminals_are_limited_and_end_with_the_shell(hive: TestHive, tmp_path: Path) -> None:
+    hive.add_agent("alice")
+    async with AsyncExitStack() as stack:
+        terminals = Terminals(await hive.connect("alice"), "alice", cwd=tmp_path)
+        await terminals.serve(stack)
+        dashboard = await hive.connect("dashboard")
+        sessions = [
+            await bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtyOpened)
+            for _ in range(MAX_SESSIONS)
+        ]
+        with pytest.raises(HiveError) as full:
+            await bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtyOpened)
+        assert full.value.code == ErrorCode.CONFLICT
+
+        first = sessions[0].session
+        closed = await dashboard.subscribe(subjects.agent("alice", f"pty.{first}.closed"))
+        await dashboard.publish(subjects.harness("alice", f"pty.{first}.in"), b"exit\n")
+        await closed.next_msg(timeout=10)
+        assert first not in terminals.sessions
+        await asyncio.wait_for(
+            bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtyOpened), 10
+        )  # a place came free
