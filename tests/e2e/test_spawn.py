@@ -3,10 +3,7 @@ NATS credential, publishes its policy and starts it under bubblewrap; crashes an
 
 import json
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -42,15 +39,6 @@ from ..approver.conftest import approver_settings, make_agent, operator_call
 from ..broker.conftest import Agents, broker_settings
 
 SCRIPT = "id -u > /state/whoami; echo ready; exec sleep 600"
-
-
-@pytest.fixture
-def spawner_state() -> Iterator[Path]:
-    """Agents' state must be reachable by their own uids; pytest's tmp dirs are not (0700 parents)."""
-    root = Path(tempfile.mkdtemp(prefix="hive-spawner-", dir="/var/tmp"))
-    root.chmod(0o711)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def spawner_settings(hive: TestHive, state: Path) -> SpawnerSettings:

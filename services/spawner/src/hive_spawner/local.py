@@ -67,14 +67,13 @@ class LocalBackend(AgentDirs):
         ]  # fmt: skip
 
     @staticmethod
-    def _reachable(path: Path) -> None:
-        """bubblewrap opens the state dir as the agent's uid: every parent must let others pass (mode o+x)."""
+    def _reachable(path: Path, what: str, fix: str) -> None:
+        """bubblewrap runs as the agent's uid: every parent of what it opens must let others pass (mode o+x)."""
         for parent in path.parents:
             if parent.exists() and not parent.stat().st_mode & 0o001:
                 raise HiveError(
                     ErrorCode.UNAVAILABLE,
-                    f"Agents' state dirs must be reachable by their own uids, but {parent} is not (mode o+x); "
-                    "choose a state dir outside it.",
+                    f"{what} must be reachable by agents' own uids, but {parent} is not (mode o+x); {fix}.",
                 )
 
     def start(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> None:
@@ -83,7 +82,10 @@ class LocalBackend(AgentDirs):
         state = self.prepare(name)
         as_root = os.geteuid() == 0
         if as_root:
-            self._reachable(state)
+            self._reachable(state, "Agents' state dirs", "choose a state dir outside it")
+            program = Path(shutil.which(command[0]) or command[0]).resolve()
+            self._reachable(program, f"The agent's program {program}", "install the hive on a Python outside it "
+                            "(`make install` prefers /usr/bin/python3)")  # fmt: skip
         child = Child(
             name,
             self.argv(name, command),

@@ -188,7 +188,8 @@ class Spawner:
 
     async def start_agent(self, agent: str, *, restarted: bool) -> None:
         self._mark(agent, "running")
-        env = {"HIVE_NATS_URL": self.settings.nats_url, "HIVE_AGENT": agent}
+        env = {**self.settings.agent_env, "HIVE_NATS_URL": self.settings.nats_url, "HIVE_AGENT": agent,
+               "HIVE_STATE_DIR": "/state"}  # fmt: skip
         if self.settings.nats_auth_dir is not None:
             env["HIVE_NATS_CREDS"] = "/state/nats.nk"
         self._crashed.discard(agent)

@@ -1,5 +1,6 @@
 """Spawner settings (`HIVE_` environment variables)."""
 
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,10 @@ class SpawnerSettings(HiveSettings):
     cpu_quota: str = Field("200%", description="nixos: CPUQuota of each agent's container.")
     memory_max: str = Field("4G", description="nixos: MemoryMax of each agent's container.")
     agent_command: list[str] = Field(
-        default_factory=lambda: ["python3", "-m", "hive_harness"],
-        description="What runs inside an agent's sandbox (JSON list).",
+        default_factory=lambda: [sys.executable, "-m", "hive_harness"],
+        description="What runs inside an agent's sandbox (JSON list): the harness, from this hive's own Python.",
+    )
+    agent_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment of every harness (JSON): `HIVE_CLAUDE`, `HIVE_CLAUDE_ENV`, … Never logged.",
     )

@@ -1,0 +1,221 @@
+"""Harness benchmark: what the harness adds to a turn, and what an idle harness costs in memory. Prints JSON.
+
+A turn is the claude CLI's run; the harness around it takes the messages, writes the MCP config, streams and
+publishes the CLI's events, acknowledges and publishes the turn's figures. To see that cost on its own, the same
+CLI (same flags, environment, working dir and session, against the same scripted Messages API) is also run bare,
+interleaved with the harness's turns; and once more without the MCP flags, to show what the hyperhive MCP server
+the CLI starts costs. Then `python -m hive_harness` is started as its own process and its memory read when idle.
+    uv run python bench/bench_harness.py [--turns 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from hive_harness.harness import Harness, HarnessSettings
+from hivectl.natsserver import NatsServer
+from hivetest.messages_api import Text, serve_messages_api
+from hyperhive import bus
+from hyperhive.process import Child, ChildFailed
+from hyperhive.settings import HiveSettings
+from hyperhive.wire import subjects
+from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
+
+CLAUDE = Path(__file__).parents[1] / "node_modules" / ".bin" / "claude"
+SCRIPTED_ENV = {  # as in tests/harness/conftest.py
+    "ANTHROPIC_API_KEY": "scripted",
+    "DISABLE_TELEMETRY": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "CLAUDE_CODE_MAX_RETRIES": "0",
+}
+MODEL = "scripted-model"
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(pct(samples, 50), 1), "p95_ms": round(pct(samples, 95), 1), "n": len(samples)}
+
+
+def without_mcp(flags: list[str]) -> list[str]:
+    """`flags` less the MCP ones (the --settings with the Bash hook stays)."""
+    out, rest = [], iter(flags)
+    for flag in rest:
+        if flag in ("--mcp-config", "--allowedTools"):
+            next(rest)  # and its value
+        elif flag != "--strict-mcp-config":
+            out.append(flag)
+    return out
+
+
+async def bare_cli(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    """One claude CLI run as the harness starts it, read to its end; its wall time."""
+    t = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    elapsed = time.perf_counter() - t
+    results = [event for event in map(json.loads, out.splitlines()) if event.get("type") == "result"]
+    if proc.returncode != 0 or not results or results[-1].get("is_error"):
+        raise RuntimeError(f"bare claude run failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return elapsed
+
+
+async def turns(server: NatsServer, root: Path, n: int) -> dict[str, object]:
+    alice_seed, bob_seed = root / "agents" / "alice.nk", root / "agents" / "bob.nk"
+    bob = await bus.connect(
+        HiveSettings(nats_url=server.url, nats_creds=bob_seed), name="bob", inbox_prefix=subjects.reply_prefix("bob")
+    )
+    state = root / "alice"
+    state.mkdir()
+    policy = AgentPolicy(agent="alice", model=MODEL, allowedRecipients=["bob"])  # type: ignore[call-arg]
+    (state / "policy.json").write_text(policy.model_dump_json(by_alias=True))
+    with serve_messages_api() as api:
+        settings = HarnessSettings(
+            nats_url=server.url, nats_creds=alice_seed, state_dir=state, agent="alice", claude=[str(CLAUDE)],
+            claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
+        )  # fmt: skip
+        nc = await bus.connect(settings, name="alice", inbox_prefix=subjects.reply_prefix("alice"))
+        harness = Harness(nc, settings)
+        await harness.open()
+        flags, env = harness.mcp_flags(policy), harness.cli_env()
+
+        async def harness_turn(i: int) -> float:
+            await bus.call(bob, subjects.agent("bob", "send"), SendRequest(to="alice", body=f"ping {i}"), SendReply)
+            api.script([Text("ok")])
+            t = time.perf_counter()
+            result = await harness.run_once(wait=10)
+            elapsed = time.perf_counter() - t
+            if result is None or result.stats.exit_class != "ok":
+                raise RuntimeError(f"harness turn failed: {result}")
+            return elapsed
+
+        def bare(cli_flags: list[str]) -> Callable[[int], Awaitable[float]]:
+            async def run(i: int) -> float:
+                prompt = f"You have 1 new message.\n\nFrom bob:\nping {i}"  # what the harness writes for it
+                session = (state / "session-id").read_text().strip()
+                api.script([Text("ok")])
+                return await bare_cli(
+                    [str(CLAUDE), "-p", prompt, "--output-format", "stream-json", "--verbose", "--model", MODEL,
+                     *cli_flags, "--resume", session], env, state,
+                )  # fmt: skip
+
+            return run
+
+        kinds = {"harness": harness_turn, "bare": bare(flags), "bare_no_mcp": bare(without_mcp(flags))}
+        samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for i in range(n + 1):  # round 0 starts the session and warms caches: not counted
+            order = list(kinds)[i % 3 :] + list(kinds)[: i % 3]  # rotated, so no kind always follows another
+            for kind in order:
+                elapsed = await kinds[kind](i)
+                if i:
+                    samples[kind].append(elapsed)
+        await nc.close()
+    await bob.close()
+    ours, bare_cli_summary, no_mcp = (summary(samples[kind]) for kind in ("harness", "bare", "bare_no_mcp"))
+    return {
+        "harness_run_once": ours,
+        "bare_cli_same_flags": bare_cli_summary,
+        "bare_cli_without_mcp_flags": no_mcp,
+        "harness_overhead_p50_ms": round(ours["p50_ms"] - bare_cli_summary["p50_ms"], 1),
+        "harness_ratio_p50": round(ours["p50_ms"] / bare_cli_summary["p50_ms"], 3),
+        "mcp_server_cost_p50_ms": round(bare_cli_summary["p50_ms"] - no_mcp["p50_ms"], 1),
+    }
+
+
+def memory(pid: int) -> dict[str, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {f"{key}_mib": round(int(fields[key].split()[0]) / 1024, 1) for key in ("VmRSS", "VmHWM")}
+
+
+async def idle_memory(server: NatsServer, root: Path) -> dict[str, object]:
+    watcher = await bus.connect(
+        HiveSettings(nats_url=server.url, nats_creds=server.identities.seed_path("dashboard")), name="watcher"
+    )
+    started = await watcher.subscribe(subjects.agent_event("alice", "turn_state"))
+    beats = await watcher.subscribe(subjects.agent("alice", subjects.HEARTBEAT))
+    await watcher.flush()
+    state = root / "alice-idle"
+    state.mkdir()
+    env = {
+        **os.environ, "HIVE_NATS_URL": server.url, "HIVE_NATS_CREDS": str(root / "agents" / "alice.nk"),
+        "HIVE_AGENT": "alice", "HIVE_STATE_DIR": str(state), "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
+        "HIVE_HEARTBEAT_SECONDS": "0.2",
+    }  # fmt: skip
+    harness = Child("harness", [sys.executable, "-m", "hive_harness"], env=env).start()
+    try:
+        t = time.perf_counter()
+        await started.next_msg(timeout=30)
+        ready_ms = round((time.perf_counter() - t) * 1000)
+        for _ in range(3):  # let it settle: three heartbeats after it said it was up
+            await beats.next_msg(timeout=10)
+        out: dict[str, object] = {"start_to_ready_ms": ready_ms, "harness": memory(harness.pid)}
+    except Exception as exc:  # not wired yet, or failing: say why, the turn figures still stand
+        tail = "\n".join(harness.lines[-20:])
+        out = {"error": f"{type(exc).__name__}: {exc}", "output": tail, "returncode": harness.returncode}
+    finally:
+        harness.stop()
+        await watcher.close()
+    code = "import nats, pydantic, time; print('ready', flush=True); time.sleep(600)"
+    baseline = Child("baseline", [sys.executable, "-c", code]).start()
+    try:
+        baseline.wait_for("ready", 30)
+        out["python_import_nats_pydantic"] = memory(baseline.pid)
+    except ChildFailed as exc:
+        out["python_import_nats_pydantic"] = {"error": str(exc)}
+    finally:
+        baseline.stop()
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    root = Path(tempfile.mkdtemp(prefix="hive-bench-"))
+    server = NatsServer(root / "nats", port=-1).start()
+    broker: Child | None = None
+    try:
+        for name in ("alice", "bob"):
+            server.identities.add_agent(name, root / "agents" / f"{name}.nk")
+        server.reload()
+        setup = await bus.connect(
+            HiveSettings(nats_url=server.url, nats_creds=server.identities.seed_path("spawner")), name="setup"
+        )
+        js = setup.jetstream()
+        await bus.declare(js)
+        kv = await js.key_value(subjects.POLICY_BUCKET)
+        for name, partner in (("alice", "bob"), ("bob", "alice")):
+            policy = AgentPolicy(agent=name, allowedRecipients=[partner])  # type: ignore[call-arg]
+            await kv.put(name, bus.encode(policy))
+        await setup.close()
+        env = {**os.environ, "HIVE_NATS_URL": server.url, "HIVE_NATS_CREDS": str(server.identities.seed_path("broker"))}
+        broker = Child("broker", [sys.executable, "-m", "hive_broker"], env=env).start()
+        broker.wait_for(r"event=ready", 30)
+        return {
+            "benchmark": "harness",
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "per_turn": await turns(server, root, args.turns),
+            "idle_memory": await idle_memory(server, root),
+        }
+    finally:
+        if broker is not None:
+            broker.stop()
+        server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--turns", type=int, default=20)
+    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

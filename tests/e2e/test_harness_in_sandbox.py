@@ -1,0 +1,90 @@
+"""The real thing: the spawner starts `python -m hive_harness` under bubblewrap with the agent's own credential; the
+broker's wake-up message starts a turn of the real claude CLI (against the scripted API), whose `send` reaches the
+manager; the harness beats, answers on its harness plane, serves a terminal inside the sandbox, and stops cleanly."""
+
+import json
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from nats.aio.client import Client
+
+from hive_approver.__main__ import start as start_approver
+from hive_broker.__main__ import start as start_broker
+from hive_spawner.__main__ import start as start_spawner
+from hive_spawner.settings import SpawnerSettings
+from hivectl.natsserver import NatsServer
+from hivetest.hive import TestHive
+from hivetest.messages_api import Text, ToolUse, serve_messages_api
+from hyperhive import bus
+from hyperhive.wire import subjects
+from hyperhive.wire.models import (
+    AgentRequest,
+    AgentStatus,
+    Approval,
+    DecisionRequest,
+    Empty,
+    HarnessState,
+    PtyOpen,
+    PtyOpened,
+    TurnStats,
+)
+
+from ..approver.conftest import approver_settings, make_agent, operator_call
+from ..broker.conftest import Agents, broker_settings
+from ..harness.conftest import CLAUDE, SCRIPTED_ENV
+
+
+async def test_a_spawned_agent_runs_its_harness_and_answers(
+    hive: TestHive, database_url: str, operator_nc: Client, spawner_state: Path
+) -> None:
+    assert isinstance(hive.server, NatsServer)
+    async with AsyncExitStack() as stack:
+        api = stack.enter_context(serve_messages_api())
+        base = hive.settings(subjects.SPAWNER)
+        agent_env = {
+            "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
+            "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}),
+            "HIVE_HEARTBEAT_SECONDS": "0.5",
+        }
+        settings = SpawnerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=spawner_state,
+                                   nats_auth_dir=hive.server.root, agent_env=agent_env)  # fmt: skip
+        await start_spawner(stack, settings)
+        broker = await start_broker(stack, broker_settings(hive))
+        approver = await start_approver(stack, approver_settings(hive, database_url))
+        manager = await make_agent(hive, approver, "manager")
+        manager_inbox = await Agents(hive, broker).agent("manager")
+        dashboard = await hive.connect("dashboard")
+        beats = await dashboard.subscribe(subjects.agent("bob", subjects.HEARTBEAT))
+        turns = await dashboard.subscribe(subjects.agent("bob", subjects.STATS))
+
+        # bob's first turn answers its wake-up message by writing to the manager.
+        api.script([ToolUse("mcp__hyperhive__send", {"to": "manager", "body": "bob is up"})], [Text("Done.")])
+        pending = await manager.request("spawn", agent="bob", description="a helper")
+        await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
+
+        heard: list[tuple[str, str]] = []
+        while ("bob", "bob is up") not in heard:
+            got = (await manager_inbox.recv(wait=60)).messages
+            assert got, f"the manager heard only {heard}"
+            heard += [(m.sender, m.body) for m in got]
+            await manager_inbox.ack([m.token for m in got])
+        assert "You were started" in json.dumps(api.requests[0]["messages"])
+
+        stats = TurnStats.model_validate_json((await turns.next_msg(timeout=30)).data)
+        assert (stats.agent, stats.exit_class, stats.tool_calls) == ("bob", "ok", {"mcp__hyperhive__send": 1})
+        beat = HarnessState.model_validate_json((await beats.next_msg(timeout=10)).data)
+        assert beat.agent == "bob"
+        state = await bus.call(dashboard, subjects.harness("bob", "state"), Empty(), HarnessState)
+        assert state.turns >= 1
+
+        # The terminal is a shell inside bob's sandbox: root there, its hostname bob, its home /state.
+        opened = await bus.call(dashboard, subjects.harness("bob", "pty.open"), PtyOpen(), PtyOpened)
+        out = await dashboard.subscribe(subjects.agent("bob", f"pty.{opened.session}.out"))
+        await dashboard.publish(subjects.harness("bob", f"pty.{opened.session}.in"), b"echo at-$(id -u)-$(hostname)\n")
+        seen = ""
+        while "at-0-bob" not in seen:
+            seen += (await out.next_msg(timeout=10)).data.decode(errors="replace")
+
+        stopped = await bus.call(operator_nc, subjects.operator(subjects.SPAWNER, "stop"), AgentRequest(agent="bob"),
+                                 AgentStatus, timeout=30)  # fmt: skip
+        assert stopped.state == "stopped"
