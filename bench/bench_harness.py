@@ -15,28 +15,27 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from nats.aio.client import Client
+
 from hive_harness.harness import Harness, HarnessSettings
 from hivectl.natsserver import NatsServer
 from hivetest.messages_api import Text, serve_messages_api
 from hyperhive import bus
-from hyperhive.process import Child, ChildFailed
+from hyperhive.process import Child
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
 
 CLAUDE = Path(__file__).parents[1] / "node_modules" / ".bin" / "claude"
-SCRIPTED_ENV = {  # as in tests/harness/conftest.py
-    "ANTHROPIC_API_KEY": "scripted",
-    "DISABLE_TELEMETRY": "1",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "CLAUDE_CODE_MAX_RETRIES": "0",
-}
+SCRIPTED_ENV = {"ANTHROPIC_API_KEY": "scripted", "DISABLE_TELEMETRY": "1",  # as in tests/harness/conftest.py
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "CLAUDE_CODE_MAX_RETRIES": "0"}  # fmt: skip
 MODEL = "scripted-model"
 
 
@@ -69,17 +68,21 @@ async def bare_cli(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     )  # fmt: skip
     out, err = await proc.communicate()
     elapsed = time.perf_counter() - t
-    results = [event for event in map(json.loads, out.splitlines()) if event.get("type") == "result"]
+    events = [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
+    results = [event for event in events if event.get("type") == "result"]
     if proc.returncode != 0 or not results or results[-1].get("is_error"):
-        raise RuntimeError(f"bare claude run failed ({proc.returncode}): {err.decode()[-2000:]}")
+        raise RuntimeError(f"bare claude run failed ({proc.returncode}): {(out[-1500:] + err[-500:]).decode()}")
     return elapsed
 
 
+async def connect(server: NatsServer, creds: Path, name: str, agent: bool = False) -> Client:
+    settings = HiveSettings(nats_url=server.url, nats_creds=creds)
+    return await bus.connect(settings, name=name, inbox_prefix=subjects.reply_prefix(name) if agent else None)
+
+
 async def turns(server: NatsServer, root: Path, n: int) -> dict[str, object]:
-    alice_seed, bob_seed = root / "agents" / "alice.nk", root / "agents" / "bob.nk"
-    bob = await bus.connect(
-        HiveSettings(nats_url=server.url, nats_creds=bob_seed), name="bob", inbox_prefix=subjects.reply_prefix("bob")
-    )
+    alice_seed = root / "agents" / "alice.nk"
+    bob = await connect(server, root / "agents" / "bob.nk", "bob", agent=True)
     state = root / "alice"
     state.mkdir()
     policy = AgentPolicy(agent="alice", model=MODEL, allowedRecipients=["bob"])  # type: ignore[call-arg]
@@ -89,8 +92,7 @@ async def turns(server: NatsServer, root: Path, n: int) -> dict[str, object]:
             nats_url=server.url, nats_creds=alice_seed, state_dir=state, agent="alice", claude=[str(CLAUDE)],
             claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
         )  # fmt: skip
-        nc = await bus.connect(settings, name="alice", inbox_prefix=subjects.reply_prefix("alice"))
-        harness = Harness(nc, settings)
+        harness = Harness(nc := await connect(server, alice_seed, "alice", agent=True), settings)
         await harness.open()
         flags, env = harness.mcp_flags(policy), harness.cli_env()
 
@@ -143,9 +145,7 @@ def memory(pid: int) -> dict[str, float]:
 
 
 async def idle_memory(server: NatsServer, root: Path) -> dict[str, object]:
-    watcher = await bus.connect(
-        HiveSettings(nats_url=server.url, nats_creds=server.identities.seed_path("dashboard")), name="watcher"
-    )
+    watcher = await connect(server, server.identities.seed_path("dashboard"), "watcher")
     started = await watcher.subscribe(subjects.agent_event("alice", "turn_state"))
     beats = await watcher.subscribe(subjects.agent("alice", subjects.HEARTBEAT))
     await watcher.flush()
@@ -175,8 +175,6 @@ async def idle_memory(server: NatsServer, root: Path) -> dict[str, object]:
     try:
         baseline.wait_for("ready", 30)
         out["python_import_nats_pydantic"] = memory(baseline.pid)
-    except ChildFailed as exc:
-        out["python_import_nats_pydantic"] = {"error": str(exc)}
     finally:
         baseline.stop()
     return out
@@ -190,9 +188,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         for name in ("alice", "bob"):
             server.identities.add_agent(name, root / "agents" / f"{name}.nk")
         server.reload()
-        setup = await bus.connect(
-            HiveSettings(nats_url=server.url, nats_creds=server.identities.seed_path("spawner")), name="setup"
-        )
+        setup = await connect(server, server.identities.seed_path("spawner"), "setup")
         js = setup.jetstream()
         await bus.declare(js)
         kv = await js.key_value(subjects.POLICY_BUCKET)
@@ -213,6 +209,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         if broker is not None:
             broker.stop()
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from typing import Any
 
 from nats.aio.client import Client
+from pydantic import BaseModel
 
 from hyperhive import bus
 from hyperhive.wire import subjects
@@ -21,11 +23,15 @@ from hyperhive.wire.models import (
     DecisionRequest,
     DepthsReply,
     Empty,
+    HarnessReply,
+    HarnessState,
     InboxReply,
     InboxRequest,
     LogsReply,
     LogsRequest,
+    ModelRequest,
     OperatorSendRequest,
+    PauseRequest,
     Question,
     QuestionRef,
     QuestionsReply,
@@ -211,6 +217,27 @@ def render_status_of(a: dict[str, Any]) -> str:
     return f"{a['name']} is {a['state']}"
 
 
+async def harness(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
+    """An agent's harness plane: `turn` (its state), `interrupt`, `compact`, `pause`, `resume`, `model`."""
+    subject = partial(subjects.harness, args.agent)
+    if args.command == "turn" or (args.command == "model" and args.model is None and not args.default):
+        return (await bus.call(nc, subject("state"), Empty(), HarnessState)).model_dump(mode="json")
+    request: BaseModel = Empty()
+    verb = {"interrupt": "cancel", "resume": "pause"}.get(args.command, args.command)
+    if args.command in ("pause", "resume"):
+        request = PauseRequest(paused=args.command == "pause")
+    elif args.command == "model":
+        request = ModelRequest(model=None if args.default else args.model)
+    return (await bus.call(nc, subject(verb), request, HarnessReply, timeout=600)).model_dump(mode="json")
+
+
+def render_harness(reply: dict[str, Any]) -> str:
+    state = reply.get("state", reply)
+    line = f"{state['agent']} is {state['state']} (model {state['model']}, {state['turns']} turns)"
+    line += f": {state['note']}" if state.get("note") else ""
+    return f"{reply['done']}\n{line}" if "done" in reply else line
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("status", help="list the running services, with request and error counts")
     p.set_defaults(run=status, render=render_status)
@@ -274,6 +301,27 @@ def register(sub: Any) -> None:
         p.add_argument("agent")
         p.set_defaults(run=lifecycle, render=render_status_of)
 
+    register_harness(sub)
+
     p = sub.add_parser("cancel", help="withdraw a question (the asker is told [cancelled])")
     p.add_argument("id", type=int)
     p.set_defaults(run=cancel, render=render_question)
+
+
+def register_harness(sub: Any) -> None:
+    """The commands served by an agent's harness."""
+    for verb, what in (
+        ("turn", "what an agent's harness is doing (idle, thinking, waiting, …)"),
+        ("interrupt", "cancel an agent's running turn (its messages go with the next one)"),
+        ("compact", "compact an agent's session now"),
+        ("pause", "pause an agent: messages queue, no turns run"),
+        ("resume", "resume a paused agent"),
+    ):
+        p = sub.add_parser(verb, help=what)
+        p.add_argument("agent")
+        p.set_defaults(run=harness, render=render_harness)
+    p = sub.add_parser("model", help="show or set the model an agent's next turns run with (the operator's /model)")
+    p.add_argument("agent")
+    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("--default", action="store_true", help="back to the model in the agent's agent.nix")
+    p.set_defaults(run=harness, render=render_harness)

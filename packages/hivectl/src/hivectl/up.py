@@ -11,8 +11,10 @@ import asyncio
 import json
 import os
 import queue
+import shutil
 import signal
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -85,9 +87,13 @@ class Hive:
         self.services: dict[str, Child] = {}
         self.events: queue.Queue[tuple[str, Child | None]] = queue.Queue()
         self.stopping = False
+        self.agent_env = {"HIVE_CLAUDE": json.dumps(claude_command())}
+        self._demo_stack = ExitStack()
 
     def start(self) -> None:
         o = self.options
+        if o.demo:
+            self._start_demo_model()
         check_port_free(o.host, o.nats_port, "NATS", "--nats-port")
         if o.database_url is None:
             check_port_free(o.host, o.postgres_port, "PostgreSQL", "--postgres-port")
@@ -106,8 +112,22 @@ class Hive:
         for name in names:
             self._start_service(name, database_url)
 
+    def _start_demo_model(self) -> None:
+        """The demo's agents talk to a scripted Messages API on loopback (hivetest ships it), not to Anthropic."""
+        try:
+            from hivetest.demo import scenario  # noqa: PLC0415 - a development package, needed only here
+            from hivetest.messages_api import serve_messages_api  # noqa: PLC0415
+        except ImportError:
+            raise ChildFailed("The demo needs the hivetest package of a hyperhive checkout (`make install`).") from None
+        api = self._demo_stack.enter_context(serve_messages_api())
+        api.responder = scenario
+        self.agent_env["HIVE_CLAUDE_ENV"] = json.dumps({
+            "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "scripted-demo", "DISABLE_TELEMETRY": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        })  # fmt: skip
+
     def _service_env(self, name: str, database_url: str) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             "HIVE_NATS_URL": self.nats.url,
             "HIVE_NATS_CREDS": str(self.layout.seed(name)),
@@ -116,6 +136,10 @@ class Hive:
             "HIVE_NATS_AUTH_DIR": str(self.layout.nats_root),
             "PYTHONUNBUFFERED": "1",
         }
+        if name == "spawner":
+            env["HIVE_BOOTSTRAP_MANAGER"] = "true"
+            env["HIVE_AGENT_ENV"] = json.dumps(self.agent_env)
+        return env
 
     def _start_service(self, name: str, database_url: str) -> None:
         child = Child(
@@ -145,6 +169,17 @@ class Hive:
             f"  services    {', '.join(self.services) or 'none installed'}",
             "Try `hivectl status` in another terminal. Ctrl-C stops the hive.",
         ]
+        if o.demo:
+            lines += [
+                "",
+                "DEMO: the agents' model is SCRIPTED (a stand-in Messages API on loopback), not Claude. The agents,",
+                "their sandboxes, harnesses and the real claude CLI are real. In another terminal:",
+                '  hivectl send manager "hello"      # the manager answers and asks to spawn `scout`',
+                "  hivectl inbox                      # read what the manager wrote to you",
+                "  hivectl approvals                  # the spawn approval, with its diff",
+                "  hivectl approve <id>               # scout starts and reports to the manager",
+                "  hivectl inbox                      # the manager tells you scout is up",
+            ]
         return "\n".join(lines)
 
     def wait(self) -> None:
@@ -167,6 +202,17 @@ class Hive:
         if self.postgres is not None:
             self.postgres.stop()
         self.nats.stop()
+        self._demo_stack.close()
+
+
+def claude_command() -> list[str]:
+    """How agents run the claude CLI: `HIVE_CLAUDE` (a JSON list), else this checkout's npm install, else PATH."""
+    if "HIVE_CLAUDE" in os.environ:
+        return list(json.loads(os.environ["HIVE_CLAUDE"]))
+    checkout = Path(__file__).resolve().parents[4] / "node_modules" / ".bin" / "claude"
+    if checkout.exists():
+        return [str(checkout)]
+    return [shutil.which("claude") or "claude"]
 
 
 def up(options: UpOptions, echo: TextIO = sys.stderr) -> int:

@@ -14,7 +14,7 @@ import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +129,7 @@ class MessagesApi:
         self.side_requests: list[dict[str, Any]] = []
         self.compactions: list[dict[str, Any]] = []
         self.holding = threading.Event()  # set once a `Hold` reply has begun
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None  # answers when nothing is scripted
         self.port = 0
         self._lock = threading.Lock()
 
@@ -156,7 +157,12 @@ class MessagesApi:
                 reply = self.side_replies.popleft() if self.side_replies else [Text("ok")]
             else:
                 self.requests.append(body)
-                reply = self.replies.popleft() if self.replies else [Text("(the script has nothing more to say)")]
+                if self.replies:
+                    reply = self.replies.popleft()
+                elif self.responder is not None:
+                    reply = self.responder(body)
+                else:
+                    reply = [Text("(the script has nothing more to say)")]
         if isinstance(reply, ApiError):
             return JSONResponse(
                 {"type": "error", "error": {"type": reply.type, "message": reply.message}}, status_code=reply.status

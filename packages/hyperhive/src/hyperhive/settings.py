@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -10,6 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_state_dir() -> Path:
+    """Root keeps the hive in /var/lib: agents run as their own uids and must reach their state dirs, which they
+    cannot under /root (mode 0700). Anyone else keeps it in their home; their agents run as themselves."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/hyperhive")
     return Path.home() / ".local" / "share" / "hyperhive"
 
 

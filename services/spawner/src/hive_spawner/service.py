@@ -55,11 +55,12 @@ from hyperhive.wire.models import (
     SpawnerCommand,
     Transient,
 )
-from hyperhive.wire.names import MANAGER, check_agent_name
+from hyperhive.wire.names import MANAGER, check_agent_name, check_agent_ref
 
 log = logging.getLogger("hive_spawner")
 
 MANAGER_VERBS = ("start", "stop", "restart")
+BOOTSTRAP = 0  # the approval id of the manager's creation at a hive's first start (approvals count from 1)
 
 
 class Backend(Protocol):
@@ -147,7 +148,7 @@ class Spawner:
     async def _spawn(self, command: SpawnerCommand) -> None:
         """spawn (from the template as it is) or spawn_commit (from a reviewed, frozen commit)."""
         if command.action == "spawn":
-            await asyncio.to_thread(self._draft, command.agent)
+            await asyncio.to_thread(self._draft, command.agent, bootstrap=command.approval_id == BOOTSTRAP)
             head = await asyncio.to_thread(git, self.repos.proposed(command.agent), "rev-parse", "HEAD")
             frozen = await asyncio.to_thread(self.repos.freeze, command.agent, head, command.approval_id)
             tag, sha = frozen.tag, frozen.sha
@@ -237,10 +238,26 @@ class Spawner:
         write_atomic(self.state_root / ".desired.json", json.dumps(marks, indent=2))
 
     async def resume(self) -> None:
-        """Start again the agents that were running when the spawner stopped (they stop with it)."""
+        """Start again the agents that were running when the spawner stopped (they stop with it); on a hive's first
+        start, create its manager (the operator who started the hive asked for it: no approval, tag proposal/0)."""
+        if self.settings.bootstrap_manager and not self.repos.exists(MANAGER):
+            log.info("agent=%s outcome=bootstrapping", MANAGER)
+            await self._resuming(MANAGER, self._spawn(SpawnerCommand(action="spawn", agent=MANAGER,
+                                                                     approval_id=BOOTSTRAP)))  # fmt: skip
+            return
         for agent, desired in sorted(self._marks().items()):
             if desired == "running" and not self.backend.running(agent):
-                await self.start_agent(agent, restarted=True)
+                await self._resuming(agent, self.start_agent(agent, restarted=True))
+
+    async def _resuming(self, agent: str, work: Coroutine[Any, Any, None]) -> None:
+        """One agent that cannot start (its state dir unreachable, say) must not keep the spawner from serving the
+        rest: it is marked crashed, with the reason in the log, for the operator to fix and restart."""
+        try:
+            await work
+        except HiveError as exc:
+            log.error("agent=%s outcome=start_failed error=%s", agent, exc)
+            self._crashed.add(agent)
+        await self._state_changed(agent)
 
     def status(self, agent: str) -> AgentStatus:
         applied = git(self.repos.applied(agent), "rev-parse", "--verify", "--quiet", "HEAD", check=False) or None
@@ -351,11 +368,13 @@ class Spawner:
             raise HiveError(ErrorCode.NOT_ALLOWED, "The manager cannot stop or restart itself; ask the operator.")
         return await self.act(req.agent, verb)
 
-    def _draft(self, agent: str) -> None:
-        if not self.repos.exists(agent):
-            self.repos.create(agent)
-            self.backend.grant_manager(self.repos.proposed(agent))
-        (self.state_root / check_agent_name(agent)).mkdir(parents=True, exist_ok=True, mode=0o700)
+    def _draft(self, agent: str, *, bootstrap: bool = False) -> None:
+        """A new agent's repos and state dir. Only the hive's own bootstrap may create the manager."""
+        name = check_agent_ref(agent) if bootstrap and agent == MANAGER else check_agent_name(agent)
+        if not self.repos.exists(name):
+            self.repos.create(name)
+            self.backend.grant_manager(self.repos.proposed(name))
+        (self.state_root / name).mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def work(self) -> None:
         """Follow this host's work queue until cancelled."""

@@ -25,6 +25,9 @@ class SpawnerSettings(HiveSettings):
         default_factory=lambda: [sys.executable, "-m", "hive_harness"],
         description="What runs inside an agent's sandbox (JSON list): the harness, from this hive's own Python.",
     )
+    bootstrap_manager: bool = Field(
+        False, description="Create and start the manager from the template at the first start (`hivectl up` does)."
+    )
     agent_env: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment of every harness (JSON): `HIVE_CLAUDE`, `HIVE_CLAUDE_ENV`, … Never logged.",
