@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 from hive_broker.__main__ import start as start_broker
 from hive_harness.harness import Harness, HarnessSettings
 from hivetest.hive import TestHive
-from hivetest.messages_api import MessagesApi
+from hivetest.messages_api import MessagesApi, serve_messages_api
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, Empty, Event, HarnessReply, HarnessState
@@ -86,3 +87,23 @@ async def alice_and_bob(
     state.mkdir()
     (state / "policy.json").write_text(policy.model_dump_json(by_alias=True))
     return seed, state, bob
+
+
+@dataclass
+class Scene:
+    """A serving harness for alice (the real CLI against `api`), bob who writes to her, and her states as seen."""
+
+    harness: Harness
+    api: MessagesApi
+    state: Path
+    bob: Agent
+    states: States
+
+
+async def scene(stack: AsyncExitStack, hive: TestHive, tmp_path: Path, policy: AgentPolicy, **overrides: Any) -> Scene:
+    seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
+    states = await States.watch(hive, "alice")
+    api = stack.enter_context(serve_messages_api())
+    harness = await harness_for(hive, "alice", seed, state, api, **overrides)
+    await harness.serve(stack)
+    return Scene(harness, api, state, bob, states)
