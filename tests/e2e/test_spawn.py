@@ -33,6 +33,7 @@ from hyperhive.wire.models import (
     InboxRequest,
     LogsReply,
     LogsRequest,
+    Message,
 )
 
 from ..approver.conftest import approver_settings, make_agent, operator_call
@@ -70,7 +71,7 @@ async def test_a_spawned_agent_runs_sandboxed_with_its_credential_and_policy_and
         manager_inbox = await Agents(hive, broker).agent("manager")
         dashboard = await hive.connect("dashboard")
         applied = await dashboard.subscribe(f"{subjects.EVENTS_PREFIX}.approval_applied.>")
-        system_sent = await dashboard.subscribe(subjects.event("message_sent", "system"))
+        to_bob = await dashboard.subscribe(subjects.inbox("bob"))  # what is stored in bob's inbox, live
 
         pending = await manager.request("spawn", agent="bob", description="a helper")
         await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
@@ -94,8 +95,8 @@ async def test_a_spawned_agent_runs_sandboxed_with_its_credential_and_policy_and
         assert "ready" in logs.lines  # type: ignore[attr-defined]
 
         # The broker turned agent_started into bob's wake-up message.
-        while "bob" not in json.loads((await system_sent.next_msg(timeout=30)).data)["data"]["recipients"]:
-            pass  # the manager's "approved" and "deployed" come first
+        woken = Message.model_validate_json((await to_bob.next_msg(timeout=30)).data)
+        assert (woken.sender, "You were started" in woken.body) == ("system", True)
         view = await bus.call(
             operator_nc, subjects.operator(subjects.BROKER, "inbox"), InboxRequest(owner="bob"), InboxReply
         )

@@ -27,7 +27,6 @@ from hyperhive.wire.models import (
     InboxRequest,
     Message,
     MessageRefused,
-    MessageSent,
     OperatorSendRequest,
     SendReply,
     SendRequest,
@@ -80,12 +79,10 @@ class Broker:
         message = Message(id=mid, sender=sender, to=to, body=body, sent_at=datetime.now(UTC), broadcast=to == BROADCAST)
         async with self._order[sender]:
             if len(targets) == 1:  # the common case, without a task per recipient
-                stored = [await self.inboxes.put(targets[0], message, f"{sender}:{mid}:{targets[0]}")]
+                await self.inboxes.put(targets[0], message, f"{sender}:{mid}:{targets[0]}")
             else:
-                stored = await asyncio.gather(*(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in targets))
-        if not all(duplicate for _, duplicate in stored):
-            sent = MessageSent(id=mid, sender=sender, to=to, recipients=targets, seqs=[seq for seq, _ in stored])
-            await self._event("message_sent", sender, sent)
+                await asyncio.gather(*(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in targets))
+        # No `message_sent` event: the inbox stream is the record of what was sent (decision 0006).
         return SendReply(id=mid, recipients=targets)
 
     async def system_message(self, to: str, body: str, message_id: str) -> None:

@@ -144,20 +144,10 @@ class Event(WireModel):
     """Envelope of everything published on `hive.events.>` and `hive.agent.<name>.event.>`."""
 
     kind: Literal["hive.event.v1"] = "hive.event.v1"
-    type: str = Field(description="What happened: `message_sent`, `message_refused`, `approval_added`, …")
+    type: str = Field(description="What happened: `message_refused`, `message_delivered`, `approval_added`, …")
     agent: str | None = Field(None, description="The agent it concerns, when there is one.")
     at: datetime
     data: Annotated[dict[str, Any], Field(default_factory=dict)]
-
-
-class MessageSent(WireModel):
-    """`message_sent`: a message was queued for its recipients."""
-
-    id: str
-    sender: str = Field(alias="from")
-    to: str
-    recipients: list[str]
-    seqs: list[int]
 
 
 class MessageRefused(WireModel):
