@@ -3,8 +3,9 @@
 A turn is the claude CLI's run; the harness around it takes the messages, writes the MCP config, streams and
 publishes the CLI's events, acknowledges and publishes the turn's figures. To see that cost on its own, the same
 CLI (same flags, environment, working dir and session, against the same scripted Messages API) is also run bare,
-interleaved with the harness's turns; and once more without the MCP flags, to show what the hyperhive MCP server
-the CLI starts costs. Then `python -m hive_harness` is started as its own process and its memory read when idle.
+interleaved with the harness's turns; and once more without the MCP flags, to show what the hyperhive MCP tools
+(served by the harness over loopback HTTP) cost a turn. Then `python -m hive_harness` is started as its own
+process and its memory read when idle.
     uv run python bench/bench_harness.py [--turns 20]
 """
 
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -93,7 +95,8 @@ async def turns(server: NatsServer, root: Path, n: int) -> dict[str, object]:
             claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
         )  # fmt: skip
         harness = Harness(nc := await connect(server, alice_seed, "alice", agent=True), settings)
-        await harness.open()
+        tools = AsyncExitStack()  # the harness's MCP tools, served on loopback for the whole run
+        await harness.open(tools)
         flags, env = harness.mcp_flags(policy), harness.cli_env()
 
         async def harness_turn(i: int) -> float:
@@ -126,6 +129,7 @@ async def turns(server: NatsServer, root: Path, n: int) -> dict[str, object]:
                 elapsed = await kinds[kind](i)
                 if i:
                     samples[kind].append(elapsed)
+        await tools.aclose()
         await nc.close()
     await bob.close()
     ours, bare_cli_summary, no_mcp = (summary(samples[kind]) for kind in ("harness", "bare", "bare_no_mcp"))

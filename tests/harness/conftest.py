@@ -30,7 +30,7 @@ SCRIPTED_ENV = {
 
 
 async def harness_for(
-    hive: TestHive, agent: str, seed: Path, state: Path, api: MessagesApi, **overrides: Any
+    stack: AsyncExitStack, hive: TestHive, agent: str, seed: Path, state: Path, api: MessagesApi, **overrides: Any
 ) -> Harness:
     """`agent`'s harness on this test's NATS, its inbox open, its CLI pointed at the scripted API."""
     settings = HarnessSettings(
@@ -43,7 +43,7 @@ async def harness_for(
         **overrides,
     )
     harness = Harness(await hive.connect(agent), settings)
-    await harness.open()
+    await harness.open(stack)
     return harness
 
 
@@ -104,6 +104,6 @@ async def scene(stack: AsyncExitStack, hive: TestHive, tmp_path: Path, policy: A
     seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
     states = await States.watch(hive, "alice")
     api = stack.enter_context(serve_messages_api())
-    harness = await harness_for(hive, "alice", seed, state, api, **overrides)
+    harness = await harness_for(stack, hive, "alice", seed, state, api, **overrides)
     await harness.serve(stack)
     return Scene(harness, api, state, bob, states)

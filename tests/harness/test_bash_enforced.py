@@ -28,7 +28,7 @@ async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) ->
         ]
         with serve_messages_api() as api:
             api.script(*([ToolUse("Bash", {"command": c})] for c in commands), [Text("Done.")])
-            harness = await harness_for(hive, "alice", seed, state, api)
+            harness = await harness_for(stack, hive, "alice", seed, state, api)
             await bob.send("alice", "run your commands")
             result = await harness.run_once(wait=10)
             results = [json.dumps(r["messages"][-1]) for r in api.requests[1:]]
@@ -67,7 +67,7 @@ async def test_an_ask_command_waits_for_the_operator(hive: TestHive, tmp_path: P
                 [ToolUse("Bash", {"command": "rm remove-me"})],
                 [Text("Done.")],
             )
-            harness = await harness_for(hive, "alice", seed, state, api)
+            harness = await harness_for(stack, hive, "alice", seed, state, api)
             await bob.send("alice", "clean up")
             decisions = asyncio.create_task(operator_decides())
             await harness.run_once(wait=10)

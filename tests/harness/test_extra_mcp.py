@@ -24,7 +24,7 @@ async def test_an_extra_mcp_servers_tool_is_callable_and_cannot_replace_ours(hiv
         seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
         with serve_messages_api() as api:
             api.script([ToolUse("mcp__extra__echo", {"text": "ping"})], [Text("Done.")])
-            harness = await harness_for(hive, "alice", seed, state, api)
+            harness = await harness_for(stack, hive, "alice", seed, state, api)
             await bob.send("alice", "try the echo")
             result = await harness.run_once(wait=10)
             tool_result = json.dumps(api.requests[-1]["messages"][-1])

@@ -30,7 +30,7 @@ async def test_notes_past_the_threshold_are_rewritten_with_a_backup(hive: TestHi
         notes.write_text(LONG_NOTES)
         stats = await (await hive.connect("dashboard")).subscribe(subjects.agent("alice", subjects.STATS))
         with serve_messages_api() as api:
-            harness = await harness_for(hive, "alice", seed, state, api)
+            harness = await harness_for(stack, hive, "alice", seed, state, api)
             api.script([Text("Noted.")], [Text("Noted again.")])
             api.script_side([Text("# Notes\n- all 40 steps done")], ApiError(500, "api_error", "overloaded"))
             await bob.send("alice", "carry on")

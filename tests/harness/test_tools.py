@@ -2,38 +2,27 @@
 
 import asyncio
 import json
-import sys
+import urllib.error
+import urllib.request
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 from hive_broker.__main__ import start as start_broker
+from hive_harness.tools import ToolServer
 from hivetest.hive import TestHive
 from hivetest.messages_api import MessagesApi, Text, ToolUse, serve_messages_api
+from hyperhive.identity import write_atomic
 
 from ..broker.conftest import Agents, broker_settings
 from .test_claude_cli import run_claude
 
 
-def mcp_config(hive: TestHive, agent: str, seed: Path, state: Path) -> list[str]:
-    """The CLI flags that give an agent its hyperhive tools, and nothing else."""
-    config = {
-        "mcpServers": {
-            "hyperhive": {
-                "type": "stdio",
-                "command": sys.executable,
-                "args": ["-m", "hive_harness.tools"],
-                "env": {
-                    "HIVE_AGENT": agent,
-                    "HIVE_NATS_URL": hive.url,
-                    "HIVE_NATS_CREDS": str(seed),
-                    "HIVE_STATE_DIR": str(state),
-                },
-            }
-        }
-    }
+async def mcp_config(stack: AsyncExitStack, hive: TestHive, agent: str, state: Path) -> list[str]:
+    """The CLI flags that give an agent its hyperhive tools (served on loopback, as the harness does), nothing else."""
+    tools = ToolServer(await hive.connect(agent), agent, state)
+    await tools.start(stack)
     path = state / "mcp.json"
-    state.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config))
+    await asyncio.to_thread(write_atomic, path, json.dumps({"mcpServers": {"hyperhive": tools.entry()}}))
     return ["--mcp-config", str(path), "--strict-mcp-config", "--allowedTools", "mcp__hyperhive"]
 
 
@@ -45,14 +34,14 @@ async def turn(api: MessagesApi, home: Path, flags: list[str]) -> list[dict[str,
 async def test_the_model_sends_a_message_that_the_other_agent_receives(hive: TestHive, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
-        seed = hive.add_agent("alice")
+        hive.add_agent("alice")
         await agents.set_policy("alice", ["bob"])
         bob = await agents.agent("bob", [])
         with serve_messages_api() as api:
             api.script(
                 [ToolUse("mcp__hyperhive__send", {"to": "bob", "body": "hello from the model"})], [Text("Sent it.")]
             )
-            events = await turn(api, tmp_path / "home", mcp_config(hive, "alice", seed, tmp_path / "alice"))
+            events = await turn(api, tmp_path / "home", await mcp_config(stack, hive, "alice", tmp_path / "alice"))
             tool_result = json.dumps(api.requests[-1]["messages"][-1])
         [init] = [e for e in events if e.get("subtype") == "init"]
         servers = {s["name"]: s["status"] for s in init["mcp_servers"]}  # type: ignore[attr-defined]
@@ -68,12 +57,12 @@ async def test_the_model_sends_a_message_that_the_other_agent_receives(hive: Tes
 async def test_a_refusal_reaches_the_model_as_a_sentence(hive: TestHive, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         agents = Agents(hive, await start_broker(stack, broker_settings(hive)))
-        seed = hive.add_agent("alice")
+        hive.add_agent("alice")
         await agents.set_policy("alice", ["manager"])
         await agents.agent("bob", [])
         with serve_messages_api() as api:
             api.script([ToolUse("mcp__hyperhive__send", {"to": "bob", "body": "psst"})], [Text("Understood.")])
-            events = await turn(api, tmp_path / "home", mcp_config(hive, "alice", seed, tmp_path / "alice"))
+            events = await turn(api, tmp_path / "home", await mcp_config(stack, hive, "alice", tmp_path / "alice"))
             tool_result = json.dumps(api.requests[-1]["messages"][-1])
         [result] = [e for e in events if e.get("type") == "result"]
         assert result["is_error"] is False  # the turn goes on; the model reads why
@@ -84,10 +73,10 @@ async def test_a_refusal_reaches_the_model_as_a_sentence(hive: TestHive, tmp_pat
 async def test_the_manager_has_its_tools(hive: TestHive, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         await start_broker(stack, broker_settings(hive))
-        seed = hive.add_agent("manager")
+        hive.add_agent("manager")
         with serve_messages_api() as api:
             api.script([Text("Ready.")])
-            events = await turn(api, tmp_path / "home", mcp_config(hive, "manager", seed, tmp_path / "manager"))
+            events = await turn(api, tmp_path / "home", await mcp_config(stack, hive, "manager", tmp_path / "manager"))
         [init] = [e for e in events if e.get("subtype") == "init"]
         tools = set(init["tools"])  # type: ignore[arg-type]
         wanted = {
@@ -104,3 +93,31 @@ async def test_the_manager_has_its_tools(hive: TestHive, tmp_path: Path) -> None
             "restart",
         }
         assert {f"mcp__hyperhive__{t}" for t in wanted} <= tools
+
+
+async def test_the_tools_refuse_a_caller_without_the_token(hive: TestHive, tmp_path: Path) -> None:
+    """Agents of the local backend share the host's network: only the holder of the 0600 mcp.json gets in."""
+    hive.add_agent("alice")
+    async with AsyncExitStack() as stack:
+        await start_broker(stack, broker_settings(hive))
+        tools = ToolServer(await hive.connect("alice"), "alice", tmp_path)
+        await tools.start(stack)
+        url = tools.entry()["url"]
+        client_info = {"name": "probe", "version": "1"}
+        params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": client_info}
+        hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
+
+        def post(headers: dict[str, str]) -> tuple[int, bytes]:
+            kinds = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+            request = urllib.request.Request(url, json.dumps(hello).encode(), {**kinds, **headers}, method="POST")  # noqa: S310
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback http
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as refused:
+                return refused.code, b""
+
+        for headers in ({}, {"Authorization": "Bearer guessed"}):
+            assert (await asyncio.to_thread(post, headers))[0] == 401
+        status, body = await asyncio.to_thread(post, tools.entry()["headers"])
+        assert status == 200
+        assert json.loads(body)["result"]["serverInfo"]["name"] == "hyperhive"

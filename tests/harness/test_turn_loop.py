@@ -20,7 +20,7 @@ async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: Test
         seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
         stats_sub = await (await hive.connect("dashboard")).subscribe(subjects.agent("alice", subjects.STATS))
         with serve_messages_api() as api:
-            harness = await harness_for(hive, "alice", seed, state, api)
+            harness = await harness_for(stack, hive, "alice", seed, state, api)
 
             await bob.send("alice", "please confirm you are there")
             api.script([ToolUse("mcp__hyperhive__send", {"to": "bob", "body": "here, and on it"})], [Text("Done.")])

@@ -20,7 +20,7 @@ async def start(stack: AsyncExitStack, settings: HarnessSettings, stop: asyncio.
         bus.connected(settings, name=f"{agent}-harness", inbox_prefix=subjects.reply_prefix(agent))
     )
     harness = Harness(nc, settings)
-    await harness.open()
+    await harness.open(stack)
     await harness.serve(stack)
     await Terminals(nc, agent, cwd=settings.state_dir).serve(stack)
     bus.background(stack, harness.run_forever(), f"{agent}-turns", stop)

@@ -26,9 +26,10 @@ from nats.aio.client import Client
 from pydantic import Field, TypeAdapter
 
 from hive_harness.notes import compact_notes
+from hive_harness.tools import ToolServer
 from hive_harness.turn import TurnResult, run_turn
 from hyperhive import bus
-from hyperhive.identity import write_atomic
+from hyperhive.identity import write_atomic, write_secret
 from hyperhive.inbox import Inbox
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
@@ -112,6 +113,7 @@ class Harness:
         self.agent = settings.agent
         self.files = StateFiles(settings.state_dir)
         self.inbox = Inbox(nc, self.agent, held_file=settings.state_dir / "harness-held.json")
+        self.tools = ToolServer(nc, self.agent, settings.state_dir)
         self._cancel = asyncio.Event()
         self._unpaused = asyncio.Event()
         if self.files.read("hyperhive-paused") is None:
@@ -123,8 +125,10 @@ class Harness:
         self.turns = 0
         self._last_turn: datetime | None = None
 
-    async def open(self) -> None:
+    async def open(self, stack: AsyncExitStack) -> None:
+        """Open the inbox and start the MCP tools every turn's CLI uses, for the life of `stack`."""
         await self.inbox.open()
+        await self.tools.start(stack)
 
     # ── state ────────────────────────────────────────────────────────────────
 
@@ -335,6 +339,7 @@ class Harness:
             flags=self.mcp_flags(policy), session=self.files.read("session-id"), cwd=self.settings.state_dir,
             env=self.cli_env(), on_event=on_event, messages=messages, cancel=self._cancel,
         )  # fmt: skip
+        await self.tools.turn_ended()
         if result.session_id:
             self.files.write("session-id", result.session_id)
         self.turns += 1
@@ -377,19 +382,15 @@ class Harness:
     # ── the CLI's configuration ──────────────────────────────────────────────
 
     def mcp_flags(self, policy: AgentPolicy) -> list[str]:
-        """The rendered --mcp-config: our hyperhive server (its name cannot be taken) and agent.nix's extra ones."""
-        env = {"HIVE_AGENT": self.agent, "HIVE_NATS_URL": self.settings.nats_url,
-               "HIVE_STATE_DIR": str(self.settings.state_dir)}  # fmt: skip
-        if self.settings.nats_creds is not None:
-            env["HIVE_NATS_CREDS"] = str(self.settings.nats_creds)
+        """The rendered --mcp-config (0600: it holds the tools' token): our hyperhive server, whose name cannot be
+        taken, and agent.nix's extra ones."""
         servers: dict[str, Any] = {
             name: {"type": "stdio", "command": s.command, "args": s.args, "env": s.env}
             for name, s in policy.mcp_servers.items()
             if name != "hyperhive"
         }
-        servers["hyperhive"] = {"type": "stdio", "command": sys.executable, "args": ["-m", "hive_harness.tools"],
-                                "env": env}  # fmt: skip
-        self.files.write("mcp.json", json.dumps({"mcpServers": servers}, indent=2))
+        servers["hyperhive"] = self.tools.entry()
+        write_secret(self.settings.state_dir / "mcp.json", json.dumps({"mcpServers": servers}, indent=2).encode())
         allowed = ["mcp__hyperhive"] + [
             f"mcp__{name}__{tool}" for name, s in policy.mcp_servers.items() if name != "hyperhive"
             for tool in s.allowed_tools

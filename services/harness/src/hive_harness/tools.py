@@ -1,25 +1,34 @@
-"""The hyperhive MCP server the `claude` CLI starts for an agent (stdio): its tools to message, ask, and — for the
-manager — to request changes and run agents. Every failure reaches the model as a sentence it can act on
-(`is_error`), never as a crash. Tool results are plain text.
+"""The hyperhive MCP tools the `claude` CLI gets for an agent: to message, ask, and — for the manager — to request
+changes and run agents. Every failure reaches the model as a sentence it can act on (`is_error`), never as a crash.
+Tool results are plain text.
 
-Run as `python -m hive_harness.tools` with `HIVE_AGENT`, `HIVE_NATS_URL`, `HIVE_NATS_CREDS`, `HIVE_STATE_DIR`.
+The harness serves them itself (`ToolServer`), over streamable HTTP on loopback, for the CLI of every turn: a stdio
+server started by the CLI cost ~0.6 s of every turn, most of it importing the SDK. A random bearer token, written
+only into the agent's 0600 `mcp.json`, keeps every other local process out (agents of the local backend share the
+host's network).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from nats.aio.client import Client
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hyperhive import bus
 from hyperhive.inbox import Inbox
-from hyperhive.settings import HiveSettings, load
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
 from hyperhive.wire.models import (
@@ -37,10 +46,6 @@ from hyperhive.wire.names import MANAGER
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-
-
-class ToolSettings(HiveSettings):
-    agent: str = Field(description="The agent this server speaks for (its credential must be that agent's).")
 
 
 @dataclass
@@ -72,20 +77,12 @@ def describe(messages: list[Message], unread: int) -> str:
     return "\n\n---\n\n".join(lines) + more
 
 
-def build(settings: ToolSettings) -> MCPServer[Hive]:
-    me = settings.agent
+def build(hive: Hive) -> MCPServer[Hive]:
+    me = hive.agent
 
     @asynccontextmanager
     async def lifespan(server: MCPServer[Hive]) -> AsyncIterator[Hive]:
-        nc = await bus.connect(settings, name=f"{me}-tools", inbox_prefix=subjects.reply_prefix(me))
-        inbox = Inbox(nc, me, held_file=settings.state_dir / "inbox-held.json")
-        hive = Hive(me, nc, inbox, [])
-        try:
-            yield hive
-        finally:
-            if hive.handed:
-                await inbox.ack(hive.handed)
-            await nc.drain()
+        yield hive  # one for the harness's life; the SDK enters this for every session
 
     server: MCPServer[Hive] = MCPServer(
         name="hyperhive",
@@ -191,10 +188,55 @@ def manager_tools(server: MCPServer[Hive], hive_of: Callable[[Any], Hive], call:
         )
 
 
-def main() -> None:
-    settings = load(ToolSettings)
-    build(settings).run("stdio")
+class ToolServer:
+    """The tools of one agent, served by its harness on a loopback port for as long as the harness runs."""
+
+    def __init__(self, nc: Client, agent: str, state_dir: Path) -> None:
+        self.hive = Hive(agent, nc, Inbox(nc, agent, held_file=state_dir / "inbox-held.json"), [])
+        self.token = secrets.token_urlsafe(32)
+        self.port = 0
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        await self.hive.inbox.open()
+        app = build(self.hive).streamable_http_app(stateless_http=True, json_response=True)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)  # connections queue from here on, before uvicorn accepts: no waiting for it to come up
+        self.port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(bearer_only(app, self.token), log_level="warning"))
+        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{self.hive.agent}-tools")
+
+        async def stop() -> None:
+            server.should_exit = True
+            await task
+            sock.close()
+
+        stack.push_async_callback(stop)
+
+    def entry(self) -> dict[str, Any]:
+        """This server in the CLI's --mcp-config."""
+        return {"type": "http", "url": f"http://127.0.0.1:{self.port}/mcp",
+                "headers": {"Authorization": f"Bearer {self.token}"}}  # fmt: skip
+
+    async def turn_ended(self) -> None:
+        """What `recv` handed to the model during the turn has reached it: acknowledge it."""
+        if self.hive.handed:
+            handed, self.hive.handed = self.hive.handed, []
+            await self.hive.inbox.ack(handed)
 
 
-if __name__ == "__main__":
-    main()
+def bearer_only(app: ASGIApp, token: str) -> ASGIApp:
+    """Refuse any HTTP request without the token (ASGI middleware; the lifespan passes through)."""
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, expected):
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+                await send({"type": "http.response.body", "body": b"hyperhive tools: the bearer token is wrong"})
+                return
+        await app(scope, receive, send)
+
+    return guarded
