@@ -11,7 +11,7 @@ from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.wire.models import AgentPolicy, Approval, BashPolicy, DecisionRequest
 
 from ..approver.conftest import approver_settings, operator_call
-from .conftest import alice_and_bob, harness_for
+from .conftest import States, alice_and_bob, harness_for
 
 
 async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) -> None:
@@ -68,9 +68,15 @@ async def test_an_ask_command_waits_for_the_operator(hive: TestHive, tmp_path: P
                 [Text("Done.")],
             )
             harness = await harness_for(stack, hive, "alice", seed, state, api)
+            await harness.serve(stack)
+            states = await States.watch(hive, "alice")
             await bob.send("alice", "clean up")
             decisions = asyncio.create_task(operator_decides())
             await harness.run_once(wait=10)
             assert await decisions == ["rm keep-me", "rm remove-me"]
+            # While the hook waited, the dashboard saw the agent waiting for the operator, then thinking again.
+            waiting = await states.until("waiting", "decision on request #")
+            assert waiting.agent == "alice"
+            await states.until("thinking")
         assert (state / "keep-me").exists()
         assert not (state / "remove-me").exists()
