@@ -127,3 +127,25 @@ async def test_unknown_credential_is_refused(authed: TestHive, tmp_path: Path) -
     settings = HiveSettings(nats_url=authed.url, nats_creds=stranger)
     with pytest.raises(Exception, match=r"(?i)authorization"):
         await bus.connect(settings, name="stranger", allow_reconnect=False, error_cb=Errors().record)
+
+
+@pytest.mark.parametrize(
+    "subject", ["hive.harness.bob.waiting", "hive.harness.alice.cancel", "hive.harness.alice.pty.open"]
+)
+async def test_agent_publishes_on_the_harness_plane_only_its_own_waiting_notice(authed: TestHive, subject: str) -> None:
+    """Its PreToolUse hook may tell its own harness it waits; it may not drive any harness, its own included."""
+    authed.add_agent("alice")
+    authed.add_agent("bob")
+    watcher = await authed.connect("dashboard")
+    seen = await watcher.subscribe("hive.harness.>")
+    await watcher.flush()
+    errors = Errors()
+    alice = await authed.connect("alice", error_cb=errors.record)
+
+    await alice.publish(subject, b"{}")
+    await alice.publish("hive.harness.alice.waiting", b"marker")
+    await alice.flush()
+
+    assert "permissions violation" in (await errors.first()).lower()
+    first = await seen.next_msg(timeout=5)
+    assert first.subject == "hive.harness.alice.waiting"
