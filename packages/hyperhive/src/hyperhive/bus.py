@@ -57,6 +57,9 @@ async def connect(settings: HiveSettings, *, name: str, inbox_prefix: str | None
     if inbox_prefix is not None:
         auth["inbox_prefix"] = inbox_prefix
     options.setdefault("error_cb", _log_nats_error)
+    # Draining at shutdown waits for in-flight replies; nats-py can wait the full timeout on a subscription whose
+    # last message a cancelled reader never marked done (nats-io/nats.py#446): keep a stop bounded.
+    options.setdefault("drain_timeout", 5)
     # nats-py retries the first connect as often as it reconnects: fail fast at start, then reconnect forever.
     reconnect_forever = options.pop("allow_reconnect", True)
     nc = Client()
