@@ -12,17 +12,15 @@ import json
 import os
 import platform
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
+from benchhive import bench_hive
 from nats.aio.client import Client
 
 from hivectl.natsserver import NatsServer
 from hyperhive import bus
 from hyperhive.inbox import Inbox
-from hyperhive.process import Child
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
@@ -196,10 +194,8 @@ async def raw_js_publish_throughput(b: Bench, clients: int, per_client: int) -> 
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
-    root = Path(tempfile.mkdtemp(prefix="hive-bench-"))
-    server = NatsServer(root / "nats", port=-1).start()
-    broker: Child | None = None
-    try:
+    with bench_hive() as hive:
+        server, root = hive.server, hive.root
         b = Bench(server, root)
         names = [
             "alice",
@@ -219,9 +215,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             policy = AgentPolicy(agent=name, allowedRecipients=[partner] if partner else [])  # type: ignore[call-arg]
             await kv.put(name, bus.encode(policy))
         await setup.close()
-        env = {**os.environ, "HIVE_NATS_URL": server.url, "HIVE_NATS_CREDS": str(server.identities.seed_path("broker"))}
-        broker = Child("broker", [sys.executable, "-m", "hive_broker"], env=env).start()
-        broker.wait_for(r"event=ready", 30)
+        hive.service("broker")
 
         n = args.messages
         raw_rr = summary(await raw_request_reply(b, n))
@@ -242,10 +236,6 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "raw_jetstream_publish_throughput": raw_js_tput,
             "targets": {"p50_ms": 1.0, "p99_ms": 5.0, "delivered_per_s": 5000},
         }
-    finally:
-        if broker is not None:
-            broker.stop()
-        server.stop()
 
 
 if __name__ == "__main__":

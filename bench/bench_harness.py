@@ -16,14 +16,13 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from benchhive import bench_hive
 from nats.aio.client import Client
 
 from hive_harness.harness import Harness, HarnessSettings
@@ -185,10 +184,8 @@ async def idle_memory(server: NatsServer, root: Path) -> dict[str, object]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
-    root = Path(tempfile.mkdtemp(prefix="hive-bench-"))
-    server = NatsServer(root / "nats", port=-1).start()
-    broker: Child | None = None
-    try:
+    with bench_hive() as hive:
+        server, root = hive.server, hive.root
         for name in ("alice", "bob"):
             server.identities.add_agent(name, root / "agents" / f"{name}.nk")
         server.reload()
@@ -200,20 +197,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             policy = AgentPolicy(agent=name, allowedRecipients=[partner])  # type: ignore[call-arg]
             await kv.put(name, bus.encode(policy))
         await setup.close()
-        env = {**os.environ, "HIVE_NATS_URL": server.url, "HIVE_NATS_CREDS": str(server.identities.seed_path("broker"))}
-        broker = Child("broker", [sys.executable, "-m", "hive_broker"], env=env).start()
-        broker.wait_for(r"event=ready", 30)
+        hive.service("broker")
         return {
             "benchmark": "harness",
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "per_turn": await turns(server, root, args.turns),
             "idle_memory": await idle_memory(server, root),
         }
-    finally:
-        if broker is not None:
-            broker.stop()
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from benchhive import bench_hive
 from nats.aio.client import Client
 
 from hive_spawner.evaluate import evaluate
@@ -29,7 +27,6 @@ from hive_spawner.repos import ConfigRepos
 from hivectl.natsserver import NatsServer
 from hyperhive import bus
 from hyperhive.identity import write_atomic
-from hyperhive.process import Child
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 
@@ -68,77 +65,74 @@ async def harness_start_restart(nc: Client, backend: LocalBackend, name: str, en
 
 
 def main(n: int) -> dict[str, object]:
-    root = Path(tempfile.mkdtemp(prefix="hive-bench-", dir="/var/tmp"))
-    root.chmod(0o711)
-    backend = LocalBackend(root / "agents", on_exit=lambda name, code: None)
-    repos = ConfigRepos(root / "config")
-    server = NatsServer(root / "nats", port=-1).start()
-    broker: Child | None = None
     runner = asyncio.Runner()  # for the NATS parts; the rest times synchronous calls, as the spawner makes them
-    try:
+    with bench_hive("/var/tmp") as hive, runner:  # noqa: S108 - agents' uids must reach it; /tmp's parents may not
+        server, root = hive.server, hive.root
+        backend = LocalBackend(root / "agents", on_exit=lambda name, code: None)
+        repos = ConfigRepos(root / "config")
         settings = HiveSettings(nats_url=server.url, nats_creds=server.identities.seed_path(subjects.SPAWNER))
         nc = runner.run(bus.connect(settings, name="bench"))
         runner.run(bus.declare(nc.jetstream()))
-        env = {**os.environ, "HIVE_NATS_URL": server.url, "HIVE_NATS_CREDS": str(server.identities.seed_path("broker"))}
-        broker = Child("broker", [sys.executable, "-m", "hive_broker"], env=env).start()
-        broker.wait_for(r"event=ready", 30)
+        hive.service("broker")
         # What the spawner's start_agent gives every harness.
         harness_env = {"HIVE_NATS_URL": server.url, "HIVE_STATE_DIR": "/state", "HIVE_NATS_CREDS": "/state/nats.nk",
                        "HIVE_CLAUDE": json.dumps([str(CLAUDE)])}  # fmt: skip
+        try:
+            return measure(n, backend=backend, repos=repos, server=server, runner=runner, nc=nc, env=harness_env)
+        finally:
+            backend.stop_all()
+            runner.run(nc.close())
 
-        config, create, restart, bare, harness_create, harness_restart = ([] for _ in range(6))
-        for i in range(n):
-            name = f"a{i}"
-            t = time.perf_counter()
-            first = repos.create(name)
-            frozen = repos.freeze(name, first, approval_id=i + 1)
-            with repos.checkout(name, frozen.tag, frozen.sha) as files:
-                policy = evaluate(files, name)
-            repos.apply(name, frozen.tag, frozen.sha)
-            config.append(time.perf_counter() - t)
 
-            t = time.perf_counter()
-            backend.start(name, READY, {})
-            backend._running[name].wait_for("ready", 30)
-            create.append(time.perf_counter() - t)
+def measure(
+    n: int, *, backend: LocalBackend, repos: ConfigRepos, server: NatsServer, runner: asyncio.Runner, nc: Client,
+    env: dict[str, str],
+) -> dict[str, object]:  # fmt: skip
+    config, create, restart, bare, harness_create, harness_restart = ([] for _ in range(6))
+    for i in range(n):
+        name = f"a{i}"
+        t = time.perf_counter()
+        first = repos.create(name)
+        frozen = repos.freeze(name, first, approval_id=i + 1)
+        with repos.checkout(name, frozen.tag, frozen.sha) as files:
+            policy = evaluate(files, name)
+        repos.apply(name, frozen.tag, frozen.sha)
+        config.append(time.perf_counter() - t)
 
-            t = time.perf_counter()
-            backend.stop(name)
-            backend.start(name, READY, {})
-            backend._running[name].wait_for("ready", 30)
-            restart.append(time.perf_counter() - t)
-            backend.stop(name)
+        t = time.perf_counter()
+        backend.start(name, READY, {})
+        backend._running[name].wait_for("ready", 30)
+        create.append(time.perf_counter() - t)
 
-            t = time.perf_counter()
-            subprocess.run(["/bin/sh", "-c", "echo ready"], capture_output=True, check=True)
-            bare.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        backend.stop(name)
+        backend.start(name, READY, {})
+        backend._running[name].wait_for("ready", 30)
+        restart.append(time.perf_counter() - t)
+        backend.stop(name)
 
-            # The real agent, as the spawner hands it over: its policy and a fresh credential in its state dir.
-            state = backend.prepare(name)
-            write_atomic(state / "policy.json", policy.model_dump_json(by_alias=True))
-            server.identities.add_agent(name, state / "nats.nk")
-            backend.prepare(name)  # the new files belong to the agent's uid too
-            server.reload()
-            started, restarted = runner.run(harness_start_restart(nc, backend, name, harness_env))
-            harness_create.append(started)
-            harness_restart.append(restarted)
-        runner.run(nc.close())
-        return {
-            "benchmark": "spawner",
-            "config_steps_create_freeze_evaluate_apply": summary(config),
-            "local_create_to_ready": summary(create),
-            "local_restart_to_ready": summary(restart),
-            "local_create_to_harness_ready": summary(harness_create),
-            "local_restart_to_harness_ready": summary(harness_restart),
-            "bare_process_start": summary(bare),
-        }
-    finally:
-        backend.stop_all()
-        runner.close()
-        if broker is not None:
-            broker.stop()
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        t = time.perf_counter()
+        subprocess.run(["/bin/sh", "-c", "echo ready"], capture_output=True, check=True)
+        bare.append(time.perf_counter() - t)
+
+        # The real agent, as the spawner hands it over: its policy and a fresh credential in its state dir.
+        state = backend.prepare(name)
+        write_atomic(state / "policy.json", policy.model_dump_json(by_alias=True))
+        server.identities.add_agent(name, state / "nats.nk")
+        backend.prepare(name)  # the new files belong to the agent's uid too
+        server.reload()
+        started, restarted = runner.run(harness_start_restart(nc, backend, name, env))
+        harness_create.append(started)
+        harness_restart.append(restarted)
+    return {
+        "benchmark": "spawner",
+        "config_steps_create_freeze_evaluate_apply": summary(config),
+        "local_create_to_ready": summary(create),
+        "local_restart_to_ready": summary(restart),
+        "local_create_to_harness_ready": summary(harness_create),
+        "local_restart_to_harness_ready": summary(harness_restart),
+        "bare_process_start": summary(bare),
+    }
 
 
 if __name__ == "__main__":
