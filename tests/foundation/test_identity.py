@@ -42,22 +42,25 @@ async def test_agent_seed_is_a_0600_file(authed: TestHive) -> None:
     assert stat.S_IMODE(seed.stat().st_mode) == 0o600
 
 
-async def test_agent_cannot_publish_under_another_agents_prefix(authed: TestHive) -> None:
+async def alice_publishes(authed: TestHive, watch: str, forged: str, allowed: str) -> tuple[str, str]:
+    """alice publishes `forged` then `allowed`: the server's error, and the first subject a watcher of `watch` got."""
     authed.add_agent("alice")
     authed.add_agent("bob")
-    watcher = await authed.connect("broker")
-    seen = await watcher.subscribe("hive.agent.>")
+    watcher = await authed.connect("dashboard")
+    seen = await watcher.subscribe(watch)
     await watcher.flush()
     errors = Errors()
     alice = await authed.connect("alice", error_cb=errors.record)
-
-    await alice.publish("hive.agent.bob.send", b'{"to":"carol","body":"I am bob"}')
-    await alice.publish("hive.agent.alice.send", b"marker")
+    await alice.publish(forged, b'{"to":"carol","body":"I am bob"}')
+    await alice.publish(allowed, b"marker")
     await alice.flush()
+    return await errors.first(), (await seen.next_msg(timeout=5)).subject
 
-    assert "permissions violation" in (await errors.first()).lower()
-    first = await seen.next_msg(timeout=5)
-    assert first.subject == "hive.agent.alice.send"  # the forged one never arrived before the marker
+
+async def test_agent_cannot_publish_under_another_agents_prefix(authed: TestHive) -> None:
+    error, first = await alice_publishes(authed, "hive.agent.>", "hive.agent.bob.send", "hive.agent.alice.send")
+    assert "permissions violation" in error.lower()
+    assert first == "hive.agent.alice.send"  # the forged one never arrived before the marker
 
 
 @pytest.mark.parametrize(
@@ -134,18 +137,6 @@ async def test_unknown_credential_is_refused(authed: TestHive, tmp_path: Path) -
 )
 async def test_agent_publishes_on_the_harness_plane_only_its_own_waiting_notice(authed: TestHive, subject: str) -> None:
     """Its PreToolUse hook may tell its own harness it waits; it may not drive any harness, its own included."""
-    authed.add_agent("alice")
-    authed.add_agent("bob")
-    watcher = await authed.connect("dashboard")
-    seen = await watcher.subscribe("hive.harness.>")
-    await watcher.flush()
-    errors = Errors()
-    alice = await authed.connect("alice", error_cb=errors.record)
-
-    await alice.publish(subject, b"{}")
-    await alice.publish("hive.harness.alice.waiting", b"marker")
-    await alice.flush()
-
-    assert "permissions violation" in (await errors.first()).lower()
-    first = await seen.next_msg(timeout=5)
-    assert first.subject == "hive.harness.alice.waiting"
+    error, first = await alice_publishes(authed, "hive.harness.>", subject, "hive.harness.alice.waiting")
+    assert "permissions violation" in error.lower()
+    assert first == "hive.harness.alice.waiting"
