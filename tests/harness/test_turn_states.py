@@ -174,3 +174,24 @@ async def test_model_override_and_compact_from_the_operator(hive: TestHive, tmp_
         assert (await bus.call(nc, subjects.harness("alice", "state"), Empty(), HarnessState)).model == (
             "scripted-model-a"
         )
+
+
+async def test_a_lost_inbox_is_waited_out_not_a_crash(hive: TestHive, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        s = await scene(stack, hive, tmp_path, POLICY, backoff_seconds=0.05, recv_wait_seconds=5)
+        loop = asyncio.create_task(s.harness.run_forever())
+        try:
+            js = (await hive.connect("dashboard")).jetstream()
+            await js.delete_consumer(subjects.INBOX_STREAM, "inbox-alice")  # the hive loses alice's inbox
+            lost = await s.states.until("backing-off", "not reachable")
+            assert lost.agent == "alice"
+            await s.states.until("idle")  # the harness opened its inbox again through the broker
+
+            s.api.script([Text("Still here.")])
+            await s.bob.send("alice", "are you back?")
+            await s.states.until("thinking")
+            await s.states.until("idle")
+            assert "are you back?" in prompt_of(s.api.requests[-1])
+            assert not loop.done()
+        finally:
+            loop.cancel()

@@ -28,9 +28,11 @@ class Inboxes:
         self._ack_wait = ack_wait
         self._ready: set[str] = set()
 
-    async def ensure(self, owner: str) -> None:
-        """Create the owner's durable consumer (idempotent); afterwards messages wait for it in the stream."""
-        if owner in self._ready:
+    async def ensure(self, owner: str, *, again: bool = False) -> None:
+        """Create the owner's durable consumer (idempotent); afterwards messages wait for it in the stream.
+        Remembered, so a send does not ask the server each time; `again` asks anyway (an owner opening its inbox
+        after losing its consumer gets it back)."""
+        if owner in self._ready and not again:
             return
         await self._js.add_consumer(
             STREAM,

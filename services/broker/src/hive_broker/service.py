@@ -95,7 +95,7 @@ class Broker:
 
     async def agent_open(self, subject: str, req: Empty) -> Empty:
         """Create the caller's inbox consumer, so its harness can pull from it."""
-        await self.inboxes.ensure(subjects.caller(subject))
+        await self.inboxes.ensure(subjects.caller(subject), again=True)
         return Empty()
 
     # ── operator plane ──
@@ -106,7 +106,7 @@ class Broker:
         return await self.deliver(OPERATOR, req.to, req.body, None)
 
     async def operator_open(self, subject: str, req: Empty) -> Empty:
-        await self.inboxes.ensure(OPERATOR)
+        await self.inboxes.ensure(OPERATOR, again=True)
         return Empty()
 
     async def inbox(self, subject: str, req: InboxRequest) -> InboxReply:

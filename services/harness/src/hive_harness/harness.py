@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client
 from pydantic import Field, TypeAdapter
 
@@ -246,8 +247,22 @@ class Harness:
     # ── turns ────────────────────────────────────────────────────────────────
 
     async def run_forever(self) -> None:
+        """Turns for as long as the harness runs. The hive going away for a while (NATS reconnecting, the broker
+        restarting) is waited out with back-off, in the state, rather than ending the harness."""
+        delay, failed = self.settings.backoff_seconds, False
         while True:
-            await self.run_once(self.settings.recv_wait_seconds)
+            try:
+                if failed:
+                    await self.inbox.open()  # the broker makes sure the inbox's consumer exists again
+                    failed = False
+                    await self._set("idle")
+                await self.run_once(self.settings.recv_wait_seconds)
+                delay = self.settings.backoff_seconds
+            except (HiveError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("agent=%s outcome=hive_unreachable error=%r", self.agent, exc)
+                await self._set("backing-off", f"The hive is not reachable ({exc}); trying again in {delay:.0f} s.")
+                await asyncio.sleep(delay)
+                delay, failed = min(delay * 2, self.settings.backoff_max_seconds), True
 
     async def run_once(self, wait: float) -> TurnResult | None:
         """Take what is waiting (up to `wait` seconds for the first message) and run one turn for it. While paused,
