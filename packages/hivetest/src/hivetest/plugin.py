@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import uvloop
 from nats.aio.client import Client
 
 from hivectl.layout import installed_services
@@ -25,6 +26,13 @@ from hyperhive.migrate import migrate, migrations_of
 from hyperhive.process import free_port
 
 TEMPLATE = "hive_template"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on the event loop the hive's processes run on (`bus.run`: uvloop)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture

@@ -75,8 +75,8 @@ class Terminals:
         env = {"TERM": "xterm-256color", "HOME": str(self.cwd), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self.shell, cwd=self.cwd, env=env, pass_fds=(slave,),
-                preexec_fn=lambda: os.login_tty(slave),  # its own session, the PTY its controlling terminal
+                *self.shell, cwd=self.cwd, env=env, stdin=slave, stdout=slave, stderr=slave, pass_fds=(slave,),
+                preexec_fn=lambda: _own_terminal(slave),
             )  # fmt: skip
         except OSError as exc:
             os.close(master)
@@ -159,6 +159,13 @@ class Terminals:
         kind = "pty_closed" if opened.closed else "pty_opened"
         envelope = Event(type=kind, agent=self.agent, at=datetime.now(UTC), data=opened.model_dump(mode="json"))
         await self.nc.publish(subjects.agent_event(self.agent, "pty"), bus.encode(envelope))
+
+
+def _own_terminal(slave: int) -> None:
+    """In the child: a session of its own whose controlling terminal is the PTY (what login_tty does, without its
+    dup2s: the event loop sets up the child's stdio itself, and uvloop does that after this runs)."""
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
 
 
 def _resize(fd: int, cols: int, rows: int) -> None:
