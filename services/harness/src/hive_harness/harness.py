@@ -305,9 +305,7 @@ class Harness:
                 await self._compact_notes()
                 return result
             if exit_class == "cancelled":
-                self._carry(everything)
-                await self._set("idle", "The operator cancelled the last turn; its messages go with the next one.")
-                return result
+                return await self._cancelled(everything, result)
             if exit_class == "needs_login":
                 self._carry(everything)
                 await self._set("needs-login", NEEDS_LOGIN)
@@ -333,13 +331,15 @@ class Harness:
             except TimeoutError:
                 delay = min(delay * 2, self.settings.backoff_max_seconds)
                 continue
-            self._carry(everything)
-            await self._set("idle", "The operator cancelled the last turn; its messages go with the next one.")
-            return result
+            return await self._cancelled(everything, result)
+
+    async def _cancelled(self, messages: list[Message], result: TurnResult) -> TurnResult:
+        self._carry(messages)
+        await self._set("idle", "The operator cancelled the last turn; its messages go with the next one.")
+        return result
 
     async def _run(self, prompt: str, tokens: list[str], messages: int) -> TurnResult:
         """One CLI run of a turn: events out as they come, the messages acked at the first one, stats at the end."""
-        policy = self.files.policy(self.agent)
         started = False
 
         async def on_event(event: dict[str, Any]) -> None:
@@ -349,11 +349,7 @@ class Harness:
                 await self.inbox.ack(tokens)
             await self._publish_event("turn", event)
 
-        result = await run_turn(
-            agent=self.agent, claude=self.settings.claude, prompt=prompt, model=self.model(policy),
-            flags=self.mcp_flags(policy), session=self.files.read("session-id"), cwd=self.settings.state_dir,
-            env=self.cli_env(), on_event=on_event, messages=messages, cancel=self._cancel,
-        )  # fmt: skip
+        result = await self._cli(prompt, on_event, messages=messages, cancel=self._cancel)
         await self.tools.turn_ended()
         if result.session_id:
             self.files.write("session-id", result.session_id)
@@ -363,17 +359,22 @@ class Harness:
         log.info("agent=%s turn exit=%s tools=%s", self.agent, result.stats.exit_class, result.stats.tool_calls)
         return result
 
+    async def _cli(self, prompt: str, on_event: Callable[[dict[str, Any]], Awaitable[None]], **turn: Any) -> TurnResult:
+        """The CLI on the agent's session, with its current model, tools, environment and working dir."""
+        policy = self.files.policy(self.agent)
+        return await run_turn(
+            agent=self.agent, claude=self.settings.claude, prompt=prompt, model=self.model(policy),
+            flags=self.mcp_flags(policy), session=self.files.read("session-id"), cwd=self.settings.state_dir,
+            env=self.cli_env(), on_event=on_event, **turn,
+        )  # fmt: skip
+
     async def compact_session(self) -> str:
         """Compact the agent's session with the CLI's own `/compact` (the caller holds the busy lock)."""
         session = self.files.read("session-id")
         if session is None:
             return "There is no session yet; nothing to compact."
         await self._set("compacting", "Compacting the session.")
-        result = await run_turn(
-            agent=self.agent, claude=self.settings.claude, prompt="/compact", model=self.model(),
-            flags=self.mcp_flags(self.files.policy(self.agent)), session=session, cwd=self.settings.state_dir,
-            env=self.cli_env(), on_event=lambda event: self._publish_event("turn", event),
-        )  # fmt: skip
+        result = await self._cli("/compact", lambda event: self._publish_event("turn", event))
         if result.stats.exit_class != "ok":
             return f"Compacting failed ({result.result_text[:200]})."
         return "The session was compacted."
