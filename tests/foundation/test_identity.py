@@ -42,11 +42,13 @@ async def test_agent_seed_is_a_0600_file(authed: TestHive) -> None:
     assert stat.S_IMODE(seed.stat().st_mode) == 0o600
 
 
-async def alice_publishes(authed: TestHive, watch: str, forged: str, allowed: str) -> tuple[str, str]:
+async def alice_publishes(
+    authed: TestHive, watch: str, forged: str, allowed: str, watcher_principal: str = "dashboard"
+) -> tuple[str, str]:
     """alice publishes `forged` then `allowed`: the server's error, and the first subject a watcher of `watch` got."""
     authed.add_agent("alice")
     authed.add_agent("bob")
-    watcher = await authed.connect("dashboard")
+    watcher = await authed.connect(watcher_principal)
     seen = await watcher.subscribe(watch)
     await watcher.flush()
     errors = Errors()
@@ -136,7 +138,10 @@ async def test_unknown_credential_is_refused(authed: TestHive, tmp_path: Path) -
     "subject", ["hive.harness.bob.waiting", "hive.harness.alice.cancel", "hive.harness.alice.pty.open"]
 )
 async def test_agent_publishes_on_the_harness_plane_only_its_own_waiting_notice(authed: TestHive, subject: str) -> None:
-    """Its PreToolUse hook may tell its own harness it waits; it may not drive any harness, its own included."""
-    error, first = await alice_publishes(authed, "hive.harness.>", subject, "hive.harness.alice.waiting")
+    """Its PreToolUse hook may tell its own harness it waits; it may not drive any harness, its own included. (The
+    notice stays in alice's own account: her harness, another connection of hers, is the one that hears it.)"""
+    error, first = await alice_publishes(
+        authed, "hive.harness.alice.>", subject, "hive.harness.alice.waiting", watcher_principal="alice"
+    )
     assert "permissions violation" in error.lower()
     assert first == "hive.harness.alice.waiting"

@@ -1,21 +1,28 @@
-"""NATS identity: one nkey user per service, one for the operator's tools, one per agent.
+"""NATS identity: one nkey user per service, one for the operator's tools, one per agent — each agent in a NATS
+account of its own.
 
-The server's permissions are the security boundary. `Identities` keeps the registry on disk under one folder:
-`seeds/<principal>.nk` for host principals (mode 0600), `agents/<name>.pub` for agents (their seeds live in their
-own state dirs), and the generated `auth.conf` that the nats-server configuration includes. Adding or removing an
-agent rewrites `auth.conf` atomically; a config reload (SIGHUP) applies it and closes the connections of users
-that are gone. See docs/decisions/0001-nats-identity.md.
+The server's permissions and accounts are the security boundary. Host principals share the `HIVE` account (which
+owns JetStream); every agent is alone in its own account, and reaches the hive only through the service imports
+its account is given: its own agent plane, pulling and acknowledging its own inbox consumer. A reply subject an
+agent sets is remapped by the server into a private `_R_` subject that leads back into the agent's account, so
+nothing an agent publishes, and nothing the server or a service answers on its behalf, can land on a subject of
+the hive (see docs/decisions/0008-agent-accounts.md).
+
+`Identities` keeps the registry on disk under one folder: `seeds/<principal>.nk` for host principals (mode 0600),
+`agents/<name>.pub` for agents (their seeds live in their own state dirs), and the generated `auth.conf` that the
+nats-server configuration includes. Adding or removing an agent rewrites `auth.conf` atomically; `reload` applies
+it and closes the connections of users that are gone.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import nats
 import nkeys
 
 from hyperhive.wire import subjects
@@ -59,26 +66,41 @@ def public_key(seed_path: Path) -> str:
         pair.wipe()
 
 
-def permissions(role: Role, name: str) -> dict[str, Any]:
-    """What a principal may publish and subscribe to.
+HIVE_ACCOUNT = "HIVE"
+SYSTEM_ACCOUNT = "SYS"
+SYSTEM = "system"  # the principal that asks the server to reload its configuration
+# How long a reply mapping across an account boundary lives: longer than the longest wait an agent may ask for (a
+# 180 s inbox pull, a 180 s wait for a decision), so a long poll's answer still finds its way back.
+RESPONSE_THRESHOLD = "5m"
 
-    An agent publishes only under its own `hive.agent.<name>.>`, and subscribes only to its own reply inbox and
-    its harness plane. No host principal may publish on the agent plane, so nobody can speak as an agent.
+
+def agent_account(name: str) -> str:
+    return f"agent-{check_agent_ref(name)}"
+
+
+def _inbox_consumer(name: str) -> str:
+    return f"{subjects.INBOX_STREAM}.inbox-{name}"
+
+
+def agent_plane(name: str) -> list[str]:
+    """What agent `name` may publish, all of it imported from the hive: its agent plane, and pulling from and
+    acknowledging its own inbox consumer, nobody else's."""
+    inbox = _inbox_consumer(name)
+    return [f"{subjects.AGENT_PREFIX}.{name}.>", f"$JS.API.CONSUMER.MSG.NEXT.{inbox}", f"$JS.ACK.{inbox}.>"]
+
+
+def permissions(role: Role, name: str) -> dict[str, Any]:
+    """What a principal may publish and subscribe to, inside its account.
+
+    An agent publishes only its own agent plane (and its hook's `waiting` notice to its own harness), and subscribes
+    only to its own reply inbox and its harness plane. No host principal may publish on the agent plane, so nobody
+    can speak as an agent.
     """
     if role == "agent":
-        inbox = f"{subjects.INBOX_STREAM}.inbox-{name}"
         return {
-            # Its own agent plane; and pulling from and acknowledging its own inbox consumer, nobody else's.
-            "publish": {
-                "allow": [
-                    f"{subjects.AGENT_PREFIX}.{name}.>",
-                    f"$JS.API.CONSUMER.MSG.NEXT.{inbox}",
-                    f"$JS.ACK.{inbox}.>",
-                    # Its PreToolUse hook tells its own harness that a tool call waits for the operator.
-                    f"{subjects.HARNESS_PREFIX}.{name}.waiting",
-                ]
-            },
+            "publish": {"allow": [*agent_plane(name), f"{subjects.HARNESS_PREFIX}.{name}.waiting"]},
             "subscribe": {"allow": [f"{subjects.reply_prefix(name)}.>", f"{subjects.HARNESS_PREFIX}.{name}.>"]},
+            # Answers to the harness plane's requests, whose replies the server maps back to the asker.
             "allow_responses": True,
         }
     if role == "operator":
@@ -107,6 +129,35 @@ def permissions(role: Role, name: str) -> dict[str, Any]:
     }
 
 
+def accounts(principals: list[Principal], system_key: str) -> dict[str, Any]:
+    """The server's accounts: the hive's, the system's, and one per agent, with the imports that connect them.
+
+    Everything an agent reaches in the hive is a service import, never a stream import: a service import remaps the
+    reply subject, so the answer (from a service, or from JetStream itself) goes back into the agent's account and
+    nowhere else. The hive imports each agent's harness plane the same way."""
+    hive: dict[str, Any] = {"jetstream": "enabled", "users": [], "exports": [], "imports": []}
+    found: dict[str, Any] = {HIVE_ACCOUNT: hive, SYSTEM_ACCOUNT: {"users": [{"nkey": system_key}]}}
+    for p in principals:
+        user = {"nkey": p.public_key, "permissions": permissions(p.role, p.name)}
+        if p.role != "agent":
+            hive["users"].append(user)
+            continue
+        account = agent_account(p.name)
+        harness_plane = f"{subjects.HARNESS_PREFIX}.{p.name}.>"
+        hive["exports"] += [
+            {"service": subject, "accounts": [account], "response_type": "stream" if "MSG.NEXT" in subject else
+             "singleton", "response_threshold": RESPONSE_THRESHOLD}
+            for subject in agent_plane(p.name)
+        ]  # fmt: skip
+        hive["imports"].append({"service": {"account": account, "subject": harness_plane}})
+        found[account] = {
+            "users": [user],
+            "exports": [{"service": harness_plane, "accounts": [HIVE_ACCOUNT]}],
+            "imports": [{"service": {"account": HIVE_ACCOUNT, "subject": s}} for s in agent_plane(p.name)],
+        }
+    return found
+
+
 @dataclass(frozen=True)
 class Principal:
     name: str
@@ -128,8 +179,9 @@ class Identities:
         return self.root / "agents" / f"{check_agent_ref(name)}.pub"
 
     def ensure_host(self, services: tuple[str, ...] = subjects.SERVICES) -> None:
-        """Mint the seeds of the host services and the operator (kept across runs) and render auth.conf."""
-        for name in (*services, OPERATOR):
+        """Mint the seeds of the host services, the operator and the system user (kept across runs) and render
+        auth.conf."""
+        for name in (*services, OPERATOR, SYSTEM):
             mint_seed(self.seed_path(name))
         self.render()
 
@@ -148,16 +200,37 @@ class Identities:
     def principals(self) -> list[Principal]:
         found: list[Principal] = []
         for seed in sorted((self.root / "seeds").glob("*.nk")):
-            role: Role = "operator" if seed.stem == OPERATOR else "service"
-            found.append(Principal(seed.stem, role, public_key(seed)))
+            if seed.stem != SYSTEM:
+                role: Role = "operator" if seed.stem == OPERATOR else "service"
+                found.append(Principal(seed.stem, role, public_key(seed)))
         for pub in sorted((self.root / "agents").glob("*.pub")):
             found.append(Principal(check_agent_ref(pub.stem), "agent", pub.read_text().strip()))
         return found
 
     def render(self) -> None:
-        users = [{"nkey": p.public_key, "permissions": permissions(p.role, p.name)} for p in self.principals()]
+        config = accounts(self.principals(), public_key(self.seed_path(SYSTEM)))
         # JSON is valid nats-server configuration syntax, and quotes every subject safely.
-        write_atomic(self.auth_conf, "authorization " + json.dumps({"users": users}, indent=2) + "\n")
+        text = f"system_account: {json.dumps(SYSTEM_ACCOUNT)}\naccounts " + json.dumps(config, indent=2) + "\n"
+        write_atomic(self.auth_conf, text)
+
+    async def reload(self, nats_url: str) -> None:
+        """Apply auth.conf now, and return once the server has: asked as the system user, which the server answers
+        when the reload is done (a SIGHUP says nothing back).
+
+        Twice: nats-server (2.15) wires the service imports of an account that a reload *adds* to a stale copy of
+        the hive's account, so the new agent's requests find no responders until the next reload; a second reload,
+        with nothing else changed, connects them (tests/foundation/test_identity.py proves an agent added this way
+        is reachable at once)."""
+        nc = await nats.connect(nats_url, nkeys_seed=str(self.seed_path(SYSTEM)), allow_reconnect=False,
+                                name="hive-reload")  # fmt: skip
+        try:
+            server = json.loads((await nc.request("$SYS.REQ.SERVER.PING", b"", timeout=5)).data)["server"]["id"]
+            for _ in range(2):
+                answer = json.loads((await nc.request(f"$SYS.REQ.SERVER.{server}.RELOAD", b"", timeout=10)).data)
+                if "error" in answer:
+                    raise RuntimeError(f"nats-server refused to reload its configuration: {answer['error']}")
+        finally:
+            await nc.close()
 
 
 def server_config(
@@ -183,8 +256,3 @@ def server_config(
             "",
         ]
     )
-
-
-def reload(pid_file: Path) -> None:
-    """Ask the nats-server to re-read its configuration (what `nats-server --signal reload` does)."""
-    os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)

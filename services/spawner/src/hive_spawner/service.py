@@ -27,7 +27,7 @@ from hive_spawner.nixos import NixosBackend
 from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.settings import SpawnerSettings
 from hive_spawner.uids import Uids
-from hyperhive import bus, identity
+from hyperhive import bus
 from hyperhive.identity import Identities, write_atomic
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -185,7 +185,7 @@ class Spawner:
         identities = Identities(auth)
         await asyncio.to_thread(identities.add_agent, agent, seed)
         self.backend.prepare(agent)  # the new seed file belongs to the agent's uid too
-        identity.reload(auth / "nats.pid")
+        await identities.reload(self.settings.nats_url)
 
     async def start_agent(self, agent: str, *, restarted: bool) -> None:
         self._mark(agent, "running")
@@ -323,8 +323,9 @@ class Spawner:
         kv = await self._js.key_value(subjects.POLICY_BUCKET)
         await kv.delete(agent)
         if self.settings.nats_auth_dir is not None:
-            await asyncio.to_thread(Identities(self.settings.nats_auth_dir).remove_agent, agent)
-            identity.reload(self.settings.nats_auth_dir / "nats.pid")
+            identities = Identities(self.settings.nats_auth_dir)
+            await asyncio.to_thread(identities.remove_agent, agent)
+            await identities.reload(self.settings.nats_url)
 
     def _purge(self, agent: str) -> None:
         self.backend.destroy(agent)

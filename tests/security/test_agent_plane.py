@@ -1,0 +1,158 @@
+"""A prompt-injected agent with its real credential tries to make anything be published outside its own plane: by
+itself, by the server on its behalf (a reply subject JetStream answers on), or by a service answering it.
+
+Each agent is alone in its own NATS account (docs/decisions/0008-agent-accounts.md): the reply subjects it sets
+are remapped by the server into the agent's own account, so a spy in the hive's account sees none of them, and
+the hive's streams, consumers and policies are untouched."""
+
+from __future__ import annotations
+
+import json
+from contextlib import AsyncExitStack
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from hive_broker.__main__ import start as start_broker
+from hivetest.hive import TestHive
+from hyperhive import bus
+from hyperhive.inbox import Inbox
+from hyperhive.wire import subjects
+from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
+
+from ..broker.conftest import broker_settings
+from .conftest import Attacks
+
+# What a redirected answer would break: every one of these was reached through the reply subject before.
+TARGETS = [
+    "$JS.API.STREAM.PURGE.HIVE_EVENTS",
+    "$JS.API.STREAM.DELETE.HIVE_INBOX",
+    "$JS.API.STREAM.DELETE.HIVE_SPAWNER_CMD",
+    "$JS.API.CONSUMER.DELETE.HIVE_INBOX.inbox-bob",
+    "$JS.API.CONSUMER.MSG.NEXT.HIVE_INBOX.inbox-bob",
+    "$KV.hive-policy.alice",
+    "$KV.hive-policy.bob",
+    "hive.inbox.bob",
+    "hive.inbox.operator",
+    "hive.harness.bob.pause",
+    "hive.harness.bob.model",
+    "hive.harness.bob.compact",
+    "hive.harness.bob.pty.open",
+    "hive.spawner.cmd.local",
+    "hive.events.approval_resolved.bob",
+    "hive.approver.outcome",
+    "hive.agent.bob.send",
+    "_INBOX.operator.stolen",
+    "$SYS.REQ.SERVER.PING.RELOAD",
+]
+
+
+class Spy:
+    """A host connection that hears everything in the hive's account."""
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    async def hear(self, msg: Msg) -> None:
+        self.heard.append(msg.subject)
+
+    def reached(self, target: str) -> bool:
+        return target in self.heard
+
+
+async def scene(stack: AsyncExitStack, hive: TestHive) -> tuple[Client, Client, Spy]:
+    """alice and bob with real credentials and policies, a real broker, a message waiting for each, a spy."""
+    await start_broker(stack, broker_settings(hive))
+    spawner = await hive.connect(subjects.SPAWNER)
+    kv = await spawner.jetstream().key_value(subjects.POLICY_BUCKET)
+    for name in ("alice", "bob"):
+        hive.add_agent(name)
+        await kv.put(name, bus.encode(AgentPolicy(agent=name, allowedRecipients=["bob", "alice"])))  # type: ignore[call-arg]
+    alice = await hive.connect("alice")
+    for name in ("alice", "bob"):
+        await Inbox(await hive.connect(name), name).open()
+    await bus.call(alice, subjects.agent("alice", "send"), SendRequest(to="bob", body="for bob"), SendReply)
+    spy = Spy()
+    watcher = await hive.connect(subjects.DASHBOARD)
+    await watcher.subscribe(">", cb=spy.hear)
+    await watcher.flush()
+    return alice, watcher, spy
+
+
+async def hive_is_intact(hive: TestHive) -> list[str]:
+    """What a redirected answer would have broken, said as findings (empty when nothing was)."""
+    js = (await hive.connect(subjects.SPAWNER)).jetstream()
+    findings = []
+    inbox = await js.stream_info(subjects.INBOX_STREAM)
+    if inbox.state.messages < 1:
+        findings.append("HIVE_INBOX lost messages")
+    consumer = await js.consumer_info(subjects.INBOX_STREAM, "inbox-bob")
+    if consumer.num_pending != 1 or consumer.delivered.stream_seq != 0:
+        findings.append(f"bob's inbox changed: pending={consumer.num_pending} delivered={consumer.delivered}")
+    commands = await js.stream_info(subjects.SPAWNER_CMD_STREAM)
+    if commands.state.messages:
+        findings.append(f"{commands.state.messages} spawner command(s) queued")
+    kv = await js.key_value(subjects.POLICY_BUCKET)
+    for name in ("alice", "bob"):
+        AgentPolicy.model_validate_json((await kv.get(name)).value or b"")
+    return findings
+
+
+async def test_no_reply_subject_lets_an_agent_publish_outside_its_plane(secured: TestHive, attacks: Attacks) -> None:
+    async with AsyncExitStack() as stack:
+        alice, watcher, spy = await scene(stack, secured)
+        inbox = f"{subjects.INBOX_STREAM}.inbox-alice"
+        own = await alice.subscribe(subjects.reply_prefix("alice") + ".token")
+        # A delivery token of alice's own, to ack with a reply.
+        bob = await secured.connect("bob")
+        await bus.call(bob, subjects.agent("bob", "send"), SendRequest(to="alice", body="for alice"), SendReply)
+        await alice.publish(f"$JS.API.CONSUMER.MSG.NEXT.{inbox}", b'{"batch":1}', reply=own.subject)
+        token = (await own.next_msg(timeout=5)).reply
+        ways = {
+            "an empty pull of its own inbox": (f"$JS.API.CONSUMER.MSG.NEXT.{inbox}", b'{"batch":1,"no_wait":true}'),
+            "a pull with +NXT on its own token": (token, b'+NXT {"batch":1,"no_wait":true}'),
+            "an acknowledgement that asks for an answer": (token, b"+ACK"),
+            "a request to the broker": (subjects.agent("alice", "send"), b'{"to":"alice","body":"hi"}'),
+            "a bad request to the broker": (subjects.agent("alice", "send"), b"\x00not json"),
+            "an event JetStream acknowledges": (subjects.agent_event("alice", "turn"), b"{}"),
+            "a request nobody serves": (subjects.agent("alice", "nothing"), b""),
+        }
+        echo = await alice.subscribe(subjects.harness("alice", "waiting"))
+
+        async def answer_own_request(target: str) -> None:
+            # alice answering a request she sent herself: allowed responses stay in her own account.
+            await alice.publish(subjects.harness("alice", "waiting"), b"{}", reply=target)
+            await alice.publish((await echo.next_msg(timeout=5)).reply, b"answered")
+
+        for way in [*ways, "answering her own request"]:
+            spy.heard.clear()
+            for target in TARGETS:
+                if way in ways:
+                    await alice.publish(*ways[way], reply=target)
+                else:
+                    await answer_own_request(target)
+            # Whatever alice caused has been answered once the same request with a reply of her own is (nothing
+            # answers a request nobody serves, not even "no responders": the broker's answer stands in).
+            sync = ways["a request to the broker" if way == "a request nobody serves" else way] if way in ways else None
+            if sync is not None:
+                await alice.request(*sync, timeout=5)
+            await watcher.flush()
+            for target in TARGETS:
+                attacks.record(f"{way} with reply {target}", succeeded=spy.reached(target))
+        for finding in await hive_is_intact(secured):
+            attacks.record(finding, succeeded=True)
+    attacks.none_succeeded()
+
+
+async def test_an_agent_cannot_publish_outside_its_plane_directly(secured: TestHive, attacks: Attacks) -> None:
+    async with AsyncExitStack() as stack:
+        alice, watcher, spy = await scene(stack, secured)
+        for target in TARGETS:
+            await alice.publish(target, json.dumps({"to": "alice", "body": "forged"}).encode())
+        await alice.request(subjects.agent("alice", "send"), b'{"to":"alice","body":"marker"}', timeout=5)
+        await watcher.flush()
+        for target in TARGETS:
+            attacks.record(f"a plain publish on {target}", succeeded=spy.reached(target))
+        for finding in await hive_is_intact(secured):
+            attacks.record(finding, succeeded=True)
+    attacks.none_succeeded()
