@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hive_spawner.nixos import NixosBackend
+from hive_spawner.nixos import ENV_IN_CONTAINER, NixosBackend
 from hive_spawner.repos import ConfigRepos, git
+from hyperhive.wire.errors import ErrorCode, HiveError
 
 from .conftest import Exits
 
@@ -95,13 +96,15 @@ def test_starting_an_agent_creates_limits_and_starts_its_container(
     rendered = (flake / "flake.nix").read_text()
     assert git(applied, "rev-parse", "HEAD") in rendered
     assert 'ExecStart = "/run/current-system/sw/bin/hive-harness"' in rendered
-    assert json.loads((flake / "harness-env.json").read_text()) == {"HIVE_AGENT": "alice"}
+    assert 'EnvironmentFile = "/run/hyperhive/harness.env"' in rendered
 
     uid = backend.uid("alice")
     assert uid % 65536 == 0
     conf = (tmp_path / "conf" / "alice.conf").read_text()
     assert "PRIVATE_NETWORK=0" in conf  # what nixos-container wrote is kept
-    assert f'EXTRA_NSPAWN_FLAGS="--private-users={uid}:65536 --bind={backend.state_dir("alice")}:/state"' in conf
+    env = backend.env_file("alice")
+    flags = f"--private-users={uid}:65536 --bind={backend.state_dir('alice')}:/state --bind-ro={env}:{ENV_IN_CONTAINER}"
+    assert f'EXTRA_NSPAWN_FLAGS="{flags}"' in conf
     assert ":/agents" not in conf
     if os.geteuid() == 0:
         assert backend.state_dir("alice").stat().st_uid == uid
@@ -121,6 +124,45 @@ def test_a_second_start_updates_and_the_manager_gets_the_proposed_repos(
     assert f"--bind={tmp_path / 'config' / 'proposed'}:/agents" in conf
     assert conf.count("EXTRA_NSPAWN_FLAGS=") == 1
     assert backend.uid("manager") != backend.uid("alice")
+
+
+SECRET = "sk-ant-test-0123456789-secret"
+
+
+def test_the_environment_goes_to_a_0600_file_outside_the_flake_and_the_container_reads_it(
+    backend: NixosBackend, standins: Path, tmp_path: Path
+) -> None:
+    env = {"ANTHROPIC_API_KEY": SECRET, "HIVE_AGENT": "alice", "QUOTED": 'a "b" $c `d` \\e'}
+    backend.start("alice", ["hive-harness"], env)
+    flake = tmp_path / "containers" / "alice"
+    assert sorted(p.name for p in flake.iterdir()) == ["agent.nix", "flake.nix"]
+    assert not [p for p in flake.rglob("*") if SECRET.encode() in p.read_bytes()]
+    secret = backend.env_file("alice")
+    assert not secret.is_relative_to(flake)
+    assert not secret.is_relative_to(backend.state_dir("alice"))
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
+    if os.geteuid() == 0:
+        assert (secret.stat().st_uid, secret.parent.stat().st_uid) == (backend.uid("alice"), 0)
+    assert secret.read_text().splitlines() == [
+        f'ANTHROPIC_API_KEY="{SECRET}"',
+        'HIVE_AGENT="alice"',
+        'QUOTED="a \\"b\\" \\$c \\`d\\` \\\\e"',
+    ]
+    assert f"--bind-ro={secret}:/run/hyperhive/harness.env" in (tmp_path / "conf" / "alice.conf").read_text()
+    assert not [c for c in calls(standins) if any(SECRET in a for a in c)]  # never on a command line
+    backend.destroy("alice")
+    assert not secret.exists()
+
+
+@pytest.mark.parametrize("env", [{"BAD KEY": "x"}, {"K": "two\nlines"}, {"K": "nul\0"}])
+def test_an_environment_a_file_cannot_carry_is_refused(
+    backend: NixosBackend, standins: Path, env: dict[str, str]
+) -> None:
+    with pytest.raises(HiveError) as err:
+        backend.start("alice", ["hive-harness"], env)
+    assert err.value.code == ErrorCode.INVALID_REQUEST
+    assert ["nixos-container", "create"] not in [c[:2] for c in calls(standins)]
 
 
 def test_journal_and_destroy(backend: NixosBackend, standins: Path) -> None:

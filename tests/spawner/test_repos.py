@@ -51,17 +51,23 @@ def test_what_is_applied_is_exactly_what_was_frozen(repos: ConfigRepos) -> None:
     assert '-{...}: { hyperhive.model = "claude-opus-4"; }' in later.diff  # diffed against what is applied
 
 
-def test_a_moved_tag_is_refused_and_nothing_is_applied(repos: ConfigRepos) -> None:
+def test_the_frozen_tag_is_the_spawners_and_a_mismatched_command_is_refused(repos: ConfigRepos) -> None:
     repos.create("alice")
     wanted = commit(repos, "alice", '{...}: { hyperhive.model = "a"; }')
     frozen = repos.freeze("alice", wanted, approval_id=3)
     other = commit(repos, "alice", '{...}: { hyperhive.model = "b"; }')
-    git(repos.proposed("alice"), "tag", "-f", "proposal/3", other)  # the manager tampers with the tag
-    with pytest.raises(HiveError) as err, repos.checkout("alice", frozen.tag, frozen.sha):
+    git(repos.proposed("alice"), "tag", "-f", "proposal/3", other)  # the manager's own tag moves nothing
+    with repos.checkout("alice", frozen.tag, frozen.sha) as files:
+        assert evaluate(files, "alice").model == "a"
+    with pytest.raises(HiveError) as err, repos.checkout("alice", frozen.tag, other):
         pass
     assert err.value.code == ErrorCode.CONFLICT
-    with pytest.raises(HiveError):
-        repos.apply("alice", frozen.tag, frozen.sha)
+    with pytest.raises(HiveError) as err:
+        repos.apply("alice", frozen.tag, other)
+    assert err.value.code == ErrorCode.CONFLICT
+    with pytest.raises(HiveError) as err:
+        repos.freeze("alice", other, approval_id=3)  # one approval freezes one commit
+    assert err.value.code == ErrorCode.CONFLICT
     assert git(repos.applied("alice"), "rev-parse", "--verify", "--quiet", "HEAD", check=False) == ""
 
 

@@ -3,12 +3,17 @@ agent's applied config. `PrivateUsers` maps container root to an unprivileged ho
 (its state dir is chowned to it), `/state` is bound in (and, for the manager, every agent's proposed repo at
 `/agents`), and CPU and memory are limited on the container's systemd unit.
 
+The harness's environment holds secrets (the spawner's `agent_env`: an API key), and everything in a flake's directory
+is copied into the world-readable Nix store. So the flake holds none of it: the environment is written to
+`<state root>/.credentials/<name>.env` (0600, owned by the container's root uid, outside every flake and state dir),
+bound read-only into the container and read by the harness unit with `EnvironmentFile=`.
+
 Only the spawner runs `nixos-container`, `systemctl` and `journalctl`, and always with argument lists.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -16,11 +21,13 @@ from pathlib import Path
 
 from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.uids import AgentDirs
-from hyperhive.identity import write_atomic
+from hyperhive.identity import write_atomic, write_secret
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import MANAGER
 
+ENV_IN_CONTAINER = "/run/hyperhive/harness.env"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 UID_BASE = 1 << 20  # ranges of 65536 from here, clear of ordinary users
 # What systemd logs when a container's unit fails (a clean stop logs neither).
 FAILURE = re.compile(r"Failed with result|Main process exited, code=\w+, status=(?P<status>[1-9]\d*|[A-Z]+)")
@@ -43,8 +50,12 @@ FLAKE = """\
               description = "hyperhive harness of {name}";
               wantedBy = [ "multi-user.target" ];
               after = [ "network.target" ];
-              environment = builtins.fromJSON (builtins.readFile ./harness-env.json);
-              serviceConfig = {{ ExecStart = "{command}"; Restart = "on-failure"; WorkingDirectory = "/state"; }};
+              serviceConfig = {{
+                ExecStart = "{command}";
+                EnvironmentFile = "{env_file}";
+                Restart = "on-failure";
+                WorkingDirectory = "/state";
+              }};
             }};
           }};
         }})
@@ -86,32 +97,61 @@ class NixosBackend(AgentDirs):
         self._watchers: dict[str, Child] = {}
         self._stopping: set[str] = set()
 
-    def render(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> Path:
-        """The agent's container flake, from its applied agent.nix."""
-        applied = self.repos.applied(name)
-        sha = git(applied, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+    def render(self, name: str, command: Sequence[str]) -> Path:
+        """The agent's container flake, from its applied agent.nix: nothing secret goes in (see `write_env`)."""
+        sha = git(self.repos.applied(name), "rev-parse", "--verify", "--quiet", "refs/heads/main", check=False)
         if not sha:
             raise HiveError(ErrorCode.CONFLICT, f"Agent {name!r} has no applied config to build a container from.")
+        with self.repos.checkout_applied(name) as files:
+            agent_nix = (files / "agent.nix").read_text(errors="replace")
         flake = self.containers_root / name
         flake.mkdir(parents=True, exist_ok=True)
-        (flake / "agent.nix").write_text(git(applied, "show", f"{sha}:agent.nix") + "\n")
-        write_atomic(flake / "harness-env.json", json.dumps(dict(env), indent=2, sort_keys=True))
-        rendered = FLAKE.format(name=name, sha=sha, system=self.system, command=" ".join(command))
+        (flake / "harness-env.json").unlink(missing_ok=True)  # where renders before 0009 put the environment
+        write_atomic(flake / "agent.nix", agent_nix + "\n")
+        rendered = FLAKE.format(
+            name=name, sha=sha, system=self.system, command=" ".join(command), env_file=ENV_IN_CONTAINER
+        )
         write_atomic(flake / "flake.nix", rendered)
         return flake
+
+    def env_file(self, name: str) -> Path:
+        return self.state_root / ".credentials" / f"{self.state_dir(name).name}.env"
+
+    def write_env(self, name: str, env: Mapping[str, str]) -> Path:
+        """The harness's environment as a systemd EnvironmentFile, 0600 and owned by the container's root uid (its
+        PID 1 reads it), in a root-only directory that no flake reads and no sandbox sees."""
+        lines = []
+        for key, value in sorted(env.items()):
+            if not ENV_NAME.fullmatch(key) or any(c in value for c in "\n\r\0"):
+                raise HiveError(ErrorCode.INVALID_REQUEST, f"The environment variable {key!r} cannot be handed to a "
+                                "container: a name of letters, digits and _, a value on one line.")  # fmt: skip
+            quoted = "".join("\\" + c if c in '\\"`$' else c for c in value)
+            lines.append(f'{key}="{quoted}"')
+        path = self.env_file(name)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        write_secret(path, ("\n".join(lines) + "\n").encode())
+        if os.geteuid() == 0:
+            os.chown(path, self.uid(name), self.uid(name))
+        return path
 
     def exists(self, name: str) -> bool:
         return name in run("nixos-container", "list").split()
 
     def nspawn_flags(self, name: str) -> str:
-        flags = [f"--private-users={self.uid(name)}:65536", f"--bind={self.state_dir(name)}:/state"]
+        flags = [
+            f"--private-users={self.uid(name)}:65536",
+            f"--bind={self.state_dir(name)}:/state",
+            f"--bind-ro={self.env_file(name)}:{ENV_IN_CONTAINER}",
+        ]
         if name == MANAGER:
             flags.append(f"--bind={self.proposed_root}:/agents")
         return " ".join(flags)
 
     def start(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> None:
         self.prepare(name)
-        flake = self.render(name, command, env)
+        self.write_env(name, env)
+        flake = self.render(name, command)
         verb = "update" if self.exists(name) else "create"
         run("nixos-container", verb, name, "--flake", f"{flake}#agent")
         self._set_flags(name)
@@ -174,3 +214,4 @@ class NixosBackend(AgentDirs):
             watcher.stop()
         if self.exists(name):
             run("nixos-container", "destroy", name)
+        self.env_file(name).unlink(missing_ok=True)

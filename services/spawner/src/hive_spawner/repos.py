@@ -1,14 +1,25 @@
 """Per agent, two git repos on the host: `proposed/<name>` (the manager writes it) and `applied/<name>` (only the
-spawner writes it). A commit is frozen as tag `proposal/<id>` before the operator sees it, and what is applied is
-exactly that tag's commit, however the proposed repo moves on."""
+spawner writes it).
+
+A proposed repo is untrusted data (decision 0009): its config, hooks, attributes, alternates, replace refs, grafts and
+symlinks are the manager's, so git never runs in it. Freezing reads its object files (regular files only, bounded,
+never following a symlink), checks each loose object's hash, re-indexes each pack with `git index-pack`, all into a
+fresh quarantine repo of the spawner's, and fetches the one commit from there into the applied repo (with
+`transfer.fsckObjects`). The tag `proposal/<id>` lives in the applied repo, out of the manager's reach; the diff the
+operator sees, the checkout that is evaluated and what is applied come from those objects alone, with the spawner's
+own git configuration (`gitconfig`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
+import unicodedata
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,21 +30,68 @@ from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import check_agent_ref
 
 COMMIT_REF = re.compile(r"[0-9a-f]{7,40}")
+SHA = re.compile(rb"[0-9a-f]{40}")
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-GIT_ENV = {
-    **os.environ,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": str(Path(__file__).with_name("gitconfig")),
-    "GIT_TERMINAL_PROMPT": "0",
-}
+HERE = Path(__file__).parent
+MAX_STORE_FILES = 10_000  # object files read from a proposed repo
+MAX_STORE_BYTES = 64 << 20  # their total size
+MAX_OBJECT_BYTES = 8 << 20  # one loose object, inflated
+MAX_TREE_FILES = 100  # files in a config commit
+MAX_FILE_BYTES = 1 << 20  # one file of a config commit
+GIT_MEMORY = 1 << 30  # address space of each git process (an inflating pack cannot take the host's memory)
+GIT_TIMEOUT = 60
+# Every choice a diff makes, spelled out: no external diff or textconv, every file as text, no renames.
+DIFF_OPTIONS = ("--no-ext-diff", "--no-textconv", "--no-color", "--no-renames", "--text", "--unified=3",
+                "--diff-algorithm=myers", "--src-prefix=a/", "--dst-prefix=b/")  # fmt: skip
+OBJECT_TYPES = (b"blob", b"tree", b"commit", b"tag")
+REGULAR = {b"100644", b"100755"}
+KINDS = {b"120000": "a symlink", b"160000": "a submodule", b"040000": "a directory"}
+SYMREF = re.compile(r"ref: (refs/heads/(?:[A-Za-z0-9_-][A-Za-z0-9._-]*/)*[A-Za-z0-9_-][A-Za-z0-9._-]*)\n?")
+
+
+def git_env() -> dict[str, str]:
+    """No configuration but `gitconfig` beside this file: no system or user file, no attributes, no replace refs, no
+    prompt, and none of the caller's GIT_* variables."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": str(HERE / "gitconfig"),
+        "GIT_ATTR_NOSYSTEM": "1",
+        "GIT_NO_REPLACE_OBJECTS": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_PAGER": "cat",
+        "HOME": str(HERE),
+        "XDG_CONFIG_HOME": str(HERE),
+    }
+
+
+def run_git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    """git in one of the spawner's own repos, hardened and bounded in memory and time; a failure names the repo."""
+    argv = ["prlimit", f"--as={GIT_MEMORY}", "--", "git", "-c", "core.hooksPath=/dev/null",
+            "-c", "core.fsmonitor=false", "-C", str(repo), *args]  # fmt: skip
+    try:
+        done = subprocess.run(argv, input=stdin, capture_output=True, env=git_env(), timeout=GIT_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"git {args[0]} took over {GIT_TIMEOUT}s in {repo.name}.") from None
+    if done.returncode != 0:
+        stderr = done.stderr.decode(errors="replace").strip()
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"git {args[0]} failed in {repo.name}: {stderr[:500]}")
+    return done.stdout
 
 
 def git(repo: Path, *args: str, check: bool = True) -> str:
-    """Run git in `repo` with the spawner's own configuration (`gitconfig` beside this file) and no other."""
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=GIT_ENV, check=False)
-    if check and done.returncode != 0:
-        raise HiveError(ErrorCode.INVALID_REQUEST, f"git {args[0]} failed in {repo.name}: {done.stderr.strip()}")
-    return done.stdout.strip()
+    """git in a repo of the spawner's own, as text. A repo another uid owns (the manager's proposed repos) is never
+    run git in: its `rev-parse HEAD` is read from the files (`read_head`), anything else is refused."""
+    if repo.exists() and repo.lstat().st_uid != os.geteuid():
+        if args == ("rev-parse", "HEAD"):
+            return read_head(repo)
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"The spawner runs no git in {repo.name}: another uid owns it.")
+    try:
+        return run_git(repo, *args).decode(errors="replace").strip()
+    except HiveError:
+        if check:
+            raise
+        return ""
 
 
 @dataclass(frozen=True)
@@ -54,84 +112,276 @@ class ConfigRepos:
         return self.root / "applied" / check_agent_ref(name)
 
     def create(self, name: str) -> str:
-        """A proposed repo from the template (one commit) and an empty applied repo; return the first commit."""
+        """A proposed repo from the template (one commit) and an empty applied repo; return the first commit. The
+        proposed repo is built where only the spawner writes and then moved in: the manager owns `proposed/`, so git
+        never runs in a directory it could have swapped."""
         proposed, applied = self.proposed(name), self.applied(name)
         if proposed.exists():
             raise HiveError(ErrorCode.CONFLICT, f"Agent {name!r} has a proposed repo already.")
-        proposed.mkdir(parents=True)
-        git(proposed, "init", "-q", "-b", "main")
-        template = resources.files("hive_spawner") / "template"
-        for item in template.iterdir():
-            if item.is_file():
-                (proposed / item.name).write_text(item.read_text())
-        git(proposed, "add", "-A")
-        git(proposed, "commit", "-q", "-m", f"{name}: from the template")
+        self.root.mkdir(parents=True, exist_ok=True)
+        new = Path(tempfile.mkdtemp(prefix=".new-", dir=self.root))
+        try:
+            run_git(new, "init", "-q", "--template=", "-b", "main")
+            template = resources.files("hive_spawner") / "template"
+            for item in template.iterdir():
+                if item.is_file():
+                    (new / item.name).write_text(item.read_text())
+            run_git(new, "add", "-A")
+            run_git(new, "commit", "-q", "-m", f"{name}: from the template")
+            first = run_git(new, "rev-parse", "HEAD").decode().strip()
+            new.chmod(0o755)
+            proposed.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(new, proposed)
+        except OSError as exc:
+            raise HiveError(ErrorCode.CONFLICT, f"Agent {name!r} has a proposed repo already ({exc}).") from None
+        finally:
+            shutil.rmtree(new, ignore_errors=True)
         applied.mkdir(parents=True, exist_ok=True)
-        git(applied, "init", "-q", "-b", "main")
-        return git(proposed, "rev-parse", "HEAD")
+        run_git(applied, "init", "-q", "--template=", "-b", "main")
+        return first
 
     def exists(self, name: str) -> bool:
         return self.proposed(name).is_dir()
 
+    def head(self, name: str) -> str:
+        """The commit the proposed repo's HEAD names, read from its files (no git runs there)."""
+        return read_head(self.proposed(name))
+
     def freeze(self, name: str, ref: str, approval_id: int) -> Frozen:
-        """Tag `ref` of the proposed repo as `proposal/<approval_id>` and diff it against what is applied."""
+        """Copy commit `ref` of the proposed repo into the applied repo as tag `proposal/<approval_id>`, and diff it
+        against what is applied."""
         if not COMMIT_REF.fullmatch(ref):
             raise HiveError(ErrorCode.INVALID_REQUEST, f"{ref!r} is not a commit id (7-40 lowercase hex).")
-        proposed = self.proposed(name)
-        if not proposed.is_dir():
+        if not self.exists(name):
             raise HiveError(ErrorCode.NOT_FOUND, f"Agent {name!r} has no proposed repo.")
-        sha = git(proposed, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-        if not sha:
-            raise HiveError(ErrorCode.NOT_FOUND, f"{ref} is not a commit of {name}'s proposed repo.")
-        tag = f"proposal/{approval_id}"
-        existing = git(proposed, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False)
-        if existing and existing != sha:
-            raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} already freezes another commit ({existing[:12]}).")
-        if not existing:
-            git(proposed, "tag", tag, sha)
-        base = git(self.applied(name), "rev-parse", "--verify", "--quiet", "HEAD", check=False) or EMPTY_TREE
-        if base != EMPTY_TREE:
-            git(proposed, "fetch", "-q", str(self.applied(name)), "HEAD")
-        diff = git(proposed, "diff", "--no-color", base, sha)
-        return Frozen(sha=sha, tag=tag, diff=diff)
+        applied, tag = self.applied(name), f"proposal/{approval_id}"
+        with tempfile.TemporaryDirectory(prefix="hive-quarantine-") as tmp:
+            quarantine = Path(tmp)
+            run_git(quarantine, "init", "-q", "--bare", "--template=")
+            import_objects(self.proposed(name), quarantine)
+            try:
+                sha = run_git(quarantine, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").decode().strip()
+            except HiveError:
+                raise HiveError(ErrorCode.NOT_FOUND, f"{ref} is not a commit of {name}'s proposed repo.") from None
+            existing = self._tagged(name, tag)
+            if existing and existing != sha:
+                raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} already freezes another commit ({existing[:12]}).")
+            if not existing:
+                run_git(applied, "fetch", "-q", "--no-tags", "--no-write-fetch-head", str(quarantine),
+                        f"{sha}:refs/tags/{tag}")  # fmt: skip
+        base = git(applied, "rev-parse", "--verify", "--quiet", "refs/heads/main", check=False) or EMPTY_TREE
+        diff = run_git(applied, "diff", *DIFF_OPTIONS, base, sha, "--")
+        return Frozen(sha=sha, tag=tag, diff=visible(diff.decode(errors="backslashreplace")))
+
+    def _tagged(self, name: str, tag: str) -> str:
+        return git(self.applied(name), "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False)
+
+    def _frozen(self, name: str, tag: str, sha: str) -> None:
+        if self._tagged(name, tag) != sha:
+            raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} of {name} does not name the frozen commit {sha[:12]}.")
 
     @contextmanager
     def checkout(self, name: str, tag: str, sha: str) -> Iterator[Path]:
-        """The frozen commit's files in a temporary directory, after checking the tag still names `sha`."""
-        proposed = self.proposed(name)
-        tagged = git(proposed, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False)
-        if tagged != sha:
-            raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} of {name} no longer names the frozen commit {sha[:12]}.")
-        with self._extract(proposed, sha) as files:
+        """The frozen commit's files in a temporary directory, after checking the tag names `sha`."""
+        self._frozen(name, tag, sha)
+        with extract(self.applied(name), sha) as files:
             yield files
 
     @contextmanager
     def checkout_applied(self, name: str) -> Iterator[Path]:
-        """The applied commit's files in a temporary directory (to revive an agent from its tombstone)."""
-        applied = self.applied(name)
-        sha = git(applied, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+        """The applied commit's files in a temporary directory (to revive an agent, to render its container)."""
+        sha = git(self.applied(name), "rev-parse", "--verify", "--quiet", "refs/heads/main", check=False)
         if not sha:
             raise HiveError(ErrorCode.NOT_FOUND, f"Agent {name!r} has no applied config.")
-        with self._extract(applied, sha) as files:
+        with extract(self.applied(name), sha) as files:
             yield files
-
-    @contextmanager
-    def _extract(self, repo: Path, sha: str) -> Iterator[Path]:
-        tmp = Path(tempfile.mkdtemp(prefix="hive-config-"))
-        try:
-            archive = subprocess.run(
-                ["git", "-C", str(repo), "archive", sha], capture_output=True, env=GIT_ENV, check=True
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-            yield tmp
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def apply(self, name: str, tag: str, sha: str) -> None:
         """Make the frozen commit the applied one. Only call after it evaluated cleanly: nothing is half applied."""
-        applied = self.applied(name)
-        git(applied, "fetch", "-q", str(self.proposed(name)), f"refs/tags/{tag}:refs/tags/{tag}")
-        if git(applied, "rev-parse", f"refs/tags/{tag}^{{commit}}") != sha:
-            raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} of {name} no longer names the frozen commit {sha[:12]}.")
-        git(applied, "update-ref", "refs/heads/main", sha)
-        git(applied, "symbolic-ref", "HEAD", "refs/heads/main")
+        self._frozen(name, tag, sha)
+        git(self.applied(name), "update-ref", "refs/heads/main", sha)
+        git(self.applied(name), "symbolic-ref", "HEAD", "refs/heads/main")
+
+
+def visible(text: str) -> str:
+    """Control and format characters (escapes, carriage returns, bidi overrides) written out, so what the operator's
+    terminal shows is what the objects hold."""
+    return "".join(
+        c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf") else f"\\u{{{ord(c):04x}}}" for c in text
+    )
+
+
+# ── reading a proposed repo's files: never through a symlink, only regular files, bounded ──
+
+
+def refuse(repo: Path, why: str) -> HiveError:
+    return HiveError(ErrorCode.INVALID_REQUEST, f"The proposed repo {repo.name} is refused: {why}.")
+
+
+def open_dir(parent: int | None, name: str | Path) -> int:
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+
+
+def read_regular(directory: int, name: str, limit: int, repo: Path) -> bytes:
+    """The bytes of `name` in `directory` if it is a regular file (not a symlink, FIFO or device) of at most `limit`."""
+    before = os.stat(name, dir_fd=directory, follow_symlinks=False)
+    if not stat.S_ISREG(before.st_mode):
+        raise refuse(repo, f"{name} is not a regular file")
+    if before.st_size > limit:
+        raise refuse(repo, f"{name} is larger than {limit} bytes")
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(f.fileno()).st_ino != before.st_ino:
+            raise refuse(repo, f"{name} changed while it was read")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise refuse(repo, f"{name} is larger than {limit} bytes")
+    return data
+
+
+@contextmanager
+def git_dir(repo: Path, *below: str) -> Iterator[int]:
+    """An fd of `repo/.git/<below…>`, each step refusing a symlink (a `.git` file, `gitdir:` or `commondir` is not
+    followed: a repo whose objects live elsewhere is not the manager's to propose)."""
+    fds = [open_dir(None, repo.parent)]
+    try:
+        for step in (repo.name, ".git", *below):
+            try:
+                fds.append(open_dir(fds[-1], step))
+            except FileNotFoundError:
+                raise refuse(repo, f"it has no {step} directory") from None
+            except OSError:
+                raise refuse(repo, f"{step} is not a directory (symlinks and gitdir files are not followed)") from None
+        yield fds[-1]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def import_objects(repo: Path, quarantine: Path) -> None:
+    """Every loose object and pack of `repo` into the bare `quarantine`: a loose object only if its content hashes to
+    its name, a pack only through `git index-pack` (which checks every object). Alternates, replace refs, grafts,
+    shallow, commit-graphs and indexes of theirs are not read."""
+    budget = Budget(repo)
+    with git_dir(repo, "objects") as objects:
+        for entry in sorted(os.listdir(objects)):
+            if re.fullmatch(r"[0-9a-f]{2}", entry):
+                fan = open_dir(objects, entry)
+                try:
+                    for rest in sorted(os.listdir(fan)):
+                        if re.fullmatch(r"[0-9a-f]{38}", rest):
+                            raw = inflate(entry + rest, budget.read(fan, rest), repo)
+                            target = quarantine / "objects" / entry / rest
+                            target.parent.mkdir(exist_ok=True)
+                            target.write_bytes(zlib.compress(raw))
+                finally:
+                    os.close(fan)
+        if "pack" in os.listdir(objects):
+            packs = open_dir(objects, "pack")
+            try:
+                for pack in sorted(p for p in os.listdir(packs) if re.fullmatch(r"pack-[0-9a-f]{40,64}\.pack", p)):
+                    run_git(quarantine, "index-pack", "--stdin", stdin=budget.read(packs, pack))
+            finally:
+                os.close(packs)
+
+
+class Budget:
+    """How many object files, and bytes, may still be read from one proposed repo."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo, self.files, self.bytes = repo, MAX_STORE_FILES, MAX_STORE_BYTES
+
+    def read(self, directory: int, name: str) -> bytes:
+        self.files -= 1
+        if self.files < 0:
+            raise refuse(self.repo, f"it holds more than {MAX_STORE_FILES} object files")
+        data = read_regular(directory, name, self.bytes, self.repo)
+        self.bytes -= len(data)
+        return data
+
+
+def inflate(name: str, compressed: bytes, repo: Path) -> bytes:
+    """A loose object's `<type> <size>\\0<content>`, checked: a known type, the right size, the hash of its name."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(compressed, MAX_OBJECT_BYTES + 64)
+    except zlib.error:
+        raise refuse(repo, f"object {name} is not zlib data") from None
+    header, _, body = raw.partition(b"\0")
+    kind, _, size = header.partition(b" ")
+    if not inflater.eof or inflater.unconsumed_tail:
+        raise refuse(repo, f"object {name} is truncated or larger than {MAX_OBJECT_BYTES} bytes")
+    named = hashlib.sha1(raw).hexdigest()  # noqa: S324 git's own names (index-pack checks again, with sha1dc)
+    if kind not in OBJECT_TYPES or size != str(len(body)).encode() or named != name:
+        raise refuse(repo, f"object {name} is not what its name says")
+    return raw
+
+
+def read_head(repo: Path) -> str:
+    """The commit `repo`'s HEAD names, from `.git/HEAD` and its loose or packed ref: a 40-hex id or NOT_FOUND."""
+    with git_dir(repo) as dot_git:
+        head = read_regular(dot_git, "HEAD", 4096, repo).decode(errors="replace")
+        symref = SYMREF.fullmatch(head)
+        if symref is None:
+            sha = head.strip()
+        else:
+            ref = symref.group(1)
+            sha = read_loose_ref(dot_git, ref.split("/"), repo) or packed_ref(dot_git, ref, repo)
+    if not SHA.fullmatch(sha.encode()):
+        raise HiveError(ErrorCode.NOT_FOUND, f"HEAD of {repo.name}'s proposed repo names no commit.")
+    return sha
+
+
+def read_loose_ref(dot_git: int, parts: list[str], repo: Path) -> str:
+    fds: list[int] = []
+    try:
+        for part in parts[:-1]:
+            fds.append(open_dir(fds[-1] if fds else dot_git, part))
+        return read_regular(fds[-1], parts[-1], 4096, repo).decode(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def packed_ref(dot_git: int, ref: str, repo: Path) -> str:
+    try:
+        packed = read_regular(dot_git, "packed-refs", 1 << 20, repo).decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return next((line[:40] for line in packed.splitlines() if line[41:] == ref), "")
+
+
+# ── checking out a commit of the spawner's own repo ──
+
+
+@contextmanager
+def extract(repo: Path, sha: str) -> Iterator[Path]:
+    """`sha`'s files, written by the spawner into a fresh directory: regular files only (a symlink, submodule or a
+    path with `..` or `.git` in it is refused), at most MAX_TREE_FILES of MAX_FILE_BYTES each."""
+    listing = run_git(repo, "ls-tree", "-r", "-z", "-l", "--full-tree", sha).split(b"\0")[:-1]
+    if len(listing) > MAX_TREE_FILES:
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]} holds more than {MAX_TREE_FILES} files.")
+    tmp = Path(tempfile.mkdtemp(prefix="hive-config-"))
+    try:
+        for entry in listing:
+            meta, _, raw_path = entry.partition(b"\t")
+            mode, _, oid, size = meta.split()
+            path = raw_path.decode(errors="backslashreplace")
+            if mode not in REGULAR:
+                kind = KINDS.get(mode, "not a regular file")
+                raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: {path} is {kind}; only regular files.")
+            parts = path.split("/")
+            if any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
+                raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: the path {path!r} is refused.")
+            if int(size) > MAX_FILE_BYTES:
+                raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: {path} is over {MAX_FILE_BYTES} bytes.")
+            target = tmp.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as out:
+                out.write(run_git(repo, "cat-file", "blob", oid.decode()))
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
