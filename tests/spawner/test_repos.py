@@ -1,5 +1,7 @@
 """Config repos and policy evaluation with real git and real nix-instantiate."""
 
+import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,77 @@ def test_an_agent_nix_that_does_not_evaluate_or_validate_names_the_problem(
         evaluate(files, "alice")
     assert err.value.code == ErrorCode.INVALID_REQUEST
     assert says in err.value.message
+
+
+def test_objects_the_spawner_cannot_account_for_are_refused_with_a_sentence(repos: ConfigRepos) -> None:
+    """A FIFO (a read that would never end), a symlink (to a host file), an object whose content is not its name."""
+    head = repos.create("alice")
+    objects = repos.proposed("alice") / ".git" / "objects"
+    odd = objects / "ab" / ("c" * 38)
+    odd.parent.mkdir(exist_ok=True)
+    for make, says in [
+        (os.mkfifo, "is not a regular file"),
+        (lambda p: p.symlink_to("/etc/shadow"), "is not a regular file"),
+        (lambda p: p.write_bytes(zlib.compress(b"blob 1\0x")), "is not what its name says"),
+        (lambda p: p.write_bytes(b"not zlib"), "is not zlib data"),
+    ]:
+        make(odd)
+        with pytest.raises(HiveError) as err:
+            repos.freeze("alice", head, approval_id=1)
+        assert (err.value.code, says in err.value.message) == (ErrorCode.INVALID_REQUEST, True), err.value.message
+        odd.unlink()
+    assert repos.freeze("alice", head, approval_id=1).sha == head
+
+
+def test_a_packed_repo_freezes_and_its_head_is_read_from_packed_refs(repos: ConfigRepos) -> None:
+    repos.create("alice")
+    wanted = commit(repos, "alice", '{...}: { hyperhive.model = "packed"; }')
+    git(repos.proposed("alice"), "gc", "-q", "--prune=now")
+    assert not list((repos.proposed("alice") / ".git" / "refs" / "heads").iterdir())  # HEAD's ref is packed
+    assert repos.head("alice") == wanted
+    frozen = repos.freeze("alice", wanted[:9], approval_id=1)
+    with repos.checkout("alice", frozen.tag, frozen.sha) as files:
+        assert evaluate(files, "alice").model == "packed"
+
+
+def test_a_commit_with_a_symlink_or_an_oversized_file_is_refused_at_request_time(repos: ConfigRepos) -> None:
+    repos.create("alice")
+    proposed = repos.proposed("alice")
+    (proposed / "notes.md").unlink()
+    (proposed / "notes.md").symlink_to("/etc/shadow")
+    git(proposed, "add", "-A")
+    git(proposed, "commit", "-q", "-m", "link")
+    with pytest.raises(HiveError) as err:
+        repos.freeze("alice", git(proposed, "rev-parse", "HEAD"), approval_id=1)
+    assert "notes.md is a symlink" in err.value.message
+    (proposed / "notes.md").unlink()
+    (proposed / "notes.md").write_text("x" * (2 << 20))
+    git(proposed, "add", "-A")
+    git(proposed, "commit", "-q", "-m", "big")
+    with pytest.raises(HiveError) as err:
+        repos.freeze("alice", git(proposed, "rev-parse", "HEAD"), approval_id=2)
+    assert "notes.md is over the size" in err.value.message
+
+
+def test_a_gitdir_file_is_not_followed(repos: ConfigRepos, tmp_path: Path) -> None:
+    head = repos.create("alice")
+    dot_git = repos.proposed("alice") / ".git"
+    dot_git.rename(tmp_path / "elsewhere")
+    dot_git.write_text(f"gitdir: {tmp_path / 'elsewhere'}\n")
+    with pytest.raises(HiveError) as err:
+        repos.freeze("alice", head, approval_id=1)
+    assert "symlinks and gitdir files are not followed" in err.value.message
+
+
+def test_the_spawner_runs_no_git_in_a_repo_another_uid_owns(repos: ConfigRepos) -> None:
+    head = repos.create("alice")
+    proposed = repos.proposed("alice")
+    if os.geteuid() != 0:
+        return  # only root can hand the repo to another uid
+    for path in [proposed, *proposed.rglob("*")]:
+        os.chown(path, 200999, 200999, follow_symlinks=False)
+    assert git(proposed, "rev-parse", "HEAD") == head  # read from the files
+    with pytest.raises(HiveError) as err:
+        git(proposed, "log")
+    assert "another uid owns it" in err.value.message
+    assert repos.freeze("alice", head, approval_id=1).sha == head

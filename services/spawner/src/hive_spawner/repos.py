@@ -38,6 +38,7 @@ MAX_STORE_BYTES = 64 << 20  # their total size
 MAX_OBJECT_BYTES = 8 << 20  # one loose object, inflated
 MAX_TREE_FILES = 100  # files in a config commit
 MAX_FILE_BYTES = 1 << 20  # one file of a config commit
+MAX_TREE_BYTES = 4 << 20  # all of them
 GIT_MEMORY = 1 << 30  # address space of each git process (an inflating pack cannot take the host's memory)
 GIT_TIMEOUT = 60
 # Every choice a diff makes, spelled out: no external diff or textconv, every file as text, no renames.
@@ -163,6 +164,7 @@ class ConfigRepos:
                 sha = run_git(quarantine, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").decode().strip()
             except HiveError:
                 raise HiveError(ErrorCode.NOT_FOUND, f"{ref} is not a commit of {name}'s proposed repo.") from None
+            files_of(quarantine, sha)  # a commit the spawner would not check out is refused now, not at approval
             existing = self._tagged(name, tag)
             if existing and existing != sha:
                 raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} already freezes another commit ({existing[:12]}).")
@@ -356,32 +358,43 @@ def packed_ref(dot_git: int, ref: str, repo: Path) -> str:
 # ── checking out a commit of the spawner's own repo ──
 
 
-@contextmanager
-def extract(repo: Path, sha: str) -> Iterator[Path]:
-    """`sha`'s files, written by the spawner into a fresh directory: regular files only (a symlink, submodule or a
-    path with `..` or `.git` in it is refused), at most MAX_TREE_FILES of MAX_FILE_BYTES each."""
+def files_of(repo: Path, sha: str) -> list[tuple[list[str], str]]:
+    """`sha`'s files as (path parts, blob id), checked: regular files only (a symlink or submodule is refused, as is a
+    path with `..` or `.git` in it), at most MAX_TREE_FILES of MAX_FILE_BYTES each, MAX_TREE_BYTES in all."""
     listing = run_git(repo, "ls-tree", "-r", "-z", "-l", "--full-tree", sha).split(b"\0")[:-1]
     if len(listing) > MAX_TREE_FILES:
         raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]} holds more than {MAX_TREE_FILES} files.")
+    files, total = [], 0
+    for entry in listing:
+        meta, _, raw_path = entry.partition(b"\t")
+        mode, _, oid, size = meta.split()
+        path = raw_path.decode(errors="backslashreplace")
+        if mode not in REGULAR:
+            kind = KINDS.get(mode, "not a regular file")
+            raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: {path} is {kind}; only regular files.")
+        parts = path.split("/")
+        if any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
+            raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: the path {path!r} is refused.")
+        total += int(size)
+        if int(size) > MAX_FILE_BYTES or total > MAX_TREE_BYTES:
+            raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: {path} is over the size a config "
+                            f"commit may have ({MAX_FILE_BYTES} bytes a file, {MAX_TREE_BYTES} in all).")  # fmt: skip
+        files.append((parts, oid.decode()))
+    return files
+
+
+@contextmanager
+def extract(repo: Path, sha: str) -> Iterator[Path]:
+    """`sha`'s files (`files_of`), written by the spawner into a fresh directory."""
+    files = files_of(repo, sha)
     tmp = Path(tempfile.mkdtemp(prefix="hive-config-"))
     try:
-        for entry in listing:
-            meta, _, raw_path = entry.partition(b"\t")
-            mode, _, oid, size = meta.split()
-            path = raw_path.decode(errors="backslashreplace")
-            if mode not in REGULAR:
-                kind = KINDS.get(mode, "not a regular file")
-                raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: {path} is {kind}; only regular files.")
-            parts = path.split("/")
-            if any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
-                raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: the path {path!r} is refused.")
-            if int(size) > MAX_FILE_BYTES:
-                raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: {path} is over {MAX_FILE_BYTES} bytes.")
+        for parts, oid in files:
             target = tmp.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with os.fdopen(fd, "wb") as out:
-                out.write(run_git(repo, "cat-file", "blob", oid.decode()))
+                out.write(run_git(repo, "cat-file", "blob", oid))
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
