@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -56,6 +58,16 @@ def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "nats-own", port=-1).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def spawner_state() -> Iterator[Path]:
+    """A spawner's state root: agents' state must be reachable by their own uids; pytest's tmp dirs are not (their
+    parents are 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="hive-spawner-", dir="/var/tmp"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

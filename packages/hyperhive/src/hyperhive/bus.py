@@ -14,6 +14,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import nats
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from hyperhive.settings import HiveSettings, SettingsError, load
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import Event, PoisonMessage
 
 log = logging.getLogger("hyperhive.bus")
 
@@ -293,18 +295,79 @@ async def respond(nc: Client, endpoints: Sequence[Endpoint[Any]]) -> AsyncIterat
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+MAX_HANDLER_FAILURES = 5  # a message whose handler fails this often is set aside, not retried forever
+RETRY_SECONDS = 1.0
+
+
 async def each(
-    sub: JetStreamContext.PullSubscription, handle: Callable[[Msg], Awaitable[None]], batch: int = 16
+    nc: Client,
+    sub: JetStreamContext.PullSubscription,
+    body: type[Req],
+    handle: Callable[[Msg, Req], Awaitable[None]],
+    *,
+    batch: int = 16,
+    about: str = "system",
 ) -> None:
-    """Hand every message of a durable pull subscription to `handle` (which acks it, or not), until cancelled.
-    Each fetch is a long poll: the server pushes messages as they are stored."""
+    """Hand every message of a durable pull subscription, read as `body`, to `handle` (which acks it, or not),
+    until cancelled. Each fetch is a long poll: the server pushes messages as they are stored.
+
+    The loop outlives what would end it: a message that is not a `body` is set aside at once (`set_aside`), one
+    whose handler keeps failing after `MAX_HANDLER_FAILURES` deliveries too (earlier failures are redelivered after a
+    short delay); a lost connection or an unavailable JetStream is waited out, and the pull is issued again."""
     while True:
         try:
             msgs = await sub.fetch(batch, timeout=30)
         except nats.errors.TimeoutError:
             continue
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            log.warning("body=%s outcome=fetch_failed error=%r; pulling again", body.__name__, exc)
+            await asyncio.sleep(RETRY_SECONDS)
+            continue
         for msg in msgs:
-            await handle(msg)
+            try:
+                request = body.model_validate_json(msg.data)
+            except ValidationError as exc:
+                await set_aside(nc, msg, f"not a {body.__name__}: {exc.errors()[0]['msg']}", about=about)
+                continue
+            try:
+                await handle(msg, request)
+            except Exception as exc:
+                if msg.metadata.num_delivered >= MAX_HANDLER_FAILURES:
+                    await set_aside(nc, msg, f"its handler failed {MAX_HANDLER_FAILURES} times: {exc!r}", about=about)
+                    continue
+                log.exception(
+                    "stream=%s seq=%d outcome=handler_failed", msg.metadata.stream, msg.metadata.sequence.stream
+                )
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.nak(delay=RETRY_SECONDS * msg.metadata.num_delivered)
+
+
+async def set_aside(nc: Client, msg: Msg, error: str, *, about: str | None = "system") -> None:
+    """Terminate a stored message its consumer cannot use, so it never comes again and never stops the consumer,
+    and say so: a log line and a `poison_message` event naming the stream and sequence.
+
+    `about` is where the event goes: `system` for host services (`hive.events.poison_message.system`), an agent's
+    name, whose harness may publish only on its own agent plane, or None for a principal that publishes no events
+    (the operator's tools): the log line only."""
+    meta = msg.metadata
+    error = error.splitlines()[0][:500] if error else "unreadable"
+    log.error("stream=%s seq=%d subject=%s consumer=%s outcome=set_aside error=%s",
+              meta.stream, meta.sequence.stream, msg.subject, meta.consumer, error)  # fmt: skip
+    with contextlib.suppress(nats.errors.Error):
+        await msg.term()
+    if about is None:
+        return
+    record = PoisonMessage(stream=meta.stream, seq=meta.sequence.stream, subject=msg.subject,
+                           consumer=meta.consumer or "", error=error)  # fmt: skip
+    subject = (
+        subjects.event("poison_message", about) if about == "system" else subjects.agent_event(about, "poison_message")
+    )
+    envelope = Event(type="poison_message", agent=None if about == "system" else about, at=datetime.now(UTC),
+                     data=record.model_dump())  # fmt: skip
+    try:
+        await nc.publish(subject, encode(envelope))
+    except nats.errors.Error as exc:
+        log.warning("stream=%s seq=%d outcome=poison_event_unsent error=%r", meta.stream, meta.sequence.stream, exc)
 
 
 # ── running a process ────────────────────────────────────────────────────────

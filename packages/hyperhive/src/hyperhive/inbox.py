@@ -19,6 +19,7 @@ from pathlib import Path
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from pydantic import ValidationError
 
 from hyperhive import bus
 from hyperhive.identity import write_atomic
@@ -66,9 +67,28 @@ class Inbox:
             else subjects.agent(self.owner, subjects.OPEN)
         )
         await bus.call(self._nc, subject, Empty(), Empty)
-        if self._held_file is not None and self._held_file.exists():
+        await self.release(self._stale())
+
+    def _stale(self) -> list[str]:
+        """The tokens an earlier harness kept. The file is in the agent's state dir, so the agent may have written
+        it: what is not a token of this inbox is left out, never a reason not to start."""
+        if self._held_file is None:
+            return []
+        try:
             stale = json.loads(self._held_file.read_text() or "[]")
-            await self.release([t for t in stale if isinstance(t, str)])
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("owner=%s file=%s outcome=unreadable_held_tokens error=%r", self.owner, self._held_file, exc)
+            return []
+        tokens = []
+        for token in stale if isinstance(stale, list) else []:
+            try:
+                self._check([token])
+            except (HiveError, TypeError):
+                continue
+            tokens.append(token)
+        return tokens
 
     async def take(self, *, max_messages: int = 8, wait: float = 0) -> tuple[list[Message], int]:
         """Up to `max_messages` pending messages, waiting up to `wait` seconds for the first; and how many remain.
@@ -81,7 +101,13 @@ class Inbox:
         if not 0 <= wait <= MAX_RECV_WAIT_SECONDS:
             raise HiveError(ErrorCode.INVALID_REQUEST, f"wait_seconds must be 0-{MAX_RECV_WAIT_SECONDS}, not {wait}.")
         msgs = await self._pull(max_messages, wait)
-        taken = [self._as_message(m) for m in msgs]
+        taken = []
+        for msg in msgs:
+            try:
+                taken.append(self._as_message(msg))
+            except ValidationError as exc:  # never stored by the broker: set aside, so it does not come again
+                about = None if self.owner == OPERATOR else self.owner  # the operator's tools publish no events
+                await bus.set_aside(self._nc, msg, f"not a Message: {exc.errors()[0]['msg']}", about=about)
         self._hold(add=[m.token for m in taken])
         return taken, msgs[-1].metadata.num_pending if msgs else 0
 

@@ -18,7 +18,7 @@ async def start(stack: AsyncExitStack, settings: BrokerSettings, stop: asyncio.E
     nc, js = await bus.join(stack, settings, name=subjects.BROKER)
     policy = await policies.follow(stack, js, stop)
     broker = Broker(nc, Inboxes(js, ack_wait=settings.ack_wait_seconds), policy)
-    bus.background(stack, system.relay(js, broker.system_message), "system-messages", stop)
+    bus.background(stack, system.relay(nc, js, broker.system_message), "system-messages", stop)
     bus.background(stack, _janitor(broker, settings), "janitor", stop)
     await stack.enter_async_context(
         bus.serve(

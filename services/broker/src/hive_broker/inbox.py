@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
+from pydantic import ValidationError
 
 from hyperhive.bus import encode
 from hyperhive.inbox import STREAM, consumer_name
@@ -82,9 +83,12 @@ class Inboxes:
             try:
                 while True:
                     msg = await sub.next_msg(timeout=10)
-                    recent.append(
-                        Message.model_validate_json(msg.data).model_copy(update={"seq": msg.metadata.sequence.stream})
-                    )
+                    try:
+                        message = Message.model_validate_json(msg.data)
+                    except ValidationError:  # never stored by us; the owner's harness sets it aside when it comes
+                        log.warning("owner=%s seq=%d outcome=unreadable_message", owner, msg.metadata.sequence.stream)
+                    else:
+                        recent.append(message.model_copy(update={"seq": msg.metadata.sequence.stream}))
                     if msg.metadata.num_pending == 0:
                         break
             finally:
@@ -108,7 +112,7 @@ class Inboxes:
                     break
                 if raw.seq is None or raw.data is None or raw.seq > floor:
                     break
-                if Message.model_validate_json(raw.data).sent_at > cutoff:
+                if raw.time is None or raw.time > cutoff:  # when it was stored: no need to trust the body
                     break
                 await self._js.delete_msg(STREAM, raw.seq)
                 removed += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -58,7 +59,7 @@ def compose(event: Event) -> tuple[str, str] | None:
     return None
 
 
-async def relay(js: JetStreamContext, deliver: Deliver) -> None:
+async def relay(nc: Client, js: JetStreamContext, deliver: Deliver) -> None:
     """Follow HIVE_EVENTS with a durable consumer; each event is acknowledged once its message is stored.
 
     The message id comes from the event's stream sequence, so an event processed twice (a crash between store and
@@ -74,17 +75,15 @@ async def relay(js: JetStreamContext, deliver: Deliver) -> None:
     await js.add_consumer(subjects.EVENTS_STREAM, config)
     sub = await js.pull_subscribe_bind(CONSUMER, subjects.EVENTS_STREAM)
 
-    async def handle(msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
+    async def handle(msg: Msg, event: Event) -> None:
         try:
-            composed = compose(Event.model_validate_json(msg.data))
-        except ValidationError:
-            log.exception("event_seq=%d outcome=malformed", seq)
-            await msg.term()
+            composed = compose(event)
+        except ValidationError as exc:
+            await bus.set_aside(nc, msg, f"a {event.type} event without its data: {exc.errors()[0]['msg']}")
             return
         if composed is not None:
             to, body = composed
-            await deliver(to, body, f"system-{seq:08d}")
+            await deliver(to, body, f"system-{msg.metadata.sequence.stream:08d}")
         await msg.ack()
 
-    await bus.each(sub, handle)
+    await bus.each(nc, sub, Event, handle)

@@ -149,7 +149,7 @@ class Spawner:
         """spawn (from the template as it is) or spawn_commit (from a reviewed, frozen commit)."""
         if command.action == "spawn":
             await asyncio.to_thread(self._draft, command.agent, bootstrap=command.approval_id == BOOTSTRAP)
-            head = await asyncio.to_thread(git, self.repos.proposed(command.agent), "rev-parse", "HEAD")
+            head = await asyncio.to_thread(self.repos.head, command.agent)
             frozen = await asyncio.to_thread(self.repos.freeze, command.agent, head, command.approval_id)
             tag, sha = frozen.tag, frozen.sha
         elif command.tag is None or command.sha is None:
@@ -386,10 +386,9 @@ class Spawner:
             stream=subjects.SPAWNER_CMD_STREAM,
             config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=300),
         )
-        await bus.each(sub, self._carry_out, batch=1)
+        await bus.each(self._nc, sub, SpawnerCommand, self._carry_out, batch=1)
 
-    async def _carry_out(self, msg: Msg) -> None:
-        command = SpawnerCommand.model_validate_json(msg.data)
+    async def _carry_out(self, msg: Msg, command: SpawnerCommand) -> None:
         try:
             await self.apply(command)
             outcome = OutcomeRequest(approval_id=command.approval_id, ok=True)
@@ -399,6 +398,9 @@ class Spawner:
         try:
             await bus.call(self._nc, subjects.operator(subjects.APPROVER, "outcome"), outcome, Approval)
         except HiveError as exc:
+            if exc.code == ErrorCode.NOT_FOUND:  # no such approval: nothing will ever take this outcome
+                await bus.set_aside(self._nc, msg, f"approval #{command.approval_id} does not exist: {exc.message}")
+                return
             if exc.code != ErrorCode.CONFLICT:  # CONFLICT: reported before a crash; the approver has it
                 log.warning("approval=%d outcome=unreported error=%s", command.approval_id, exc)
                 return  # not acked: it comes again

@@ -116,9 +116,12 @@ class McpServer(WireModel):
 
 
 class BashPolicy(WireModel):
-    allow: list[str] = Field(default_factory=list, description="Command prefixes that run.")
-    deny: list[str] = Field(default_factory=list, description="Command prefixes that never run.")
-    ask: list[str] = Field(default_factory=list, description="Command prefixes the operator decides.")
+    """Patterns over whole commands (`git status`, `git log *`, `nix build .#*`; `>` allows writing redirections),
+    checked by the harness; the grammar is in the agent.nix template."""
+
+    allow: list[str] = Field(default_factory=list, description="Commands that run (a pattern matches the whole command).")
+    deny: list[str] = Field(default_factory=list, description="Commands that never run (any that starts so).")
+    ask: list[str] = Field(default_factory=list, description="Commands the operator decides (any that starts so).")
 
 
 class AgentPolicy(WireModel):
@@ -148,6 +151,17 @@ class Event(WireModel):
     agent: str | None = Field(None, description="The agent it concerns, when there is one.")
     at: datetime
     data: Annotated[dict[str, Any], Field(default_factory=dict)]
+
+
+class PoisonMessage(WireModel):
+    """`poison_message`: a stored message its consumer could not read was set aside (terminated, never redelivered)
+    so that the consumer goes on; the record says where it was, to look at it with the `nats` CLI."""
+
+    stream: str
+    seq: int
+    subject: str
+    consumer: str
+    error: str = Field(description="Why it could not be read or handled (the first line of the error).")
 
 
 class MessageRefused(WireModel):
@@ -235,7 +249,9 @@ class Approval(WireModel):
     type: ApprovalKind = Field(description="What is to be approved.")
     commit_ref: str | None = None
     frozen_sha: str | None = Field(None, description="The exact commit that will be applied.")
-    tag: str | None = Field(None, description="`proposal/<id>`: the frozen commit's tag in the proposed repo.")
+    tag: str | None = Field(
+        None, description="`proposal/<id>`: the frozen commit's tag, in the spawner's applied repo."
+    )
     diff: str | None = Field(None, description="The frozen commit against what is applied.")
     description: str = ""
     tool: str | None = None
@@ -301,7 +317,7 @@ class SpawnerCommand(WireModel):
     kind: Literal["hive.spawner.command.v1"] = "hive.spawner.command.v1"
     approval_id: int
     action: Literal["apply_commit", "spawn", "spawn_draft", "spawn_commit"]
-    agent: str
+    agent: AgentRef
     sha: str | None = None
     tag: str | None = None
 
@@ -472,6 +488,7 @@ class TurnStats(WireModel):
     exit_class: ExitClass
     tool_calls: dict[str, int] = Field(default_factory=dict, description="Calls per tool name.")
     permission_denials: int = 0
+    bash_denied: int = Field(0, description="Bash and Monitor calls the harness's checker refused.")
     cost_usd: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
