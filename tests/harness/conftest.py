@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +14,9 @@ from pydantic import BaseModel
 
 from hive_broker.__main__ import start as start_broker
 from hive_harness.harness import Harness, HarnessSettings
+from hive_harness.turn import TurnResult
 from hivetest.hive import TestHive
-from hivetest.messages_api import MessagesApi, serve_messages_api
+from hivetest.messages_api import MessagesApi, Text, ToolUse, serve_messages_api
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, Empty, Event, HarnessReply, HarnessState
@@ -32,7 +35,8 @@ SCRIPTED_ENV = {
 async def harness_for(
     stack: AsyncExitStack, hive: TestHive, agent: str, seed: Path, state: Path, api: MessagesApi, **overrides: Any
 ) -> Harness:
-    """`agent`'s harness on this test's NATS, its inbox open, its CLI pointed at the scripted API."""
+    """`agent`'s harness on this test's NATS, its inbox open, its CLI pointed at the scripted API. Its policy file is
+    `policy_file(state)` (where `alice_and_bob` writes it), outside the agent's state dir."""
     settings = HarnessSettings(
         nats_url=hive.url,
         nats_creds=seed,
@@ -40,7 +44,7 @@ async def harness_for(
         agent=agent,
         claude=[str(CLAUDE)],
         claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
-        **overrides,
+        **{"policy_file": policy_file(state), "cli_home": state.parent / "no-home", **overrides},
     )
     harness = Harness(await hive.connect(agent), settings)
     await harness.open(stack)
@@ -74,6 +78,11 @@ async def harness_call(hive: TestHive, agent: str, verb: str, payload: BaseModel
     return await bus.call(nc, subjects.harness(agent, verb), payload or Empty(), HarnessReply, timeout=60)
 
 
+def policy_file(state: Path) -> Path:
+    """Where a test's spawner stand-in puts the agent's policy: beside its state dir, as /run/hive is in a sandbox."""
+    return state.parent / "run-hive" / "policy.json"
+
+
 async def alice_and_bob(
     stack: AsyncExitStack, hive: TestHive, tmp_path: Path, policy: AgentPolicy
 ) -> tuple[Path, Path, Agent]:
@@ -85,7 +94,8 @@ async def alice_and_bob(
     bob = await agents.agent("bob", ["alice"])
     state = tmp_path / "alice"
     state.mkdir()
-    (state / "policy.json").write_text(policy.model_dump_json(by_alias=True))
+    policy_file(state).parent.mkdir(exist_ok=True)
+    policy_file(state).write_text(policy.model_dump_json(by_alias=True))
     return seed, state, bob
 
 
@@ -107,3 +117,44 @@ async def scene(stack: AsyncExitStack, hive: TestHive, tmp_path: Path, policy: A
     harness = await harness_for(stack, hive, "alice", seed, state, api, **overrides)
     await harness.serve(stack)
     return Scene(harness, api, state, bob, states)
+
+
+@dataclass
+class BashRun:
+    """One turn of alice's in which the model makes `calls`; what each call got back, and what was published."""
+
+    result: TurnResult
+    state: Path
+    answers: list[str]  # the tool result the model read for each call, in order
+    denied_events: list[dict[str, Any]]
+
+
+async def run_bash_calls(
+    stack: AsyncExitStack,
+    hive: TestHive,
+    tmp_path: Path,
+    policy: AgentPolicy,
+    calls: list[ToolUse],
+    plant: Callable[[Path], None] = lambda state: None,
+) -> BashRun:
+    """alice's harness runs one turn with the real CLI in which the model makes `calls`; `plant` first writes what
+    an agent could have left in its state dir."""
+    seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
+    plant(state)
+    events = await (await hive.connect("dashboard")).subscribe(subjects.agent_event("alice", "bash_denied"))
+    with serve_messages_api() as api:
+        api.script(*([call] for call in calls), [Text("Done.")])
+        harness = await harness_for(stack, hive, "alice", seed, state, api)
+        await bob.send("alice", "run your commands")
+        result = await harness.run_once(wait=10)
+        answers = [_tool_result(r["messages"][-1]) for r in api.requests[1:]]
+    assert result is not None
+    denied = [Event.model_validate_json((await events.next_msg(timeout=10)).data).data
+              for _ in range(result.stats.bash_denied)]  # fmt: skip
+    return BashRun(result, state, answers, denied)
+
+
+def _tool_result(message: dict[str, Any]) -> str:
+    blocks = [b for b in message.get("content") or [] if isinstance(b, dict) and b.get("type") == "tool_result"]
+    content = blocks[0].get("content") if blocks else ""
+    return content if isinstance(content, str) else json.dumps(content)

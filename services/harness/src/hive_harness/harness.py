@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shlex
-import sys
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -26,6 +25,7 @@ import nats.errors
 from nats.aio.client import Client
 from pydantic import Field, TypeAdapter
 
+from hive_harness.hook import TOKEN_ENV, BashGate, hook_settings
 from hive_harness.notes import compact_notes
 from hive_harness.tools import ToolServer
 from hive_harness.turn import TurnResult, run_turn
@@ -56,6 +56,20 @@ NEEDS_LOGIN = (
     "harness ANTHROPIC_API_KEY), then send the agent a message: the unfinished turn's messages go with it."
 )
 MESSAGES = TypeAdapter(list[Message])
+# Config the agent's git cannot be told otherwise (assignments are refused by the Bash checker): repo config it could
+# write must not run code (hooks, fsmonitor, an external diff, a pager or editor, credential helpers, ext:: remotes).
+GIT_OVERRIDES = {
+    "core.hooksPath": "/dev/null",
+    "core.fsmonitor": "false",
+    "core.pager": "cat",
+    "core.editor": "false",
+    "sequence.editor": "false",
+    "diff.external": "",
+    "credential.helper": "",
+    "protocol.ext.allow": "never",
+}
+# What the CLI runs before a command from its config dir: regenerated every run, so nothing planted survives a turn.
+CLI_RUN_DIRS = ("shell-snapshots", "session-env")
 
 
 class HarnessSettings(HiveSettings):
@@ -68,6 +82,15 @@ class HarnessSettings(HiveSettings):
     backoff_seconds: float = Field(5.0, gt=0, description="First wait before retrying a turn the API refused.")
     backoff_max_seconds: float = Field(300.0, gt=0, description="The longest wait between retries.")
     recv_wait_seconds: float = Field(180.0, gt=0, le=180, description="How long one wait for messages lasts.")
+    policy_file: Path = Field(
+        Path("/run/hive/policy.json"),
+        description="The agent's applied policy, written by the spawner where the agent cannot write (read-only).",
+    )
+    cli_home: Path = Field(
+        Path("/run/hive/home"),
+        description="HOME of the CLI and its Bash: a directory the agent cannot write (it need not exist), so no "
+        "shell startup file, gitconfig or user setting of the agent's is read.",
+    )
 
 
 @dataclass
@@ -85,11 +108,6 @@ class StateFiles:
 
     def remove(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
-
-    def policy(self, agent: str) -> AgentPolicy:
-        """The applied policy the spawner wrote here (agents cannot read the KV bucket themselves)."""
-        text = self.read("policy.json")
-        return AgentPolicy.model_validate_json(text) if text else AgentPolicy(agent=agent)
 
 
 def wake_prompt(messages: list[Message], unread: int, carried: list[Message] | None = None) -> str:
@@ -114,7 +132,8 @@ class Harness:
         self.agent = settings.agent
         self.files = StateFiles(settings.state_dir)
         self.inbox = Inbox(nc, self.agent, held_file=settings.state_dir / "harness-held.json")
-        self.tools = ToolServer(nc, self.agent, settings.state_dir)
+        self.gate = BashGate(self.agent, nc, self._publish_event, self._waiting)
+        self.tools = ToolServer(nc, self.agent, settings.state_dir, self.gate.app)
         self._cancel = asyncio.Event()
         self._unpaused = asyncio.Event()
         if self.files.read("hyperhive-paused") is None:
@@ -125,6 +144,7 @@ class Harness:
         self._since = datetime.now(UTC)
         self.turns = 0
         self._last_turn: datetime | None = None
+        self._policy_problem = ""
 
     async def open(self, stack: AsyncExitStack) -> None:
         """Open the inbox and start the MCP tools every turn's CLI uses, for the life of `stack`."""
@@ -137,15 +157,33 @@ class Harness:
     def paused(self) -> bool:
         return not self._unpaused.is_set()
 
+    def policy(self) -> AgentPolicy:
+        """The applied policy from the spawner's read-only file (agents cannot read the KV bucket themselves). A
+        missing, unreadable or invalid file leaves the harness running on defaults, with Bash off (every command
+        denied) and the reason in its state note."""
+        path = self.settings.policy_file
+        try:
+            policy = AgentPolicy.model_validate_json(path.read_bytes())
+            problem = "" if policy.agent == self.agent else f"{path} is the policy of {policy.agent}"
+        except (OSError, ValueError) as exc:
+            policy, problem = AgentPolicy(agent=self.agent), f"{path}: {str(exc).splitlines()[0]}"
+        if problem != self._policy_problem:
+            log.warning("agent=%s policy_file=%s problem=%r", self.agent, path, problem)
+            self._policy_problem = problem
+        return AgentPolicy(agent=self.agent) if problem else policy
+
     def model(self, policy: AgentPolicy | None = None) -> str:
         """The operator's /model override (kept in /state/hyperhive-model) over agent.nix's model."""
-        policy = policy or self.files.policy(self.agent)
+        policy = policy or self.policy()
         return self.files.read("hyperhive-model") or policy.model or DEFAULT_MODEL
 
     def state(self) -> HarnessState:
+        model = self.model()
+        note = self._note or (f"Bash is off: the policy could not be read ({self._policy_problem})."
+                              if self._policy_problem else "")  # fmt: skip
         return HarnessState(
-            agent=self.agent, state=self._state, since=self._since, model=self.model(),
-            model_overridden=self.files.read("hyperhive-model") is not None, paused=self.paused, note=self._note,
+            agent=self.agent, state=self._state, since=self._since, model=model,
+            model_overridden=self.files.read("hyperhive-model") is not None, paused=self.paused, note=note,
             turns=self.turns, last_turn_at=self._last_turn, heartbeat_seconds=self.settings.heartbeat_seconds,
         )  # fmt: skip
 
@@ -234,15 +272,17 @@ class Harness:
         return self._reply(done)
 
     async def _on_waiting(self, notice: WaitingNotice) -> Empty:
+        await self._waiting(notice.approval_id)
+        return Empty()
+
+    async def _waiting(self, approval_id: int | None) -> None:
+        """A tool call of the running turn waits for the operator (None: it no longer does)."""
         if not self._busy.locked():
-            return Empty()  # a stale notice: no turn is running
-        if notice.approval_id is None:
+            return  # a stale notice: no turn is running
+        if approval_id is None:
             await self._set("thinking")
         else:
-            await self._set(
-                "waiting", f"A tool call waits for the operator's decision on request #{notice.approval_id}."
-            )
-        return Empty()
+            await self._set("waiting", f"A tool call waits for the operator's decision on request #{approval_id}.")
 
     # ── turns ────────────────────────────────────────────────────────────────
 
@@ -349,7 +389,9 @@ class Harness:
                 await self.inbox.ack(tokens)
             await self._publish_event("turn", event)
 
+        self.gate.denied = 0
         result = await self._cli(prompt, on_event, messages=messages, cancel=self._cancel)
+        result.stats = result.stats.model_copy(update={"bash_denied": self.gate.denied})
         await self.tools.turn_ended()
         if result.session_id:
             self.files.write("session-id", result.session_id)
@@ -361,7 +403,10 @@ class Harness:
 
     async def _cli(self, prompt: str, on_event: Callable[[dict[str, Any]], Awaitable[None]], **turn: Any) -> TurnResult:
         """The CLI on the agent's session, with its current model, tools, environment and working dir."""
-        policy = self.files.policy(self.agent)
+        policy = self.policy()
+        self.gate.use(policy.allowed_bash, self._policy_problem)
+        for name in CLI_RUN_DIRS:
+            shutil.rmtree(self.settings.state_dir / ".claude" / name, ignore_errors=True)
         return await run_turn(
             agent=self.agent, claude=self.settings.claude, prompt=prompt, model=self.model(policy),
             flags=self.mcp_flags(policy), session=self.files.read("session-id"), cwd=self.settings.state_dir,
@@ -380,7 +425,7 @@ class Harness:
         return "The session was compacted."
 
     async def _compact_notes(self) -> None:
-        policy = self.files.policy(self.agent)
+        policy = self.policy()
         notes = self.settings.state_dir / "notes.md"
         if not notes.exists() or notes.stat().st_size <= policy.notes_threshold:
             return
@@ -398,8 +443,10 @@ class Harness:
     # ── the CLI's configuration ──────────────────────────────────────────────
 
     def mcp_flags(self, policy: AgentPolicy) -> list[str]:
-        """The rendered --mcp-config (0600: it holds the tools' token): our hyperhive server, whose name cannot be
-        taken, and agent.nix's extra ones."""
+        """The rendered --mcp-config (0600: it holds the tools' token; written again every run, so nothing the agent
+        adds to it lasts): our hyperhive server, whose name cannot be taken, and agent.nix's extra ones. The hook
+        goes inline in --settings (no file), and --setting-sources "" keeps the CLI from loading the settings files
+        the agent can write (its config dir's settings.json, the working dir's .claude/settings*.json)."""
         servers: dict[str, Any] = {
             name: {"type": "stdio", "command": s.command, "args": s.args, "env": s.env}
             for name, s in policy.mcp_servers.items()
@@ -411,21 +458,27 @@ class Harness:
             f"mcp__{name}__{tool}" for name, s in policy.mcp_servers.items() if name != "hyperhive"
             for tool in s.allowed_tools
         ]  # fmt: skip
-        hook = {"type": "command", "command": shlex.join([sys.executable, "-m", "hive_harness.hook"]),
-                "timeout": 600}  # fmt: skip
-        settings = {"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [hook]}]}}
-        self.files.write("claude-settings.json", json.dumps(settings, indent=2))
-        state = self.settings.state_dir
         return [
-            "--mcp-config", str(state / "mcp.json"), "--strict-mcp-config",
+            "--mcp-config", str(self.settings.state_dir / "mcp.json"), "--strict-mcp-config",
             "--allowedTools", ",".join(allowed),
-            "--settings", str(state / "claude-settings.json"),
+            "--setting-sources", "", "--settings", json.dumps(hook_settings(self.tools.hook_url)),
         ]  # fmt: skip
 
     def cli_env(self) -> dict[str, str]:
-        """The CLI's environment, which its hooks inherit: who the agent is and how it reaches the hive."""
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.settings.state_dir), "HIVE_AGENT": self.agent,
-               "HIVE_NATS_URL": self.settings.nats_url, "HIVE_STATE_DIR": str(self.settings.state_dir)}  # fmt: skip
+        """The CLI's environment, which its Bash inherits: who the agent is, how it reaches the hive, the hook's
+        token; a HOME the agent cannot write (no shell startup file of its own is sourced), the CLI's sessions in
+        /state/.claude, bash as the shell, git config that runs no code (see `GIT_OVERRIDES`)."""
+        state = self.settings.state_dir
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.settings.cli_home), "SHELL": "/bin/bash",
+               "CLAUDE_CONFIG_DIR": str(state / ".claude"), "XDG_CACHE_HOME": str(state / ".cache"),
+               "HIVE_AGENT": self.agent, "HIVE_NATS_URL": self.settings.nats_url, "HIVE_STATE_DIR": str(state),
+               TOKEN_ENV: self.tools.token, "GIT_TERMINAL_PROMPT": "0"}  # fmt: skip
+        env["GIT_CONFIG_COUNT"] = str(len(GIT_OVERRIDES))
+        for i, (key, value) in enumerate(GIT_OVERRIDES.items()):
+            env |= {f"GIT_CONFIG_KEY_{i}": key, f"GIT_CONFIG_VALUE_{i}": value}
         if self.settings.nats_creds is not None:
             env["HIVE_NATS_CREDS"] = str(self.settings.nats_creds)
-        return {**env, **self.settings.claude_env}
+        env |= self.settings.claude_env
+        for name in ("BASH_ENV", "ENV"):  # files a non-interactive shell would source
+            env.pop(name, None)
+        return env | {"SHELL": "/bin/bash"}

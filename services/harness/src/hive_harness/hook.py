@@ -1,27 +1,43 @@
-"""The PreToolUse hook the harness renders into the CLI's settings: every Bash call is checked against the agent's
-`allowedBash` before it runs (the CLI would otherwise let read-only commands through on its own). `ask` parts
-become a `tool_permission` approval; the hook waits for the operator, and an expired request is a deny.
+"""The PreToolUse hook, answered inside the harness: the CLI POSTs every tool call to the harness's loopback server
+(an `http` hook carrying the tools' bearer token), and the harness judges the commands of Bash and Monitor calls
+against the policy it holds in memory (read from the spawner's read-only policy file at each turn).
 
-The CLI runs `python -m hive_harness.hook` with the call on stdin and reads the decision from stdout.
+Nothing the agent can write decides: no hook process, no settings file, no import path. The hook is declared with
+`onFailure: "block"`, so a harness that does not answer blocks the call, and every answer is a decision: whatever goes
+wrong while judging is a deny. `ask` parts become a `tool_permission` approval the harness waits for (the agent in
+state `waiting`), and an expired request is a deny. Every deny is counted for the turn's stats and published as a
+`bash_denied` event.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
-from pathlib import Path
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from nats.aio.client import Client
+from starlette.types import Receive, Scope, Send
 
 from hive_harness.bash_policy import Verdict, check
 from hyperhive import bus
-from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
-from hyperhive.wire.models import AgentPolicy, Approval, ApprovalRequest, WaitingNotice, WaitRequest
+from hyperhive.wire.models import Approval, ApprovalRequest, BashPolicy, WaitRequest
+
+log = logging.getLogger("hive_harness.hook")
 
 ASK_TTL_SECONDS = 300
+COMMAND_TOOLS = ("Bash", "Monitor")  # the CLI's tools that run a shell command
+TOKEN_ENV = "HIVE_HOOK_TOKEN"  # noqa: S105 - the name of the variable that carries it
+MAX_BODY = 1 << 20
+
+
+def hook_settings(url: str) -> dict[str, Any]:
+    """The CLI's `--settings`: every tool call goes to the harness first; no answer blocks it."""
+    hook = {"type": "http", "url": url, "headers": {"Authorization": f"Bearer ${TOKEN_ENV}"},
+            "allowedEnvVars": [TOKEN_ENV], "timeout": 600, "onFailure": "block"}  # fmt: skip
+    return {"hooks": {"PreToolUse": [{"matcher": "*", "hooks": [hook]}]}}
 
 
 def decision(verdict: Verdict) -> dict[str, Any]:
@@ -34,44 +50,90 @@ def decision(verdict: Verdict) -> dict[str, Any]:
     }
 
 
-async def ask_operator(agent: str, command: str, reason: str) -> Verdict:
-    settings = HiveSettings()
-    try:
-        async with bus.connected(settings, name=f"{agent}-hook", inbox_prefix=subjects.reply_prefix(agent)) as nc:
-            request = ApprovalRequest(agent=agent, tool="Bash", input={"command": command}, description=reason,
+class BashGate:
+    """The harness's judge of command-running tool calls, for the policy of the current turn."""
+
+    def __init__(
+        self,
+        agent: str,
+        nc: Client,
+        publish: Callable[[str, dict[str, Any]], Awaitable[None]],
+        waiting: Callable[[int | None], Awaitable[None]],
+    ) -> None:
+        self.agent, self.nc, self.publish, self.waiting = agent, nc, publish, waiting
+        self.policy = BashPolicy()
+        self.problem = "no policy was loaded yet"
+        self.denied = 0
+
+    def use(self, policy: BashPolicy, problem: str = "") -> None:
+        """The policy for the next turn; with a `problem` (the file could not be read) every command is denied."""
+        self.policy, self.problem = policy, problem
+
+    async def decide(self, body: bytes) -> dict[str, Any]:
+        """The hook's answer to one call. Never raises: anything unexpected is a deny."""
+        command: object = ""
+        tool = "?"
+        try:
+            call = json.loads(body)
+            tool = str(call.get("tool_name"))
+            if tool not in COMMAND_TOOLS:
+                return {}  # not ours to judge: the CLI's own permission rules apply
+            command = (call.get("tool_input") or {}).get("command")
+            if not isinstance(command, str):
+                verdict = Verdict("deny", f"{tool} without a command is not allowed for this agent.")
+            elif self.problem:
+                verdict = Verdict("deny", f"Bash is off for this agent: its policy could not be read ({self.problem}).")
+            else:
+                verdict = check(command, self.policy)
+                if verdict.action == "ask":
+                    verdict = await self.ask_operator(command, verdict.reason)
+        except Exception as exc:  # fail closed
+            log.exception("agent=%s hook outcome=error error=%r", self.agent, exc)
+            verdict = Verdict(
+                "deny", f"The command did not run: the harness could not judge it ({type(exc).__name__})."
+            )
+        if verdict.action == "deny":
+            self.denied += 1
+            log.info("agent=%s bash_denied tool=%s command=%r reason=%r", self.agent, tool, command, verdict.reason)
+            try:
+                await self.publish("bash_denied", {"tool": tool, "command": str(command), "reason": verdict.reason})
+            except Exception as exc:  # the deny stands even when the event cannot be published
+                log.warning("agent=%s bash_denied event not published error=%r", self.agent, exc)
+        return decision(verdict)
+
+    async def ask_operator(self, command: str, reason: str) -> Verdict:
+        """A `tool_permission` approval, waited for with the agent shown as waiting."""
+        try:
+            request = ApprovalRequest(agent=self.agent, tool="Bash", input={"command": command}, description=reason,
                                       ttl_seconds=ASK_TTL_SECONDS)  # fmt: skip
-            asked = await bus.call(nc, subjects.agent(agent, "request.tool_permission"), request, Approval)
-            # Tell our harness, so the dashboard shows the agent waiting rather than thinking.
-            waiting = subjects.harness(agent, "waiting")
-            await nc.publish(waiting, bus.encode(WaitingNotice(approval_id=asked.id)))
+            asked = await bus.call(self.nc, subjects.agent(self.agent, "request.tool_permission"), request, Approval)
+            await self.waiting(asked.id)
             decided = asked
-            while decided.status == "pending":  # the long poll is capped below the approval's TTL
-                decided = await bus.call(nc, subjects.agent(agent, subjects.DECISION),
-                                         WaitRequest(id=asked.id, wait_seconds=180), Approval, timeout=190)  # fmt: skip
-            await nc.publish(waiting, bus.encode(WaitingNotice(approval_id=None)))
-    except HiveError as exc:
-        return Verdict("deny", f"The operator could not be asked ({exc.message}); the command did not run.")
-    if decided.status == "approved":
-        return Verdict("allow", f"The operator approved request #{decided.id}.")
-    return Verdict("deny", f"The operator did not approve request #{decided.id} ({decided.status}); it did not run.")
+            try:
+                while decided.status == "pending":  # the long poll is capped below the approval's TTL
+                    wait = WaitRequest(id=asked.id, wait_seconds=180)
+                    decided = await bus.call(
+                        self.nc, subjects.agent(self.agent, subjects.DECISION), wait, Approval, 190
+                    )
+            finally:
+                await self.waiting(None)
+        except HiveError as exc:
+            return Verdict("deny", f"The operator could not be asked ({exc.message}); the command did not run.")
+        if decided.status == "approved":
+            return Verdict("allow", f"The operator approved request #{decided.id}.")
+        return Verdict(
+            "deny", f"The operator did not approve request #{decided.id} ({decided.status}); it did not run."
+        )
 
-
-def main() -> None:
-    call = json.load(sys.stdin)
-    if call.get("tool_name") != "Bash":
-        print(json.dumps({}))  # not ours to judge: the CLI's own rules apply
-        return
-    agent = os.environ["HIVE_AGENT"]
-    policy_file = Path(os.environ.get("HIVE_STATE_DIR", "/state")) / "policy.json"
-    policy = (
-        AgentPolicy.model_validate_json(policy_file.read_text()) if policy_file.exists() else AgentPolicy(agent=agent)
-    )
-    command = str((call.get("tool_input") or {}).get("command", ""))
-    verdict = check(command, policy.allowed_bash)
-    if verdict.action == "ask":
-        verdict = asyncio.run(ask_operator(agent, command, verdict.reason))
-    print(json.dumps(decision(verdict)))
-
-
-if __name__ == "__main__":
-    main()
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The hook's HTTP endpoint (behind the tools' bearer check): JSON in, a decision out, always 200."""
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body") or len(body) > MAX_BODY:
+                break
+        answer = json.dumps(await self.decide(body)).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": answer})

@@ -5,7 +5,7 @@ Tool results are plain text.
 The harness serves them itself (`ToolServer`), over streamable HTTP on loopback, for the CLI of every turn: a stdio
 server started by the CLI cost ~0.6 s of every turn, most of it importing the SDK. A random bearer token, written
 only into the agent's 0600 `mcp.json`, keeps every other local process out (agents of the local backend share the
-host's network).
+host's network). The same server answers the CLI's PreToolUse hook at `/hook` (see `hook.py`), behind the same token.
 """
 
 from __future__ import annotations
@@ -191,8 +191,9 @@ def manager_tools(server: MCPServer[Hive], hive_of: Callable[[Any], Hive], call:
 class ToolServer:
     """The tools of one agent, served by its harness on a loopback port for as long as the harness runs."""
 
-    def __init__(self, nc: Client, agent: str, state_dir: Path) -> None:
+    def __init__(self, nc: Client, agent: str, state_dir: Path, hook: ASGIApp | None = None) -> None:
         self.hive = Hive(agent, nc, Inbox(nc, agent, held_file=state_dir / "inbox-held.json"), [])
+        self.hook = hook
         self.token = secrets.token_urlsafe(32)
         self.port = 0
 
@@ -203,7 +204,8 @@ class ToolServer:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)  # connections queue from here on, before uvicorn accepts: no waiting for it to come up
         self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(bearer_only(app, self.token), log_level="warning"))
+        routed = bearer_only(with_hook(app, self.hook), self.token)
+        server = uvicorn.Server(uvicorn.Config(routed, log_level="warning"))
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{self.hive.agent}-tools")
 
         async def stop() -> None:
@@ -212,6 +214,10 @@ class ToolServer:
             sock.close()
 
         stack.push_async_callback(stop)
+
+    @property
+    def hook_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
 
     def entry(self) -> dict[str, Any]:
         """This server in the CLI's --mcp-config."""
@@ -223,6 +229,22 @@ class ToolServer:
         if self.hive.handed:
             handed, self.hive.handed = self.hive.handed, []
             await self.hive.inbox.ack(handed)
+
+
+def with_hook(app: ASGIApp, hook: ASGIApp | None) -> ASGIApp:
+    """`/hook` to the PreToolUse hook (404 without one: the CLI then blocks the call), the rest to the MCP app."""
+
+    async def routed(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") == "/hook":
+            if hook is None:
+                await send({"type": "http.response.start", "status": 404, "headers": []})
+                await send({"type": "http.response.body", "body": b"no hook here"})
+                return
+            await hook(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return routed
 
 
 def bearer_only(app: ASGIApp, token: str) -> ASGIApp:

@@ -119,7 +119,7 @@ class BashPolicy(WireModel):
     """Patterns over whole commands (`git status`, `git log *`, `nix build .#*`; `>` allows writing redirections),
     checked by the harness; the grammar is in the agent.nix template."""
 
-    allow: list[str] = Field(default_factory=list, description="Commands that run (a pattern matches the whole command).")
+    allow: list[str] = Field(default_factory=list, description="Commands that run (each pattern is a whole command).")
     deny: list[str] = Field(default_factory=list, description="Commands that never run (any that starts so).")
     ask: list[str] = Field(default_factory=list, description="Commands the operator decides (any that starts so).")
 
