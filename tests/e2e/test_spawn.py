@@ -89,7 +89,9 @@ async def test_a_spawned_agent_runs_sandboxed_with_its_credential_and_policy_and
         assert (hive.server.root / "agents" / "bob.pub").exists()
         kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
         assert AgentPolicy.model_validate_json((await kv.get("bob")).value or b"").allowed_recipients == ["manager"]
-        handed = AgentPolicy.model_validate_json((state / "policy.json").read_text())  # for the harness
+        handed = AgentPolicy.model_validate_json(
+            (spawner_state / "agents" / ".policy" / "bob" / "policy.json").read_text()
+        )  # for the harness, bound read-only at /run/hive
         assert handed.allowed_recipients == ["manager"]
         logs = await spawner(operator_nc, "logs", LogsRequest(agent="bob"), LogsReply)
         assert "ready" in logs.lines  # type: ignore[attr-defined]

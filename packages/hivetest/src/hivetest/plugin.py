@@ -22,7 +22,7 @@ from nats.aio.client import Client
 
 from hivectl.layout import installed_services
 from hivectl.natsserver import NatsServer
-from hivectl.postgres import Postgres
+from hivectl.postgres import Postgres, with_database
 from hivetest.hive import ExternalNats, TestHive
 from hyperhive.migrate import migrate, migrations_of
 from hyperhive.process import free_port
@@ -106,7 +106,7 @@ async def _make_template(postgres_admin_url: str) -> None:
         await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
     finally:
         await conn.close()
-    conn = await asyncpg.connect(_with_database(postgres_admin_url, TEMPLATE))
+    conn = await asyncpg.connect(with_database(postgres_admin_url, TEMPLATE))
     try:
         for service in installed_services():
             if (folder := migrations_of(service)) is not None:
@@ -125,15 +125,10 @@ async def database_url(postgres_admin_url: str, _template: str) -> AsyncIterator
     conn = await asyncpg.connect(postgres_admin_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
-        yield _with_database(postgres_admin_url, name)
+        yield with_database(postgres_admin_url, name)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
-
-
-def _with_database(url: str, database: str) -> str:
-    base, _, query = url.partition("?")
-    return base.rsplit("/", 1)[0] + f"/{database}" + (f"?{query}" if query else "")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

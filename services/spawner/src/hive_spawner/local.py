@@ -1,45 +1,75 @@
 """The local backend: each agent under bubblewrap, for development, tests and `hivectl up`.
 
 An agent runs in its own user, pid, ipc and uts namespaces as an unprivileged host uid of its own that is root
-inside. The host's system directories are visible read-only, the root is a read-only tmpfs, and only its state dir
-is writable, at `/state`. It shares the host's network, so it reaches NATS on loopback.
+inside. It sees only what it needs, read-only: the system directories (`/usr`, `/etc`, the libraries, `/nix`), and
+the hive's runtime (the Python the harness runs on, the hive's packages, the claude CLI) at the same paths as on the
+host. Writable is only its own state dir, at `/state`; its policy is a read-only bind at `/run/hive`; the manager
+also edits every agent's proposed repo at `/agents`. The checkout, the hive's state root (other agents' state, the
+NATS credentials, PostgreSQL), /home, /root and the rest of /var are not there.
+
+It shares the host's network, so it reaches NATS on loopback — and anything else listening on loopback: see
+docs/SECURITY.md for what that means and what the nixos backend does instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from hive_spawner.uids import AgentDirs
+from hive_spawner.uids import POLICY_IN_SANDBOX, AgentDirs
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import MANAGER
 
 UID_BASE = 200_000
-HIDDEN = frozenset({"proc", "dev", "sys", "tmp", "run", "root", "home", "state", "lost+found", "mnt", "media"})
+SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "nix")
 
 
-def host_view() -> list[str]:
-    """bwrap arguments that show the host's system directories read-only, and the Python this hive runs on (which
-    may live under a hidden directory, such as a pyenv in /root)."""
+def system_view() -> list[str]:
+    """bwrap arguments that show the host's system directories read-only (a merged-/usr link stays a link)."""
     args: list[str] = []
-    for entry in sorted(os.listdir("/")):
+    for entry in SYSTEM:
         path = f"/{entry}"
-        if entry in HIDDEN:
-            continue
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
-    for extra in {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}:
-        # Only when an agent's uid can reach it; a Python under /root is left for the harness issue to solve.
-        if extra.parts[1:2] and extra.parts[1] in HIDDEN and all(p.stat().st_mode & 0o001 for p in extra.parents):
-            args += ["--ro-bind", str(extra), str(extra)]
     return args
+
+
+def runtime(command: Sequence[str], env: Mapping[str, str]) -> list[Path]:
+    """What outside the system directories the harness needs to run: the Python it runs on (a venv and the
+    interpreter it was made from), the folders its `.pth` files put on sys.path (the hive's packages, installed
+    editable from the checkout), and the claude CLI's npm folder. Nothing else of the checkout."""
+    found = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+    for site in {Path(p) for p in sys.path if p.endswith("site-packages")}:
+        for pth in site.glob("*.pth") if site.is_dir() else ():
+            for line in pth.read_text(errors="replace").splitlines():
+                if line.startswith("/") and Path(line).is_dir():
+                    found.add(Path(line).resolve())
+    programs = [command[0]] if command else []
+    with contextlib.suppress(ValueError):
+        programs += json.loads(env.get("HIVE_CLAUDE", "[]"))[:1]
+    for program in programs:
+        path = Path(shutil.which(program) or program)
+        if path.is_absolute():
+            folders = [p for p in (path, *path.parents) if p.name == "node_modules"]
+            found.add(folders[0] if folders else path.resolve().parent)
+    return sorted(p for p in found if not _under_system(p))
+
+
+def _under_system(path: Path) -> bool:
+    return len(path.parts) > 1 and path.parts[1] in SYSTEM
+
+
+def _binds(paths: Iterable[Path]) -> list[str]:
+    return [arg for path in paths for arg in ("--ro-bind", str(path), str(path))]
 
 
 class LocalBackend(AgentDirs):
@@ -51,15 +81,16 @@ class LocalBackend(AgentDirs):
         self._running: dict[str, Child] = {}
         self._stopping: set[str] = set()
 
-    def argv(self, name: str, command: Sequence[str]) -> list[str]:
+    def argv(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> list[str]:
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise HiveError(ErrorCode.UNAVAILABLE, "bubblewrap is not installed (Debian: bubblewrap).")
         return [
             bwrap, "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--hostname", name, "--die-with-parent", "--new-session",
-            *host_view(),
+            "--hostname", name, "--die-with-parent", "--new-session", "--disable-userns",
+            *system_view(), *_binds(runtime(command, env)),
             "--dir", "/state", "--bind", str(self.state_dir(name)), "/state",
+            "--dir", POLICY_IN_SANDBOX, "--ro-bind", str(self.policy_folder(name)), POLICY_IN_SANDBOX,
             *(["--bind", str(self.proposed_root), "/agents"] if name == MANAGER and self.proposed_root else []),
             "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",  # noqa: S108 - a fresh tmpfs of its own
             "--remount-ro", "/", "--chdir", "/state",
@@ -88,7 +119,7 @@ class LocalBackend(AgentDirs):
                             "(`make install` prefers /usr/bin/python3)")  # fmt: skip
         child = Child(
             name,
-            self.argv(name, command),
+            self.argv(name, command, env),
             env={"PATH": "/usr/bin:/bin", "HOME": "/state", **env},
             user=self.uid(name) if as_root else None,  # without root, agents share our uid (still namespaced)
             on_exit=self._exited,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hive_spawner.repos import ConfigRepos, git
-from hive_spawner.uids import AgentDirs
+from hive_spawner.uids import POLICY_IN_SANDBOX, AgentDirs
 from hyperhive.identity import write_atomic, write_secret
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -143,6 +143,7 @@ class NixosBackend(AgentDirs):
             f"--private-users={self.uid(name)}:65536",
             f"--bind={self.state_dir(name)}:/state",
             f"--bind-ro={self.env_file(name)}:{ENV_IN_CONTAINER}",
+            f"--bind-ro={self.policy_folder(name)}:{POLICY_IN_SANDBOX}",
         ]
         if name == MANAGER:
             flags.append(f"--bind={self.proposed_root}:/agents")

@@ -26,7 +26,7 @@ from hive_spawner.local import LocalBackend
 from hive_spawner.nixos import NixosBackend
 from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.settings import SpawnerSettings
-from hive_spawner.uids import Uids
+from hive_spawner.uids import POLICY_FILE, POLICY_IN_SANDBOX, Uids
 from hyperhive import bus
 from hyperhive.identity import Identities, write_atomic
 from hyperhive.wire import subjects
@@ -78,6 +78,7 @@ class Backend(Protocol):
     def journal(self, name: str, lines: int) -> list[str]: ...
     def destroy(self, name: str) -> None: ...
     def grant_manager(self, repo: Path) -> None: ...
+    def hand_over_policy(self, name: str, text: str) -> None: ...
 
 
 OPERATOR_VERBS = (*MANAGER_VERBS, "destroy", "revive", "purge")
@@ -171,10 +172,9 @@ class Spawner:
         return policy
 
     def _hand_over(self, agent: str, policy: AgentPolicy) -> None:
-        """The harness reads its policy from its state dir (agents cannot read the KV bucket)."""
-        state = self.backend.prepare(agent)
-        write_atomic(state / "policy.json", policy.model_dump_json(by_alias=True, indent=2))
-        self.backend.prepare(agent)  # the new file belongs to the agent's uid too
+        """The harness reads its policy from a read-only bind (agents cannot read the KV bucket, and must not be
+        able to change what restrains them)."""
+        self.backend.hand_over_policy(agent, policy.model_dump_json(by_alias=True, indent=2))
 
     async def _admit(self, agent: str) -> None:
         """Mint the agent's NATS credential into its state dir (0600, its own uid) and reload the server."""
@@ -190,7 +190,7 @@ class Spawner:
     async def start_agent(self, agent: str, *, restarted: bool) -> None:
         self._mark(agent, "running")
         env = {**self.settings.agent_env, "HIVE_NATS_URL": self.settings.nats_url, "HIVE_AGENT": agent,
-               "HIVE_STATE_DIR": "/state"}  # fmt: skip
+               "HIVE_STATE_DIR": "/state", "HIVE_POLICY_FILE": f"{POLICY_IN_SANDBOX}/{POLICY_FILE}"}  # fmt: skip
         if self.settings.nats_auth_dir is not None:
             env["HIVE_NATS_CREDS"] = "/state/nats.nk"
         self._crashed.discard(agent)

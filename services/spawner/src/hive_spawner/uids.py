@@ -10,6 +10,9 @@ from pathlib import Path
 from hyperhive.identity import write_atomic
 from hyperhive.wire.names import MANAGER, check_agent_ref
 
+POLICY_IN_SANDBOX = "/run/hive"
+POLICY_FILE = "policy.json"
+
 
 class Uids:
     """`base + step * k` for the k-th agent: step 1 for single uids (local), 65536 for user-namespace ranges
@@ -65,6 +68,32 @@ class AgentDirs:
         if name == MANAGER and self.proposed_root is not None:
             own(self.proposed_root, self.uid(name))
         return state
+
+    def policy_dir(self, name: str) -> Path:
+        """Where the agent's applied policy is handed to its harness, bound read-only at `POLICY_IN_SANDBOX`."""
+        return self.state_root / ".policy" / check_agent_ref(name)
+
+    def hand_over_policy(self, name: str, text: str) -> None:
+        """Write the policy its harness enforces where the agent can read it and never change it: root owns the
+        folder and the file, the agent's group may read them, nobody else may (not even list the folder), and the
+        sandbox sees it only through a read-only bind."""
+        folder = self.policy_folder(name)
+        write_atomic(folder / POLICY_FILE, text)
+        self._restrict(name, folder / POLICY_FILE, 0o640)
+
+    def policy_folder(self, name: str) -> Path:
+        """The agent's policy folder, made when missing (a sandbox binds it even before a policy is handed over:
+        the harness then denies every Bash call)."""
+        folder = self.policy_dir(name)
+        folder.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o750, exist_ok=True)
+        self._restrict(name, folder, 0o750)
+        return folder
+
+    def _restrict(self, name: str, path: Path, mode: int) -> None:
+        if os.geteuid() == 0:
+            os.chown(path, 0, self.uid(name))
+        path.chmod(mode)
 
     def grant_manager(self, repo: Path) -> None:
         """A new proposed repo is the manager's to edit too."""

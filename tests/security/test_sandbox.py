@@ -1,0 +1,114 @@
+"""What a prompt-injected agent can see and change from inside its local sandbox (real bubblewrap, the same runtime
+binds the spawner gives a harness): only the system directories, the hive's runtime and its own /state; its
+policy is readable and cannot be changed by any means."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hive_spawner.local import LocalBackend
+from hyperhive.identity import write_secret
+
+from ..spawner.conftest import Exits
+from .conftest import Attacks
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+CLAUDE = CHECKOUT / "node_modules" / ".bin" / "claude"
+
+
+@pytest.fixture
+def exits() -> Exits:
+    return Exits()
+
+
+@pytest.fixture
+def hive_root(spawner_state: Path) -> Path:
+    """A hive's state dir as `hivectl up` lays it out, with secrets where they really are."""
+    write_secret(spawner_state / "nats" / "seeds" / "operator.nk", b"SUOPERATORSEED")
+    (spawner_state / "nats" / "auth.conf").write_text("authorization {}")
+    write_secret(spawner_state / "postgres.password", b"pg-secret")
+    return spawner_state
+
+
+def probe(paths: dict[str, str], changes: dict[str, str]) -> str:
+    """A shell script that prints `SEEN <label>` for each path it can read and `DID <label>` for each change that
+    worked, then `ready`."""
+    lines = [f"[ -e {json.dumps(p)} ] && echo 'SEEN {label}'" for label, p in paths.items()]
+    lines += [f"( {cmd} ) >/dev/null 2>&1 && echo 'DID {label}'" for label, cmd in changes.items()]
+    return "\n".join([*lines, "echo ready", "exec sleep 600"])
+
+
+def test_an_agent_sees_only_the_system_its_runtime_and_its_own_state(
+    hive_root: Path, exits: Exits, attacks: Attacks, tmp_path: Path
+) -> None:
+    backend = LocalBackend(hive_root / "agents", on_exit=exits)
+    for name in ("alice", "bob"):
+        backend.prepare(name)
+        backend.hand_over_policy(name, json.dumps({"agent": name}))
+    (backend.state_dir("bob") / "diary.md").write_text("bob's secret")
+    (tmp_path / "host-tmp-marker").write_text("x")
+    hidden = {
+        "the checkout's README": CHECKOUT / "README.md",
+        "the checkout's .git": CHECKOUT / ".git",
+        "the checkout's tests": CHECKOUT / "tests",
+        "another agent's state": backend.state_dir("bob") / "diary.md",
+        "another agent's policy": backend.policy_dir("bob") / "policy.json",
+        "the uid registry": hive_root / "agents" / ".uids.json",
+        "the NATS auth.conf": hive_root / "nats" / "auth.conf",
+        "the operator's NATS seed": hive_root / "nats" / "seeds" / "operator.nk",
+        "the PostgreSQL password": hive_root / "postgres.password",
+        "the host's /tmp": tmp_path / "host-tmp-marker",
+        "/home": Path("/home"),
+        "/root": Path("/root"),
+        "/var": Path("/var"),
+        "/srv": Path("/srv"),
+        "/mnt": Path("/mnt"),
+    }
+    policy = "/run/hive/policy.json"
+    changes = {
+        "wrote its policy": f"echo '{{}}' > {policy}",
+        "removed its policy": f"rm -f {policy}",
+        "renamed its policy": f"mv {policy} /run/hive/old",
+        "made its policy writable": f"chmod 666 {policy}",
+        "added a file beside its policy": "touch /run/hive/extra",
+        "mounted over its policy": f"echo '{{}}' > /state/fake && mount --bind /state/fake {policy}",
+        "remounted it writable": "mount -o remount,rw /run/hive",
+        "made a user namespace of its own": "unshare -r true",
+        "wrote into the hive's runtime": f"touch {CHECKOUT / 'packages' / 'hyperhive' / 'src' / 'x'}",
+        "wrote into the system": "touch /usr/x",
+    }
+    backend.start("alice", ["/bin/sh", "-c", probe({k: str(v) for k, v in hidden.items()}, changes)],
+                  {"HIVE_CLAUDE": json.dumps([str(CLAUDE)])})  # fmt: skip
+    try:
+        backend._running["alice"].wait_for("ready", 30)
+        said = backend.journal("alice", 200)
+    finally:
+        backend.stop("alice")
+    for label in hidden:
+        attacks.record(f"alice read {label}", succeeded=f"SEEN {label}" in said)
+    for label in changes:
+        attacks.record(f"alice {label}", succeeded=f"DID {label}" in said)
+    attacks.record(
+        "alice's policy changed",
+        succeeded=json.loads((backend.policy_dir("alice") / "policy.json").read_text()) != {"agent": "alice"},
+    )
+    attacks.none_succeeded()
+
+
+def test_the_harness_runtime_is_there_and_nothing_else_of_the_checkout(hive_root: Path, exits: Exits) -> None:
+    """The other half: what the harness needs is visible (else the test above could pass on an empty sandbox)."""
+    backend = LocalBackend(hive_root / "agents", on_exit=exits)
+    backend.prepare("alice")
+    backend.hand_over_policy("alice", '{"agent":"alice"}')
+    script = probe({"policy": "/run/hive/policy.json", "claude": str(CLAUDE),
+                    "hyperhive": str(CHECKOUT / "packages" / "hyperhive" / "src" / "hyperhive")}, {})  # fmt: skip
+    backend.start("alice", ["/bin/sh", "-c", script], {"HIVE_CLAUDE": json.dumps([str(CLAUDE)])})
+    try:
+        backend._running["alice"].wait_for("ready", 30)
+        said = backend.journal("alice", 50)
+    finally:
+        backend.stop("alice")
+    assert {"SEEN policy", "SEEN claude", "SEEN hyperhive"} <= set(said)
