@@ -7,9 +7,9 @@ can add fields without breaking an older one.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hyperhive.wire.names import AgentRef, Recipient
 
@@ -24,10 +24,39 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
 
+MAX_ROW_ID = 2**63 - 1  # PostgreSQL's bigint: approval and question ids
+RowId = Annotated[int, Field(ge=0, le=MAX_ROW_ID)]
+
+
+def _nul_in(value: Any, where: str) -> str | None:
+    """Where in `value` a NUL character is, if anywhere (through lists and dicts, keys included)."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, list | tuple):
+        return next((w for i, v in enumerate(value) if (w := _nul_in(v, f"{where}[{i}]"))), None)
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if found := _nul_in(key, f"{where} key") or _nul_in(v, f"{where}.{key}"):
+                return found
+    return None
+
+
+class WireRequest(WireModel):
+    """What a caller sends. Text in it may hold no NUL character, anywhere: PostgreSQL cannot store one, and a
+    process argument cannot carry one, so it is refused at the wire rather than failing deep inside a service."""
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Self:
+        for name, value in self:
+            if where := _nul_in(value, name):
+                raise ValueError(f"{where} contains a NUL character (\\x00), which the hive does not accept")
+        return self
+
+
 # ── agent plane: broker ──────────────────────────────────────────────────────
 
 
-class SendRequest(WireModel):
+class SendRequest(WireRequest):
     """`hive.agent.<name>.send`: deliver `body` to `to`. The sender is the subject's `<name>`."""
 
     kind: Literal["hive.send.v1"] = "hive.send.v1"
@@ -64,7 +93,7 @@ class Message(WireModel):
 # ── operator plane: broker ───────────────────────────────────────────────────
 
 
-class OperatorSendRequest(WireModel):
+class OperatorSendRequest(WireRequest):
     """`hive.broker.send`: the operator writes to an agent (or `*`)."""
 
     kind: Literal["hive.broker.send.v1"] = "hive.broker.send.v1"
@@ -72,7 +101,7 @@ class OperatorSendRequest(WireModel):
     body: str
 
 
-class InboxRequest(WireModel):
+class InboxRequest(WireRequest):
     """`hive.broker.inbox`: recent messages of one inbox (an agent's, or `operator`)."""
 
     kind: Literal["hive.broker.inbox.v1"] = "hive.broker.inbox.v1"
@@ -182,7 +211,7 @@ class MessageDelivered(WireModel):
 class ApprovalResolved(WireModel):
     """`approval_resolved`: the operator (or a deadline) decided an approval."""
 
-    id: int
+    id: RowId
     kind: str
     agent: str = Field(description="The agent the approval is about.")
     requested_by: str
@@ -193,7 +222,7 @@ class ApprovalResolved(WireModel):
 class QuestionAnswered(WireModel):
     """`question_answered`: an operator question got its answer (or `[expired]`, `[cancelled]`)."""
 
-    id: int
+    id: RowId
     asker: str
     question: str
     answer: str
@@ -223,7 +252,7 @@ MAX_QUESTION_TTL_SECONDS = 6 * 3600
 MAX_TOOL_PERMISSION_TTL_SECONDS = 3600
 
 
-class ApprovalRequest(WireModel):
+class ApprovalRequest(WireRequest):
     """`hive.agent.<name>.request.<kind>`: ask the operator to approve a change. Only the manager may, except for
     `tool_permission`, which any agent's harness asks for itself."""
 
@@ -244,7 +273,7 @@ class Approval(WireModel):
     """An approval as the operator sees it."""
 
     kind: Literal["hive.approval.v1"] = "hive.approval.v1"
-    id: int
+    id: RowId
     agent: str
     type: ApprovalKind = Field(description="What is to be approved.")
     commit_ref: str | None = None
@@ -266,15 +295,15 @@ class Approval(WireModel):
     default_action: Literal["approve", "deny"] | None = None
 
 
-class DecisionRequest(WireModel):
+class DecisionRequest(WireRequest):
     """`hive.approver.approve` / `hive.approver.deny`: the operator decides."""
 
     kind: Literal["hive.decision.v1"] = "hive.decision.v1"
-    id: int
+    id: RowId
     note: str | None = Field(None, max_length=4000)
 
 
-class ApprovalsRequest(WireModel):
+class ApprovalsRequest(WireRequest):
     """`hive.approver.approvals`: list approvals, newest first."""
 
     kind: Literal["hive.approvals.v1"] = "hive.approvals.v1"
@@ -287,19 +316,19 @@ class ApprovalsReply(WireModel):
     approvals: list[Approval]
 
 
-class WaitRequest(WireModel):
+class WaitRequest(WireRequest):
     """`hive.agent.<name>.decision`: wait until one of the caller's approvals is decided."""
 
     kind: Literal["hive.decision.wait.v1"] = "hive.decision.wait.v1"
-    id: int
+    id: RowId
     wait_seconds: float = Field(0, ge=0, le=MAX_RECV_WAIT_SECONDS)
 
 
-class FreezeRequest(WireModel):
+class FreezeRequest(WireRequest):
     """`hive.spawner.freeze`: tag the proposed commit as `proposal/<approval_id>` and diff it against applied."""
 
     kind: Literal["hive.spawner.freeze.v1"] = "hive.spawner.freeze.v1"
-    approval_id: int
+    approval_id: RowId
     agent: str
     commit_ref: str
 
@@ -315,23 +344,23 @@ class SpawnerCommand(WireModel):
     """On the work queue `hive.spawner.cmd.<host>`: apply an approved change, once (deduplicated by approval id)."""
 
     kind: Literal["hive.spawner.command.v1"] = "hive.spawner.command.v1"
-    approval_id: int
+    approval_id: RowId
     action: Literal["apply_commit", "spawn", "spawn_draft", "spawn_commit"]
     agent: AgentRef
     sha: str | None = None
     tag: str | None = None
 
 
-class OutcomeRequest(WireModel):
+class OutcomeRequest(WireRequest):
     """`hive.approver.outcome`: the spawner reports how applying an approval went."""
 
     kind: Literal["hive.approver.outcome.v1"] = "hive.approver.outcome.v1"
-    approval_id: int
+    approval_id: RowId
     ok: bool
     reason: str = ""
 
 
-class AskRequest(WireModel):
+class AskRequest(WireRequest):
     """`hive.agent.<name>.ask`: a question for the operator; the answer comes back as a system message."""
 
     kind: Literal["hive.ask.v1"] = "hive.ask.v1"
@@ -343,13 +372,13 @@ class AskRequest(WireModel):
 
 class AskReply(WireModel):
     kind: Literal["hive.ask.reply.v1"] = "hive.ask.reply.v1"
-    id: int
+    id: RowId
     deadline: datetime
 
 
 class Question(WireModel):
     kind: Literal["hive.question.v1"] = "hive.question.v1"
-    id: int
+    id: RowId
     asker: str
     question: str
     options: list[str]
@@ -361,23 +390,23 @@ class Question(WireModel):
     answered_at: datetime | None = None
 
 
-class AnswerRequest(WireModel):
+class AnswerRequest(WireRequest):
     """`hive.approver.answer`: pick options (several only when `multi`) or write free text."""
 
     kind: Literal["hive.answer.v1"] = "hive.answer.v1"
-    id: int
+    id: RowId
     choices: list[str] = Field(default_factory=list, max_length=20)
     text: str | None = Field(None, max_length=4000)
 
 
-class QuestionRef(WireModel):
+class QuestionRef(WireRequest):
     """`hive.approver.cancel`: withdraw a question (answered `[cancelled]`)."""
 
     kind: Literal["hive.question.ref.v1"] = "hive.question.ref.v1"
-    id: int
+    id: RowId
 
 
-class QuestionsRequest(WireModel):
+class QuestionsRequest(WireRequest):
     kind: Literal["hive.questions.v1"] = "hive.questions.v1"
     status: Literal["pending", "answered", "expired", "cancelled"] | None = None
     limit: int = Field(50, ge=1, le=500)
@@ -411,14 +440,14 @@ class AgentsReply(WireModel):
     agents: list[AgentStatus]
 
 
-class AgentRequest(WireModel):
+class AgentRequest(WireRequest):
     """`hive.spawner.<verb>` (operator) and `hive.agent.manager.lifecycle.<verb>` (the manager): act on one agent."""
 
     kind: Literal["hive.agent.request.v1"] = "hive.agent.request.v1"
     agent: AgentRef
 
 
-class LogsRequest(WireModel):
+class LogsRequest(WireRequest):
     """`hive.spawner.logs`: the last lines of an agent's journal."""
 
     kind: Literal["hive.logs.v1"] = "hive.logs.v1"
@@ -535,14 +564,14 @@ class HarnessState(WireModel):
     heartbeat_seconds: float
 
 
-class ModelRequest(WireModel):
+class ModelRequest(WireRequest):
     """`hive.harness.<name>.model`: the operator's `/model`; from the next turn on, kept across restarts."""
 
     kind: Literal["hive.harness.model.v1"] = "hive.harness.model.v1"
     model: str | None = Field(None, pattern=MODEL_PATTERN, description="`null`: back to agent.nix's model.")
 
 
-class PauseRequest(WireModel):
+class PauseRequest(WireRequest):
     """`hive.harness.<name>.pause`: while paused, messages queue in the inbox and no turn runs."""
 
     kind: Literal["hive.harness.pause.v1"] = "hive.harness.pause.v1"
@@ -564,7 +593,7 @@ class HarnessReply(WireModel):
     state: HarnessState
 
 
-class PtyOpen(WireModel):
+class PtyOpen(WireRequest):
     """`hive.harness.<name>.pty.open`: a shell in the agent's container. Output arrives on
     `hive.agent.<name>.pty.<session>.out` (raw bytes); input goes to `hive.harness.<name>.pty.<session>.in`, a
     `PtyResize` to `….resize`, anything to `….close`; `hive.agent.<name>.pty.<session>.closed` says it ended."""
@@ -575,7 +604,7 @@ class PtyOpen(WireModel):
     opened_by: str = Field("operator", max_length=100, description="Who opened it, for the audit trail.")
 
 
-class PtyResize(WireModel):
+class PtyResize(WireRequest):
     kind: Literal["hive.pty.resize.v1"] = "hive.pty.resize.v1"
     cols: int = Field(ge=10, le=1000)
     rows: int = Field(ge=4, le=500)
