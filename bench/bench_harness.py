@@ -6,7 +6,11 @@ CLI (same flags, environment, working dir and session, against the same scripted
 interleaved with the harness's turns; and once more without the MCP flags, to show what the hyperhive MCP tools
 (served by the harness over loopback HTTP) cost a turn. Then `python -m hive_harness` is started as its own
 process and its memory read when idle.
-    uv run python bench/bench_harness.py [--turns 20]
+
+A Bash call checked by the harness (the CLI's http PreToolUse hook, answered by the harness on loopback) is compared
+with the same call allowed by the CLI's own rules (`--allowedTools Bash(ls *)`, no hook): the same CLI run with
+`--calls` Bash calls, interleaved; the difference per call is what the check costs.
+    uv run python bench/bench_harness.py [--turns 20] [--calls 10]
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from nats.aio.client import Client
 
 from hive_harness.harness import Harness, HarnessSettings
 from hivectl.natsserver import NatsServer
-from hivetest.messages_api import Text, serve_messages_api
+from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive import bus
 from hyperhive.process import Child
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
-from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
+from hyperhive.wire.models import AgentPolicy, BashPolicy, SendReply, SendRequest
 
 CLAUDE = Path(__file__).parents[1] / "node_modules" / ".bin" / "claude"
 SCRIPTED_ENV = {"ANTHROPIC_API_KEY": "scripted", "DISABLE_TELEMETRY": "1",  # as in tests/harness/conftest.py
@@ -60,6 +64,19 @@ def without_mcp(flags: list[str]) -> list[str]:
     return out
 
 
+def cli_allowed(flags: list[str], rule: str) -> list[str]:
+    """`flags` without the hook's --settings, with `rule` in --allowedTools: the CLI's own rules decide."""
+    out, rest = [], iter(flags)
+    for flag in rest:
+        if flag == "--settings":
+            next(rest)  # and its value
+        elif flag == "--allowedTools":
+            out += [flag, f"{next(rest)},{rule}"]
+        else:
+            out.append(flag)
+    return out
+
+
 async def bare_cli(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     """One claude CLI run as the harness starts it, read to its end; its wall time."""
     t = time.perf_counter()
@@ -81,17 +98,21 @@ async def connect(server: NatsServer, creds: Path, name: str, agent: bool = Fals
     return await bus.connect(settings, name=name, inbox_prefix=subjects.reply_prefix(name) if agent else None)
 
 
-async def turns(server: NatsServer, root: Path, n: int) -> dict[str, object]:
+async def turns(server: NatsServer, root: Path, n: int, calls: int) -> dict[str, object]:
     alice_seed = root / "agents" / "alice.nk"
     bob = await connect(server, root / "agents" / "bob.nk", "bob", agent=True)
     state = root / "alice"
     state.mkdir()
-    policy = AgentPolicy(agent="alice", model=MODEL, allowedRecipients=["bob"])  # type: ignore[call-arg]
-    (state / "policy.json").write_text(policy.model_dump_json(by_alias=True))
+    policy = AgentPolicy(agent="alice", model=MODEL, allowedRecipients=["bob"],  # type: ignore[call-arg]
+                         allowedBash=BashPolicy(allow=["ls *"]))  # fmt: skip
+    policy_file = root / "run-hive" / "policy.json"  # where the spawner's read-only bind would be
+    policy_file.parent.mkdir()
+    policy_file.write_text(policy.model_dump_json(by_alias=True))
     with serve_messages_api() as api:
         settings = HarnessSettings(
             nats_url=server.url, nats_creds=alice_seed, state_dir=state, agent="alice", claude=[str(CLAUDE)],
-            claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
+            claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}, policy_file=policy_file,
+            cli_home=root / "no-home",
         )  # fmt: skip
         harness = Harness(nc := await connect(server, alice_seed, "alice", agent=True), settings)
         tools = AsyncExitStack()  # the harness's MCP tools, served on loopback for the whole run
@@ -120,6 +141,21 @@ async def turns(server: NatsServer, root: Path, n: int) -> dict[str, object]:
 
             return run
 
+        def bash(cli_flags: list[str]) -> Callable[[int], Awaitable[float]]:
+            async def run(i: int) -> float:
+                session = (state / "session-id").read_text().strip()
+                api.script(*([ToolUse("Bash", {"command": "ls -a"})] for _ in range(calls)), [Text("ok")])
+                elapsed = await bare_cli(
+                    [str(CLAUDE), "-p", f"list {i}", "--output-format", "stream-json", "--verbose", "--model", MODEL,
+                     *cli_flags, "--resume", session], env, state,
+                )  # fmt: skip
+                last = json.dumps(api.requests[-1]["messages"][-1])
+                if '"is_error": true' in last or "mcp.json" not in last:
+                    raise RuntimeError(f"a Bash call did not run: {last[:500]}")
+                return elapsed
+
+            return run
+
         kinds = {"harness": harness_turn, "bare": bare(flags), "bare_no_mcp": bare(without_mcp(flags))}
         samples: dict[str, list[float]] = {kind: [] for kind in kinds}
         for i in range(n + 1):  # round 0 starts the session and warms caches: not counted
@@ -128,11 +164,27 @@ async def turns(server: NatsServer, root: Path, n: int) -> dict[str, object]:
                 elapsed = await kinds[kind](i)
                 if i:
                     samples[kind].append(elapsed)
+        harness.gate.use(policy.allowed_bash)  # the checked runs below are the CLI's alone, the gate the harness's
+        checks = {"checked": bash(flags), "cli_allowed": bash(cli_allowed(flags, "Bash(ls *)"))}
+        bash_samples: dict[str, list[float]] = {kind: [] for kind in checks}
+        for i in range(n + 1):
+            for kind in list(checks)[i % 2 :] + list(checks)[: i % 2]:
+                elapsed = await checks[kind](i)
+                if i:
+                    bash_samples[kind].append(elapsed)
+        denied = harness.gate.denied
         await tools.aclose()
         await nc.close()
     await bob.close()
+    if denied:
+        raise RuntimeError(f"the gate denied {denied} benchmark calls")
     ours, bare_cli_summary, no_mcp = (summary(samples[kind]) for kind in ("harness", "bare", "bare_no_mcp"))
+    checked, allowed = (summary(bash_samples[kind]) for kind in ("checked", "cli_allowed"))
     return {
+        "bash_calls_per_run": calls,
+        "bash_checked_by_harness_hook": checked,
+        "bash_allowed_by_cli_rules": allowed,
+        "bash_check_cost_per_call_p50_ms": round((checked["p50_ms"] - allowed["p50_ms"]) / calls, 1),
         "harness_run_once": ours,
         "bare_cli_same_flags": bare_cli_summary,
         "bare_cli_without_mcp_flags": no_mcp,
@@ -201,7 +253,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         return {
             "benchmark": "harness",
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "per_turn": await turns(server, root, args.turns),
+            "per_turn": await turns(server, root, args.turns, args.calls),
             "idle_memory": await idle_memory(server, root),
         }
 
@@ -209,4 +261,5 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=10, help="Bash calls per run in the check comparison")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

@@ -4,11 +4,13 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from asyncio.subprocess import PIPE
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 from hive_approver.__main__ import start as start_approver
+from hive_harness.hook import CURL, hook_settings
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.wire.models import AgentPolicy, Approval, BashPolicy, DecisionRequest
@@ -125,6 +127,22 @@ async def test_the_hook_answers_only_with_the_token_and_denies_what_it_cannot_re
         call = json.dumps({"tool_name": "Bash", "tool_input": {"command": "git status"}}).encode()
         assert (await post(url, call, token))[1]["hookSpecificOutput"]["permissionDecision"] == "allow"
         assert (await post(url, b'{"tool_name": "Read"}', token))[1] == {}
+        # The thin clients the CLI runs (curl, and Python where there is no curl), exactly as the settings say.
+        auth = s.state / "hook-auth"
+        s.harness.mcp_flags(policy)
+        for curl in (CURL, None):
+            hook = hook_settings(url, auth, curl)["hooks"]["PreToolUse"][0]["hooks"][0]
+            for command, expected in (("git status", "allow"), ("git -c x=y status", "deny")):
+                call = json.dumps({"tool_name": "Bash", "tool_input": {"command": command}}).encode()
+                ran = await asyncio.create_subprocess_exec(hook["command"], *hook["args"], stdin=PIPE, stdout=PIPE)
+                out, _ = await ran.communicate(call)
+                assert ran.returncode == 0
+                assert json.loads(out)["hookSpecificOutput"]["permissionDecision"] == expected
+            auth.write_text("Authorization: Bearer wrong\n")  # what an agent could do: its own hook fails, so blocks
+            ran = await asyncio.create_subprocess_exec(hook["command"], *hook["args"], stdin=PIPE, stdout=PIPE)
+            assert (await ran.communicate(b"{}"))[0] == b""
+            assert ran.returncode != 0
+            s.harness.mcp_flags(policy)
 
 
 async def post(url: str, body: bytes, token: str) -> tuple[int, Any]:

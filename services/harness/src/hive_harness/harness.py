@@ -25,7 +25,7 @@ import nats.errors
 from nats.aio.client import Client
 from pydantic import Field, TypeAdapter
 
-from hive_harness.hook import TOKEN_ENV, BashGate, hook_settings
+from hive_harness.hook import BashGate, hook_settings
 from hive_harness.notes import compact_notes
 from hive_harness.tools import ToolServer
 from hive_harness.turn import TurnResult, run_turn
@@ -443,36 +443,39 @@ class Harness:
     # ── the CLI's configuration ──────────────────────────────────────────────
 
     def mcp_flags(self, policy: AgentPolicy) -> list[str]:
-        """The rendered --mcp-config (0600: it holds the tools' token; written again every run, so nothing the agent
-        adds to it lasts): our hyperhive server, whose name cannot be taken, and agent.nix's extra ones. The hook
-        goes inline in --settings (no file), and --setting-sources "" keeps the CLI from loading the settings files
-        the agent can write (its config dir's settings.json, the working dir's .claude/settings*.json)."""
+        """The rendered --mcp-config and the hook's header (0600: they hold the tools' token; written again every run,
+        so nothing the agent adds to them lasts): our hyperhive server, whose name cannot be taken, and agent.nix's
+        extra ones. The hook goes inline in --settings (no file), and --setting-sources "" keeps the CLI from loading
+        the settings files the agent can write (its config dir's settings.json, the working dir's
+        .claude/settings*.json)."""
         servers: dict[str, Any] = {
             name: {"type": "stdio", "command": s.command, "args": s.args, "env": s.env}
             for name, s in policy.mcp_servers.items()
             if name != "hyperhive"
         }
         servers["hyperhive"] = self.tools.entry()
-        write_secret(self.settings.state_dir / "mcp.json", json.dumps({"mcpServers": servers}, indent=2).encode())
+        state = self.settings.state_dir
+        write_secret(state / "mcp.json", json.dumps({"mcpServers": servers}, indent=2).encode())
+        write_secret(state / "hook-auth", f"Authorization: Bearer {self.tools.token}\n".encode())
         allowed = ["mcp__hyperhive"] + [
             f"mcp__{name}__{tool}" for name, s in policy.mcp_servers.items() if name != "hyperhive"
             for tool in s.allowed_tools
         ]  # fmt: skip
         return [
-            "--mcp-config", str(self.settings.state_dir / "mcp.json"), "--strict-mcp-config",
+            "--mcp-config", str(state / "mcp.json"), "--strict-mcp-config",
             "--allowedTools", ",".join(allowed),
-            "--setting-sources", "", "--settings", json.dumps(hook_settings(self.tools.hook_url)),
+            "--setting-sources", "", "--settings", json.dumps(hook_settings(self.tools.hook_url, state / "hook-auth")),
         ]  # fmt: skip
 
     def cli_env(self) -> dict[str, str]:
-        """The CLI's environment, which its Bash inherits: who the agent is, how it reaches the hive, the hook's
-        token; a HOME the agent cannot write (no shell startup file of its own is sourced), the CLI's sessions in
-        /state/.claude, bash as the shell, git config that runs no code (see `GIT_OVERRIDES`)."""
+        """The CLI's environment, which its Bash inherits: who the agent is, how it reaches the hive; a HOME the agent
+        cannot write (no shell startup file of its own is sourced), the CLI's sessions in /state/.claude, bash as the
+        shell, git config that runs no code (see `GIT_OVERRIDES`)."""
         state = self.settings.state_dir
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.settings.cli_home), "SHELL": "/bin/bash",
                "CLAUDE_CONFIG_DIR": str(state / ".claude"), "XDG_CACHE_HOME": str(state / ".cache"),
                "HIVE_AGENT": self.agent, "HIVE_NATS_URL": self.settings.nats_url, "HIVE_STATE_DIR": str(state),
-               TOKEN_ENV: self.tools.token, "GIT_TERMINAL_PROMPT": "0"}  # fmt: skip
+               "GIT_TERMINAL_PROMPT": "0"}  # fmt: skip
         env["GIT_CONFIG_COUNT"] = str(len(GIT_OVERRIDES))
         for i, (key, value) in enumerate(GIT_OVERRIDES.items()):
             env |= {f"GIT_CONFIG_KEY_{i}": key, f"GIT_CONFIG_VALUE_{i}": value}

@@ -1,19 +1,25 @@
-"""The PreToolUse hook, answered inside the harness: the CLI POSTs every tool call to the harness's loopback server
-(an `http` hook carrying the tools' bearer token), and the harness judges the commands of Bash and Monitor calls
-against the policy it holds in memory (read from the spawner's read-only policy file at each turn).
+"""The PreToolUse hook, answered inside the harness: for every tool call the CLI runs a thin client (curl, or
+`python -I -S` with a raw socket where there is no curl) that POSTs the call to the harness's loopback server with
+the tools' bearer token and prints the answer; the harness judges the commands of Bash and Monitor calls against the
+policy it holds in memory (read from the spawner's read-only policy file at each turn).
 
-Nothing the agent can write decides: no hook process, no settings file, no import path. The hook is declared with
-`onFailure: "block"`, so a harness that does not answer blocks the call, and every answer is a decision: whatever goes
-wrong while judging is a deny. `ask` parts become a `tool_permission` approval the harness waits for (the agent in
-state `waiting`), and an expired request is a deny. Every deny is counted for the turn's stats and published as a
-`bash_denied` event.
+Nothing the agent can write decides: the client is a program on /usr/bin (or the hive's Python in isolated mode, no
+site), run in exec form (no shell), its arguments in the CLI's inline --settings; the check is the harness's own code.
+(The CLI's `http` hook type would need no process at all, but costs ~32 ms a call against curl's ~11 ms.) The hook is
+declared with `onFailure: "block"`, so a client or harness that does not answer blocks the call, and every answer is
+a decision: whatever goes wrong while judging is a deny. `ask` parts become a `tool_permission` approval the harness
+waits for (the agent in state `waiting`), and an expired request is a deny. Every deny is counted for the turn's stats
+and published as a `bash_denied` event.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
@@ -29,14 +35,30 @@ log = logging.getLogger("hive_harness.hook")
 
 ASK_TTL_SECONDS = 300
 COMMAND_TOOLS = ("Bash", "Monitor")  # the CLI's tools that run a shell command
-TOKEN_ENV = "HIVE_HOOK_TOKEN"  # noqa: S105 - the name of the variable that carries it
 MAX_BODY = 1 << 20
+CLIENT = """import socket, sys
+host, port = sys.argv[1].split("/")[2].split(":")
+auth, body = open(sys.argv[2], "rb").read().strip(), sys.stdin.buffer.read()
+s = socket.create_connection((host, int(port)))
+s.sendall(b"POST /hook HTTP/1.0\\r\\n" + auth + b"\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+head, _, answer = b"".join(iter(lambda: s.recv(65536), b"")).partition(b"\\r\\n\\r\\n")
+sys.exit(1) if b" 200 " not in head.split(b"\\r\\n")[0] + b" " else sys.stdout.buffer.write(answer)
+"""
 
 
-def hook_settings(url: str) -> dict[str, Any]:
-    """The CLI's `--settings`: every tool call goes to the harness first; no answer blocks it."""
-    hook = {"type": "http", "url": url, "headers": {"Authorization": f"Bearer ${TOKEN_ENV}"},
-            "allowedEnvVars": [TOKEN_ENV], "timeout": 600, "onFailure": "block"}  # fmt: skip
+CURL = shutil.which("curl", path="/usr/bin:/bin")
+
+
+def hook_settings(url: str, auth_file: Path, curl: str | None = CURL) -> dict[str, Any]:
+    """The CLI's inline `--settings`: every tool call goes to the harness first; no answer blocks it. `auth_file`
+    holds the `Authorization` header (0600: the token never appears in a command line other users can read)."""
+    if curl:  # -q first: no .curlrc; no proxy from the environment
+        args = ["-q", "-sS", "--fail", "--noproxy", "*", "--max-time", "600", "--data-binary", "@-",
+                "-H", f"@{auth_file}", url]  # fmt: skip
+        hook: dict[str, Any] = {"type": "command", "command": curl, "args": args}
+    else:
+        hook = {"type": "command", "command": sys.executable, "args": ["-I", "-S", "-c", CLIENT, url, str(auth_file)]}
+    hook |= {"timeout": 600, "onFailure": "block"}
     return {"hooks": {"PreToolUse": [{"matcher": "*", "hooks": [hook]}]}}
 
 
