@@ -4,14 +4,9 @@ real credentials, and counts its attempts. Every test ends with `attacks.none_su
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-
-from hivectl.natsserver import NatsServer
-from hivetest.hive import TestHive
 
 _TOTALS = {"tried": 0, "succeeded": 0}
 
@@ -46,10 +41,3 @@ def attacks(request: pytest.FixtureRequest) -> Attacks:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _TOTALS["tried"]:
         terminalreporter.write_line(f"security: {_TOTALS['tried']} attacks, {_TOTALS['succeeded']} succeeded")
-
-
-@pytest.fixture
-async def secured(own_nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[TestHive]:
-    """A hive on a nats-server of our own with the hive's generated accounts and permissions (never $NATS_URL's)."""
-    async with TestHive(own_nats_server, tmp_path) as hive:
-        yield hive

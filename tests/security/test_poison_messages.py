@@ -89,8 +89,9 @@ async def test_a_harness_inbox_sets_aside_what_it_cannot_read(secured: TestHive,
         view = await bus.call(op, subjects.operator(subjects.BROKER, "inbox"), InboxRequest(owner="bob"), InboxReply)
         attacks.record("the inbox view fails on a poison", succeeded=[e.message.body for e in view.entries] != ["real"])
         recorded = await poison_events(secured, subjects.agent_event("bob", "poison_message"))
-        for what in POISONS:
-            attacks.record(f"{what} in an inbox goes unrecorded", succeeded=len(recorded) != len(POISONS))
+        seqs = {r["seq"] for r in recorded}  # an empty one may be set aside twice: it can come again before its term
+        for seq, what in enumerate(POISONS, start=1):
+            attacks.record(f"{what} in an inbox goes unrecorded", succeeded=seq not in seqs)
         assert {r["stream"] for r in recorded} == {subjects.INBOX_STREAM}
     attacks.none_succeeded()
 

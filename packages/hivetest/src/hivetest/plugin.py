@@ -78,6 +78,14 @@ async def hive(nats_server: NatsServer | ExternalNats, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
+async def secured(own_nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[TestHive]:
+    """A hive on a nats-server of our own with the hive's generated accounts and permissions (never $NATS_URL's):
+    for attacks on them, and for faults of the server itself."""
+    async with TestHive(own_nats_server, tmp_path) as test_hive:
+        yield test_hive
+
+
+@pytest.fixture
 async def operator_nc(hive: TestHive) -> Client:
     return await hive.connect("operator")
 

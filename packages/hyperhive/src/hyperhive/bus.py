@@ -47,6 +47,30 @@ DAY = 24 * 3600.0
 # ── connecting ───────────────────────────────────────────────────────────────
 
 
+class HiveClient(Client):
+    """A NATS connection that says when it has reconnected: a pull request lives on the server, and one the server
+    lost while the connection was down (a restart) would otherwise be waited out to its expiry — minutes for a
+    harness's long poll. Whoever holds a pull waits on `reconnected()` too, and issues it again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reconnected = asyncio.Event()
+
+    async def _on_reconnect(self) -> None:
+        log.info("connection=%s event=reconnected", self.options.get("name"))
+        self._reconnected.set()
+        self._reconnected = asyncio.Event()
+
+    def reconnected(self) -> asyncio.Event:
+        """An event set at the next reconnect (take it before you start waiting)."""
+        return self._reconnected
+
+
+def reconnected(nc: Client) -> asyncio.Event:
+    """`nc`'s next-reconnect event; a connection not made by `connect` never says (an event nobody sets)."""
+    return nc.reconnected() if isinstance(nc, HiveClient) else asyncio.Event()
+
+
 async def connect(settings: HiveSettings, *, name: str, inbox_prefix: str | None = None, **options: Any) -> Client:
     """Connect as the principal whose nkey seed is `settings.nats_creds`.
 
@@ -65,7 +89,15 @@ async def connect(settings: HiveSettings, *, name: str, inbox_prefix: str | None
     options.setdefault("drain_timeout", 5)
     # nats-py retries the first connect as often as it reconnects: fail fast at start, then reconnect forever.
     reconnect_forever = options.pop("allow_reconnect", True)
-    nc = Client()
+    nc = HiveClient()
+    theirs = options.pop("reconnected_cb", None)
+
+    async def on_reconnect() -> None:
+        await nc._on_reconnect()
+        if theirs is not None:
+            await theirs()
+
+    options["reconnected_cb"] = on_reconnect
     try:
         await nc.connect(
             settings.nats_url,
@@ -85,7 +117,7 @@ async def connect(settings: HiveSettings, *, name: str, inbox_prefix: str | None
         ) from exc
     nc.options["allow_reconnect"] = reconnect_forever
     nc.options["max_reconnect_attempts"] = -1
-    nc.options["reconnect_time_wait"] = 2
+    nc.options["reconnect_time_wait"] = 0.5  # loopback: back within a second of a restart (docs/PERFORMANCE.md)
     return nc
 
 
@@ -295,6 +327,24 @@ async def respond(nc: Client, endpoints: Sequence[Endpoint[Any]]) -> AsyncIterat
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _unless_reconnected(nc: Client, fetch: Coroutine[Any, Any, list[Msg]]) -> list[Msg]:
+    """The fetch's messages; none when the connection came back first (the server may have lost the pull: the
+    caller pulls again at once, what was delivered meanwhile is still queued for it)."""
+    again = reconnected(nc)
+    task = asyncio.ensure_future(fetch)
+    waiter = asyncio.ensure_future(again.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+        await task
+    return []
+
+
 MAX_HANDLER_FAILURES = 5  # a message whose handler fails this often is set aside, not retried forever
 RETRY_SECONDS = 1.0
 
@@ -316,7 +366,7 @@ async def each(
     short delay); a lost connection or an unavailable JetStream is waited out, and the pull is issued again."""
     while True:
         try:
-            msgs = await sub.fetch(batch, timeout=30)
+            msgs = await _unless_reconnected(nc, sub.fetch(batch, timeout=30))
         except nats.errors.TimeoutError:
             continue
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:

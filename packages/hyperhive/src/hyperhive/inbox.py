@@ -15,6 +15,7 @@ import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -117,24 +118,41 @@ class Inbox:
                 self._reply_subject = self._nc.new_inbox()
                 self._replies = await self._nc.subscribe(self._reply_subject, cb=self._collect)
             request: dict[str, object] = {"batch": batch, "no_wait": True}
-            if wait > 0:
-                request["expires"] = int(wait * 1e9)
             self._got, self._batch = [], batch
             self._done = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait + PULL_GRACE_SECONDS
             try:
-                await self._nc.publish(
-                    f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.owner)}",
-                    json.dumps(request).encode(),
-                    reply=self._reply_subject,
-                )
-                status = await asyncio.wait_for(self._done, wait + PULL_GRACE_SECONDS)
-            except TimeoutError:
-                status = None
+                while True:
+                    again = bus.reconnected(self._nc)  # before the request: a reconnect after it counts
+                    left = max(0.0, deadline - PULL_GRACE_SECONDS - loop.time())
+                    if wait > 0:
+                        request["expires"] = max(int(left * 1e9), 1_000_000)
+                    await self._nc.publish(
+                        f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.owner)}",
+                        json.dumps(request).encode(),
+                        reply=self._reply_subject,
+                    )
+                    if await self._settled(again, deadline - loop.time()):
+                        break
+                    # Reconnected: the server may have lost the pull (a restart). Ask again for the time left.
+                status = self._done.result() if self._done.done() else None
             finally:
                 self._done = None
             if status == "503" and not self._got:
                 raise HiveError(ErrorCode.UNAVAILABLE, f"The inbox of {self.owner} is not open; call open() first.")
             return self._got
+
+    async def _settled(self, again: asyncio.Event, timeout: float) -> bool:
+        """Wait until the pull ends (True), the connection comes back (False), or `timeout` passes (True)."""
+        assert self._done is not None
+        waiter = asyncio.ensure_future(again.wait())
+        either: set[asyncio.Future[Any]] = {self._done, waiter}
+        try:
+            await asyncio.wait(either, timeout=max(timeout, 0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return self._done.done() or not again.is_set()
 
     async def _collect(self, msg: Msg) -> None:
         status = _status(msg)  # 404 nothing more, 408 expired, 409 consumer changed, 503 no inbox

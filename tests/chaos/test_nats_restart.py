@@ -1,0 +1,75 @@
+"""nats-server killed with SIGKILL and started again on the same store: every pull that was waiting is issued again
+as soon as the connection is back, so the first message after the restart reaches a waiting harness at once (not
+after the long poll's 180 s), and the broker's system-message relay goes on (not after its 30 s fetch)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+
+from hive_broker.__main__ import start as start_broker
+from hivectl.natsserver import NatsServer
+from hivetest.hive import TestHive
+from hyperhive import bus
+from hyperhive.inbox import Inbox
+from hyperhive.wire import subjects
+from hyperhive.wire.models import AgentPolicy, ApprovalResolved, Event, SendReply, SendRequest
+
+from ..broker.conftest import broker_settings
+
+LONG_POLL = 120  # what a harness waits for; before the fix the message came only when it ran out
+
+
+def kill_and_restart(server: NatsServer) -> None:
+    assert server.child is not None
+    server.child.stop(signal.SIGKILL)
+    server.start()  # the same port and store
+
+
+async def test_a_waiting_harness_gets_the_first_message_after_a_nats_restart(secured: TestHive) -> None:
+    server = secured.server
+    assert isinstance(server, NatsServer)
+    async with AsyncExitStack() as stack:
+        broker = await start_broker(stack, broker_settings(secured))
+        kv = await (await secured.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+        for name in ("alice", "bob"):
+            secured.add_agent(name)
+            await kv.put(name, bus.encode(AgentPolicy(agent=name, allowedRecipients=["bob"])))  # type: ignore[call-arg]
+        alice = await secured.connect("alice")
+        bob = Inbox(await secured.connect("bob"), "bob")
+        await bob.open()
+        waiting = asyncio.ensure_future(bob.take(wait=LONG_POLL))
+        await bob._nc.flush()  # the pull is on the server before it dies
+        back = [bus.reconnected(nc) for nc in (alice, broker._nc)]
+        kill_and_restart(server)
+        restarted = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in back)), 30)
+        await broker._nc.flush()  # the broker's endpoints are subscribed again
+        request = SendRequest(to="bob", body="after")
+        await bus.call(alice, subjects.agent("alice", "send"), request, SendReply)
+        messages, _ = await asyncio.wait_for(waiting, LONG_POLL / 2)
+        print(f"nats restart: first message delivered {time.monotonic() - restarted:.2f} s after the restart")
+        assert [m.body for m in messages] == ["after"]
+
+
+async def test_the_system_message_relay_goes_on_after_a_nats_restart(secured: TestHive) -> None:
+    server = secured.server
+    assert isinstance(server, NatsServer)
+    async with AsyncExitStack() as stack:
+        await start_broker(stack, broker_settings(secured))
+        secured.add_agent("alice")
+        alice = Inbox(await secured.connect("alice"), "alice")
+        await alice.open()
+        kill_and_restart(server)
+        restarted = time.monotonic()
+        approver = (await secured.connect(subjects.APPROVER)).jetstream()
+        resolved = ApprovalResolved(id=3, kind="spawn", agent="bob", status="denied", requested_by="alice")  # type: ignore[call-arg]
+        event = Event(type="approval_resolved", agent="bob", at=datetime.now(UTC), data=resolved.model_dump())
+        await approver.publish(subjects.event("approval_resolved", "bob"), bus.encode(event))
+        messages, _ = await alice.take(wait=20)  # the relay's own fetch lasts 30 s: its message must come sooner
+        print(f"nats restart: system message delivered {time.monotonic() - restarted:.2f} s after the restart")
+        assert [m.sender for m in messages] == ["system"]
+        assert "#3" in messages[0].body
