@@ -26,7 +26,7 @@ from hive_spawner.local import LocalBackend
 from hive_spawner.repos import ConfigRepos
 from hivectl.natsserver import NatsServer
 from hyperhive import bus
-from hyperhive.identity import write_atomic
+from hyperhive.files import write_atomic
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 

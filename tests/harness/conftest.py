@@ -42,9 +42,13 @@ async def harness_for(
         nats_creds=seed,
         state_dir=state,
         agent=agent,
-        claude=[str(CLAUDE)],
         claude_env={**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url},
-        **{"policy_file": policy_file(state), "cli_home": state.parent / "no-home", **overrides},
+        **{
+            "claude": [str(CLAUDE)],
+            "policy_file": policy_file(state),
+            "cli_home": state.parent / "no-home",
+            **overrides,
+        },
     )
     harness = Harness(await hive.connect(agent), settings)
     await harness.open(stack)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hive_spawner.local import LocalBackend
-from hyperhive.identity import write_secret
+from hyperhive.files import write_secret
 
 from ..spawner.conftest import Exits
 from .conftest import Attacks

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from hyperhive.identity import write_secret
+from hyperhive.files import write_secret
 from hyperhive.process import Child
 
 NOBODY = 65534

@@ -25,7 +25,7 @@ from hivectl.layout import Layout, installed_services
 from hivectl.natsserver import NatsServer
 from hivectl.postgres import Postgres, with_database
 from hyperhive import bus
-from hyperhive.identity import write_atomic
+from hyperhive.files import write_atomic
 from hyperhive.migrate import migrate, migrations_of
 from hyperhive.process import Child, ChildFailed, check_port_free
 from hyperhive.settings import HiveSettings

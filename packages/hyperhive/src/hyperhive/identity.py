@@ -25,30 +25,11 @@ from typing import Any, Literal
 import nats
 import nkeys
 
+from hyperhive.files import write_atomic, write_secret
 from hyperhive.wire import subjects
 from hyperhive.wire.names import OPERATOR, check_agent_ref
 
 Role = Literal["service", "operator", "agent"]
-SECRET_MODE = 0o600
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Write a secret file atomically with mode 0600 from its first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_MODE)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def mint_seed(path: Path) -> str:

@@ -23,7 +23,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from hyperhive import bus
-from hyperhive.identity import write_atomic
+from hyperhive.files import read_untrusted, write_atomic
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import MAX_RECV_BATCH, MAX_RECV_WAIT_SECONDS, Empty, Event, Message, MessageDelivered
@@ -76,10 +76,8 @@ class Inbox:
         if self._held_file is None:
             return []
         try:
-            stale = json.loads(self._held_file.read_text() or "[]")
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
+            stale = json.loads(read_untrusted(self._held_file) or "[]")
+        except ValueError as exc:
             log.warning("owner=%s file=%s outcome=unreadable_held_tokens error=%r", self.owner, self._held_file, exc)
             return []
         tokens = []

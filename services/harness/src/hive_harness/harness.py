@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -30,12 +31,13 @@ from hive_harness.notes import compact_notes
 from hive_harness.tools import ToolServer
 from hive_harness.turn import TurnResult, run_turn
 from hyperhive import bus
-from hyperhive.identity import write_atomic, write_secret
+from hyperhive.files import read_untrusted, write_atomic, write_secret
 from hyperhive.inbox import Inbox
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
+    MODEL_PATTERN,
     AgentPolicy,
     Empty,
     Event,
@@ -56,6 +58,12 @@ NEEDS_LOGIN = (
     "harness ANTHROPIC_API_KEY), then send the agent a message: the unfinished turn's messages go with it."
 )
 MESSAGES = TypeAdapter(list[Message])
+# What the harness's own files in the agent's state dir may hold: a session id goes to `--resume` and a model name to
+# `--model` as CLI arguments, so anything else (an option such as `--setting-sources=user`) must read as absent.
+SHAPES = {
+    "session-id": re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    "hyperhive-model": re.compile(MODEL_PATTERN),
+}
 # Config the agent's git cannot be told otherwise (assignments are refused by the Bash checker): repo config it could
 # write must not run code (hooks, fsmonitor, an external diff, a pager or editor, credential helpers, ext:: remotes).
 GIT_OVERRIDES = {
@@ -100,8 +108,9 @@ class StateFiles:
     root: Path
 
     def read(self, name: str) -> str | None:
-        path = self.root / name
-        return path.read_text().strip() if path.exists() else None
+        """The file's text; the agent can write every file here, so anything but a small text file, or text that
+        is not what `name` holds (a session id, a model name), reads as absent."""
+        return read_untrusted(self.root / name, SHAPES.get(name))
 
     def write(self, name: str, text: str) -> None:
         write_atomic(self.root / name, text)
@@ -318,7 +327,11 @@ class Harness:
 
     def _carried(self) -> list[Message]:
         text = self.files.read("carried.json")
-        return MESSAGES.validate_json(text) if text else []
+        try:
+            return MESSAGES.validate_json(text) if text else []
+        except ValueError:
+            log.warning("agent=%s file=carried.json outcome=unreadable; its messages are dropped", self.agent)
+            return []
 
     def _carry(self, messages: list[Message]) -> None:
         """Keep the messages of a turn that did not finish, to go with the next one."""

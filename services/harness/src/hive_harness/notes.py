@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hyperhive.identity import write_atomic
+from hyperhive.files import write_atomic
 from hyperhive.wire.models import NotesCompacted
 
 KEEP_BACKUPS = 5

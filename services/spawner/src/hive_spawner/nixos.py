@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.uids import POLICY_IN_SANDBOX, AgentDirs
-from hyperhive.identity import write_atomic, write_secret
+from hyperhive.files import write_atomic, write_secret
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import MANAGER

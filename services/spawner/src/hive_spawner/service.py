@@ -28,7 +28,8 @@ from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.settings import SpawnerSettings
 from hive_spawner.uids import POLICY_FILE, POLICY_IN_SANDBOX, Uids
 from hyperhive import bus
-from hyperhive.identity import Identities, write_atomic
+from hyperhive.files import write_atomic
+from hyperhive.identity import Identities
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (

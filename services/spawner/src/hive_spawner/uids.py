@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from hyperhive.identity import write_atomic
+from hyperhive.files import write_atomic
 from hyperhive.wire.names import MANAGER, check_agent_ref
 
 POLICY_IN_SANDBOX = "/run/hive"

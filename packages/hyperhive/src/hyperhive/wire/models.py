@@ -18,6 +18,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_RECV_WAIT_SECONDS = 180
 MAX_RECV_BATCH = 32
 MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@\[\]-]{0,99}$"  # never an option: it goes to the CLI's --model
 
 
 class WireModel(BaseModel):
@@ -158,7 +159,7 @@ class AgentPolicy(WireModel):
 
     kind: Literal["hive.policy.v1"] = "hive.policy.v1"
     agent: AgentRef
-    model: str = "claude-sonnet-4-5"
+    model: str = Field("claude-sonnet-4-5", pattern=MODEL_PATTERN)
     allowed_recipients: list[Recipient] = Field(
         default_factory=list,
         alias="allowedRecipients",
@@ -540,7 +541,6 @@ class NotesCompacted(WireModel):
 # ── harness plane (`hive.harness.<name>.<verb>`, served by that agent's harness) ───────────
 
 TurnState = Literal["idle", "thinking", "compacting", "waiting", "paused", "needs-login", "backing-off"]
-MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@\[\]-]{0,99}$"
 
 
 class HarnessState(WireModel):
