@@ -211,7 +211,7 @@ async def idle_memory(server: NatsServer, root: Path) -> dict[str, object]:
         "HIVE_AGENT": "alice", "HIVE_STATE_DIR": str(state), "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
         "HIVE_HEARTBEAT_SECONDS": "0.2",
     }  # fmt: skip
-    harness = Child("harness", [sys.executable, "-m", "hive_harness"], env=env).start()
+    harness = Child("harness", [sys.executable, "-I", "-m", "hive_harness"], env=env).start()
     try:
         t = time.perf_counter()
         await started.next_msg(timeout=30)

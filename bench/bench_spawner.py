@@ -31,7 +31,7 @@ from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 
 READY = ["/bin/sh", "-c", "echo ready; exec sleep 600"]
-HARNESS = [sys.executable, "-m", "hive_harness"]  # the spawner's default agent_command
+HARNESS = [sys.executable, "-I", "-m", "hive_harness"]  # the spawner's default agent_command
 CLAUDE = Path(__file__).parents[1] / "node_modules" / ".bin" / "claude"  # never run: no message is sent
 
 

@@ -31,7 +31,9 @@ from hyperhive.wire.models import (
 
 from ..approver.conftest import approver_settings, make_agent, operator_call
 from ..broker.conftest import Agents, broker_settings
+from ..harness.bypasses import FAMILIES
 from ..harness.conftest import CLAUDE, SCRIPTED_ENV
+from ..harness.test_bash_enforced import plant_everything
 
 
 async def test_a_spawned_agent_runs_its_harness_and_answers(
@@ -88,3 +90,41 @@ async def test_a_spawned_agent_runs_its_harness_and_answers(
         stopped = await bus.call(operator_nc, subjects.operator(subjects.SPAWNER, "stop"), AgentRequest(agent="bob"),
                                  AgentStatus, timeout=30)  # fmt: skip
         assert stopped.state == "stopped"
+
+
+async def test_in_the_sandbox_no_bash_bypass_runs(
+    hive: TestHive, database_url: str, operator_nc: Client, spawner_state: Path
+) -> None:
+    """The Bash check where it really runs: the spawned harness under bubblewrap, its hook posting to it from the
+    sandbox, its policy the spawner's read-only bind (the template allows no Bash at all), things planted in /state."""
+    assert isinstance(hive.server, NatsServer)
+    lines = [ls[i].format(m="/state/marker", s="/state") for ls in FAMILIES.values() for i in range(0, len(ls), 5)]
+    async with AsyncExitStack() as stack:
+        api = stack.enter_context(serve_messages_api())
+        base = hive.settings(subjects.SPAWNER)
+        agent_env = {
+            "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
+            "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}),
+        }
+        settings = SpawnerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=spawner_state,
+                                   nats_auth_dir=hive.server.root, agent_env=agent_env)  # fmt: skip
+        the_spawner = await start_spawner(stack, settings)
+        await start_broker(stack, broker_settings(hive))
+        approver = await start_approver(stack, approver_settings(hive, database_url))
+        manager = await make_agent(hive, approver, "manager")
+        dashboard = await hive.connect("dashboard")
+        turns = await dashboard.subscribe(subjects.agent("bob", subjects.STATS))
+        state = spawner_state / "agents" / "bob"
+        state.mkdir(parents=True)
+        plant_everything(state)  # what an agent could have left in its state dir before this start
+        api.script(*([ToolUse("Bash", {"command": line})] for line in [*lines, "ls"]), [Text("Done.")])
+        pending = await manager.request("spawn", agent="bob", description="a helper")
+        await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
+        stats = TurnStats.model_validate_json((await turns.next_msg(timeout=120)).data)
+        the_spawner.backend.stop("bob")
+    answers = [json.dumps(r["messages"][-1]) for r in api.requests[1:]]
+    assert stats.bash_denied == len(lines) + 1  # every call was judged by the harness, "ls" too (nothing allowed)
+    refused = [a for a in answers[: len(lines) + 1] if "PreToolUse:Bash hook error" in a]  # the harness said no
+    assert len(refused) == len(lines) + 1, [a for a in answers if a not in refused]
+    assert not (state / "marker").exists()
+    assert not list(state.glob("planted-ran-*"))

@@ -335,14 +335,15 @@ async def _unless_reconnected(nc: Client, fetch: Coroutine[Any, Any, list[Msg]])
     waiter = asyncio.ensure_future(again.wait())
     try:
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        return []
     finally:
         waiter.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
-        await task
-    return []
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+            await task  # its outcome is ours to take, or asyncio reports it as never retrieved
 
 
 MAX_HANDLER_FAILURES = 5  # a message whose handler fails this often is set aside, not retried forever

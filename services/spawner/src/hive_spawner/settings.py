@@ -22,7 +22,8 @@ class SpawnerSettings(HiveSettings):
     cpu_quota: str = Field("200%", description="nixos: CPUQuota of each agent's container.")
     memory_max: str = Field("4G", description="nixos: MemoryMax of each agent's container.")
     agent_command: list[str] = Field(
-        default_factory=lambda: [sys.executable, "-m", "hive_harness"],
+        # -I: the harness starts in /state, which the agent writes; without it a planted asyncio.py would run in it.
+        default_factory=lambda: [sys.executable, "-I", "-m", "hive_harness"],
         description="What runs inside an agent's sandbox (JSON list): the harness, from this hive's own Python.",
     )
     bootstrap_manager: bool = Field(
