@@ -298,9 +298,12 @@ class Harness:
     async def run_forever(self) -> None:
         """Turns for as long as the harness runs. The hive going away for a while (NATS reconnecting, the broker
         restarting) is waited out with back-off, in the state, rather than ending the harness."""
-        delay, failed = self.settings.backoff_seconds, False
+        delay, failed, recovering = self.settings.backoff_seconds, False, True
         while True:
             try:
+                if recovering:
+                    await self.recover()
+                    recovering = False
                 if failed:
                     await self.inbox.open()  # the broker makes sure the inbox's consumer exists again
                     failed = False
@@ -312,6 +315,20 @@ class Harness:
                 await self._set("backing-off", f"The hive is not reachable ({exc}); trying again in {delay:.0f} s.")
                 await asyncio.sleep(delay)
                 delay, failed = min(delay * 2, self.settings.backoff_max_seconds), True
+
+    async def recover(self) -> TurnResult | None:
+        """A harness killed during a turn left that turn's messages in `turn.json` (they were acknowledged when it
+        started, so JetStream will not bring them again): offer them first, in a turn of their own, saying that the
+        last turn did not finish; with whatever is waiting now."""
+        interrupted = self._messages_in("turn.json")
+        if not interrupted:
+            return None
+        log.warning("agent=%s outcome=turn_interrupted messages=%d; offering them again", self.agent, len(interrupted))
+        self._carry(interrupted)
+        self.files.remove("turn.json")
+        messages, unread = await self.inbox.take(max_messages=8, wait=0)
+        async with self._busy:
+            return await self._turn(messages, unread)
 
     async def run_once(self, wait: float) -> TurnResult | None:
         """Take what is waiting (up to `wait` seconds for the first message) and run one turn for it. While paused,
@@ -326,11 +343,14 @@ class Harness:
             return await self._turn(messages, unread)
 
     def _carried(self) -> list[Message]:
-        text = self.files.read("carried.json")
+        return self._messages_in("carried.json")
+
+    def _messages_in(self, name: str) -> list[Message]:
+        text = self.files.read(name)
         try:
             return MESSAGES.validate_json(text) if text else []
         except ValueError:
-            log.warning("agent=%s file=carried.json outcome=unreadable; its messages are dropped", self.agent)
+            log.warning("agent=%s file=%s outcome=unreadable; its messages are dropped", self.agent, name)
             return []
 
     def _carry(self, messages: list[Message]) -> None:
@@ -341,16 +361,27 @@ class Harness:
             self.files.remove("carried.json")
 
     async def _turn(self, messages: list[Message], unread: int) -> TurnResult:
-        carried = self._carried()
+        taken = {m.id for m in messages}  # a message both carried and delivered again goes once, as delivered
+        carried = [m for m in self._carried() if m.id not in taken]
         everything = carried + messages
         prompt = wake_prompt(messages, unread, carried)
         tokens = [m.token for m in messages]
         self._cancel.clear()
+        # Recorded before they are acknowledged: a harness killed in this turn offers them again (`recover`).
+        self.files.write("turn.json", MESSAGES.dump_json(everything, by_alias=True).decode())
+        try:
+            return await self._attempts(prompt, tokens, messages, everything)
+        finally:
+            self.files.remove("turn.json")
+
+    async def _attempts(
+        self, prompt: str, tokens: list[str], messages: list[Message], everything: list[Message]
+    ) -> TurnResult:
+        """Run the turn until it ends one way or another: retried after a too-long prompt or an API refusal."""
         delay, compacted, fresh = self.settings.backoff_seconds, False, False
         while True:
             await self._set("thinking")
-            result = await self._run(prompt, tokens, len(messages))
-            tokens = []  # acknowledged when the turn started
+            result = await self._run(prompt, tokens, len(messages))  # empties `tokens` once it has acked them
             exit_class = result.stats.exit_class
             if exit_class == "ok":
                 self._carry([])
@@ -400,6 +431,7 @@ class Harness:
             if not started and tokens:  # the turn has started: the messages have reached the model
                 started = True
                 await self.inbox.ack(tokens)
+                tokens.clear()  # a retry of this turn (a CLI that failed, a compaction) acks nothing again
             await self._publish_event("turn", event)
 
         self.gate.denied = 0
