@@ -10,6 +10,7 @@ The tokens a harness holds are kept in a file in its state dir: a restarted harn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -44,14 +46,51 @@ def _status(msg: Msg) -> str | None:
     return msg.headers.get("Status") if msg.headers else None
 
 
+class Handled:
+    """The ids of the messages an owner has had (the newest `keep`), kept in a file: when nats-server dies, the acks
+    of its last moments can be lost, and JetStream then brings such a message again as if it were new (not marked
+    redelivered). `Inbox.take` acknowledges it again and hands it to nobody a second time. A harness shares one
+    record between its turns and its `recv` tool."""
+
+    def __init__(self, path: Path | None = None, keep: int = 2000) -> None:
+        self._path = path
+        self._keep = keep
+        self._ids: dict[str, None] = dict.fromkeys(self._load())
+
+    def _load(self) -> list[str]:
+        if self._path is None:
+            return []
+        try:
+            ids = json.loads(read_untrusted(self._path) or "[]")  # in the agent's state dir: maybe its writing
+        except ValueError:
+            return []
+        return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+    def __contains__(self, message_id: str) -> bool:
+        return message_id in self._ids
+
+    def add(self, ids: list[str]) -> None:
+        for message_id in ids:
+            self._ids.pop(message_id, None)
+            self._ids[message_id] = None
+        for old in list(self._ids)[: max(0, len(self._ids) - self._keep)]:
+            del self._ids[old]
+        if self._path is not None and ids:
+            write_atomic(self._path, json.dumps(list(self._ids)))
+
+
 class Inbox:
     """The inbox of `owner` (an agent, or `operator`), as its harness (or the operator's tools) reads it."""
 
-    def __init__(self, nc: Client, owner: str, *, held_file: Path | None = None) -> None:
+    def __init__(
+        self, nc: Client, owner: str, *, held_file: Path | None = None, handled: Handled | None = None
+    ) -> None:
         self._nc = nc
         self.owner = owner
         self._held_file = held_file
         self._held: set[str] = set()
+        self._handled = handled if handled is not None else Handled()
+        self._ids: dict[str, str] = {}  # token → message id, for what was taken and not yet acked
         self._pulling = asyncio.Lock()
         self._replies: Subscription | None = None
         self._reply_subject = ""
@@ -103,10 +142,18 @@ class Inbox:
         taken = []
         for msg in msgs:
             try:
-                taken.append(self._as_message(msg))
+                message = self._as_message(msg)
             except ValidationError as exc:  # never stored by the broker: set aside, so it does not come again
                 about = None if self.owner == OPERATOR else self.owner  # the operator's tools publish no events
                 await bus.set_aside(self._nc, msg, f"not a Message: {exc.errors()[0]['msg']}", about=about)
+                continue
+            if message.id in self._handled:  # had already, its ack lost: acknowledged again, handed to nobody
+                log.warning("owner=%s message=%s seq=%d outcome=duplicate_dropped", self.owner, message.id, message.seq)
+                with contextlib.suppress(nats.errors.Error):  # confirmed: it must not come back after ack_wait
+                    await self._nc.request(message.token, b"+ACK", timeout=2)
+                continue
+            self._ids[message.token] = message.id
+            taken.append(message)
         self._hold(add=[m.token for m in taken])
         return taken, msgs[-1].metadata.num_pending if msgs else 0
 
@@ -191,6 +238,7 @@ class Inbox:
         # ack_wait (at least once, never lost).
         for token in tokens:
             await self._nc.publish(token, b"+ACK")
+        self._handled.add([i for t in tokens if (i := self._ids.pop(t, None)) is not None])
         self._hold(drop=tokens)
         if seqs and self.owner != OPERATOR:
             delivered = MessageDelivered(owner=self.owner, seqs=seqs)

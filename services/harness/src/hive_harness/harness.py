@@ -32,7 +32,7 @@ from hive_harness.tools import ToolServer
 from hive_harness.turn import TurnResult, run_turn
 from hyperhive import bus
 from hyperhive.files import read_untrusted, write_atomic, write_secret
-from hyperhive.inbox import Inbox
+from hyperhive.inbox import Handled, Inbox
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -140,9 +140,10 @@ class Harness:
         self.settings = settings
         self.agent = settings.agent
         self.files = StateFiles(settings.state_dir)
-        self.inbox = Inbox(nc, self.agent, held_file=settings.state_dir / "harness-held.json")
+        handled = Handled(settings.state_dir / "handled.json")  # one record for the turns and the recv tool
+        self.inbox = Inbox(nc, self.agent, held_file=settings.state_dir / "harness-held.json", handled=handled)
         self.gate = BashGate(self.agent, nc, self._publish_event, self._waiting)
-        self.tools = ToolServer(nc, self.agent, settings.state_dir, self.gate.app)
+        self.tools = ToolServer(nc, self.agent, settings.state_dir, self.gate.app, handled)
         self._cancel = asyncio.Event()
         self._unpaused = asyncio.Event()
         if self.files.read("hyperhive-paused") is None:

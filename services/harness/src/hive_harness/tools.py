@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hyperhive import bus
-from hyperhive.inbox import Inbox
+from hyperhive.inbox import Handled, Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
 from hyperhive.wire.models import (
@@ -191,8 +191,11 @@ def manager_tools(server: MCPServer[Hive], hive_of: Callable[[Any], Hive], call:
 class ToolServer:
     """The tools of one agent, served by its harness on a loopback port for as long as the harness runs."""
 
-    def __init__(self, nc: Client, agent: str, state_dir: Path, hook: ASGIApp | None = None) -> None:
-        self.hive = Hive(agent, nc, Inbox(nc, agent, held_file=state_dir / "inbox-held.json"), [])
+    def __init__(
+        self, nc: Client, agent: str, state_dir: Path, hook: ASGIApp | None = None, handled: Handled | None = None
+    ) -> None:
+        inbox = Inbox(nc, agent, held_file=state_dir / "inbox-held.json", handled=handled)
+        self.hive = Hive(agent, nc, inbox, [])
         self.hook = hook
         self.token = secrets.token_urlsafe(32)
         self.port = 0

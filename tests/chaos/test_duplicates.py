@@ -1,0 +1,53 @@
+"""When nats-server dies, the acks of its last moments can be lost, and JetStream brings those messages again as if
+new — not marked redelivered. The same happens, for a whole history, when an inbox's consumer is lost and made again.
+A harness recognises what it already had (its record survives its own restart) and never hands it on twice."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from hive_broker.__main__ import start as start_broker
+from hivetest.hive import TestHive
+from hyperhive import bus
+from hyperhive.inbox import Handled, Inbox
+from hyperhive.wire import subjects
+from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
+
+from ..broker.conftest import broker_settings
+
+
+async def test_messages_brought_again_as_new_are_never_handed_on_twice(hive: TestHive, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        await start_broker(stack, broker_settings(hive))
+        kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+        for name in ("alice", "bob"):
+            hive.add_agent(name)
+            await kv.put(name, bus.encode(AgentPolicy(agent=name, allowedRecipients=["bob"])))  # type: ignore[call-arg]
+        alice = await hive.connect("alice")
+
+        async def send(body: str) -> None:
+            await bus.call(alice, subjects.agent("alice", "send"), SendRequest(to="bob", body=body), SendReply)
+
+        record = tmp_path / "bob-state" / "handled.json"
+        bob = Inbox(await hive.connect("bob"), "bob", handled=Handled(record))
+        await bob.open()
+        for n in range(3):
+            await send(f"old {n}")
+        had, _ = await bob.take(max_messages=8, wait=5)
+        await bob.ack([m.token for m in had])
+        assert [m.body for m in had] == ["old 0", "old 1", "old 2"]
+
+        # The consumer's state is lost (as acks are in a crash): made again, it delivers everything as new.
+        js = (await hive.connect(subjects.SPAWNER)).jetstream()
+        await js.delete_consumer(subjects.INBOX_STREAM, "inbox-bob")
+        restarted = Inbox(await hive.connect("bob"), "bob", handled=Handled(record))  # a new harness, same state
+        await restarted.open()
+        await send("new")
+        got, _ = await restarted.take(max_messages=8, wait=5)
+        while not got:
+            got, _ = await restarted.take(max_messages=8, wait=5)
+        print(f"duplicates: {4 - len(got)} of 4 brought again as new were dropped")
+        assert [(m.body, m.redelivered) for m in got] == [("new", False)]
+        consumer = await js.consumer_info(subjects.INBOX_STREAM, "inbox-bob")
+        assert (consumer.num_pending, consumer.num_ack_pending) == (0, 1)  # the duplicates were acknowledged again
