@@ -52,6 +52,8 @@ KINDS = (*ACTIONABLE, "tool_permission")
 NEEDS_COMMIT = ("apply_commit", "spawn_commit")
 NEW_AGENT = ("spawn", "spawn_draft")
 FREEZE_TIMEOUT = 30.0
+OUTAGE_RETRY_SECONDS = 0.5
+OUTAGE_RETRY_MAX_SECONDS = 10.0
 
 
 def resolved(a: Approval) -> ApprovalResolved:
@@ -255,20 +257,35 @@ class Approver:
 
     async def deadlines(self) -> None:
         """Settle whatever is due, then sleep until the next deadline or until a nearer one is added.
-        A deadline that passed while the approver was down fires at the first pass."""
+        A deadline that passed while the approver (or its database) was down fires at the first pass after, in
+        deadline order; a database outage is waited out with back-off, never a reason to stop."""
+        delay = OUTAGE_RETRY_SECONDS
         while True:
-            self._deadline_changed.clear()
-            approvals, questions = await self.store.expire_due()
-            for a in approvals:
-                await self.store.audit("deadline", "expire", a.agent, a.status, approval=a.id)
-                await self._settled(a)
-            for q in questions:
-                await self.store.audit("deadline", "expire", q.asker, q.status, question=q.id)
-                await self._question_settled(q)
-            due = await self.store.next_deadline()
-            timeout = None if due is None else max(0.0, (due - datetime.now(UTC)).total_seconds())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._deadline_changed.wait(), timeout)
+            try:
+                await self._settle_due()
+                delay = OUTAGE_RETRY_SECONDS
+            except HiveError as exc:
+                if exc.code != ErrorCode.UNAVAILABLE:
+                    raise
+                log.warning("task=deadlines outcome=database_unavailable retry_in=%.1fs error=%s", delay, exc.message)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._deadline_changed.wait(), delay)
+                delay = min(delay * 2, OUTAGE_RETRY_MAX_SECONDS)
+
+    async def _settle_due(self) -> None:
+        """One pass: settle what is due, then wait for the next deadline (or a nearer one being added)."""
+        self._deadline_changed.clear()
+        approvals, questions = await self.store.expire_due()
+        for a in approvals:
+            await self.store.audit("deadline", "expire", a.agent, a.status, approval=a.id)
+            await self._settled(a)
+        for q in questions:
+            await self.store.audit("deadline", "expire", q.asker, q.status, question=q.id)
+            await self._question_settled(q)
+        due = await self.store.next_deadline()
+        timeout = None if due is None else max(0.0, (due - datetime.now(UTC)).total_seconds())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._deadline_changed.wait(), timeout)
 
     async def resume_commands(self) -> None:
         """Re-publish commands of approvals that were approved but not yet applied: an approver that died between

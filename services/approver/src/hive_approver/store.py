@@ -3,7 +3,9 @@ UPDATE matches the row in its expected state wins, everyone else is told who dec
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +28,45 @@ async def connect(database_url: str) -> asyncpg.Pool:
         raise HiveError(ErrorCode.UNAVAILABLE, f"Cannot reach PostgreSQL: {exc}") from exc
 
 
+# What a database outage looks like from asyncpg: no connection can be made, or the one in use went away.
+OUTAGE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+          asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError)  # fmt: skip
+
+
+class Database:
+    """The pool, saying an outage as `unavailable` — the caller may try again, the approver rides it out — rather
+    than as a bug (`internal`)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def execute(self, query: str, *args: Any) -> str:
+        with _outage():
+            return str(await self._pool.execute(query, *args))
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        with _outage():
+            return list(await self._pool.fetch(query, *args))
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        with _outage():
+            return await self._pool.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        with _outage():
+            return await self._pool.fetchval(query, *args)
+
+
+@contextlib.contextmanager
+def _outage() -> Iterator[None]:
+    try:
+        yield
+    except OUTAGE as exc:
+        raise HiveError(
+            ErrorCode.UNAVAILABLE, f"The approver's database is not reachable ({exc!r}); try again."
+        ) from exc
+
+
 def _approval(row: asyncpg.Record) -> Approval:
     data = dict(row)
     data["type"] = data.pop("kind")
@@ -38,7 +79,7 @@ def _question(row: asyncpg.Record) -> Question:
 
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+        self.pool = Database(pool)
 
     async def audit(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> None:
         await self.pool.execute(
@@ -207,4 +248,5 @@ class Store:
                       answered_at = now()
                WHERE status = 'pending' AND deadline <= now() RETURNING *"""
         )
-        return [_approval(r) for r in approvals], [_question(r) for r in questions]
+        by_deadline = sorted(approvals, key=lambda r: r["deadline"]), sorted(questions, key=lambda r: r["deadline"])
+        return [_approval(r) for r in by_deadline[0]], [_question(r) for r in by_deadline[1]]
