@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sysconfig
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
@@ -32,7 +33,15 @@ def nats_server_binary() -> str:
 class NatsServer:
     """One nats-server with its configuration, identities and JetStream store under `root`."""
 
-    def __init__(self, root: Path, *, host: str = "127.0.0.1", port: int = 4222, echo: TextIO | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4222,
+        echo: TextIO | None = None,
+        on_exit: Callable[[Child], None] | None = None,
+    ):
         self.root = root
         self.host = host
         self.port = port
@@ -40,6 +49,7 @@ class NatsServer:
         self.identities = Identities(root)
         self.pid_file = root / "nats.pid"
         self.config = root / "nats.conf"
+        self.on_exit = on_exit
         self.child: Child | None = None
 
     @property
@@ -58,7 +68,8 @@ class NatsServer:
                 pid_file=self.pid_file,
             )
         )
-        self.child = Child("nats", [nats_server_binary(), "-c", str(self.config)], echo=self.echo).start()
+        argv = [nats_server_binary(), "-c", str(self.config)]
+        self.child = Child("nats", argv, echo=self.echo, on_exit=self.on_exit).start()
         listening = self.child.wait_for(r"Listening for client connections on (\S+):(\d+)", timeout)
         self.port = int(listening.group(2))
         self.child.wait_for(r"Server is ready", timeout)

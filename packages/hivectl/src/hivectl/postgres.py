@@ -14,6 +14,7 @@ import importlib.util
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -44,13 +45,22 @@ class Postgres:
     """A PostgreSQL cluster in `data_dir`, password-protected, listening on its unix socket (named by `port`), and
     on `host:port` too when a `host` is given."""
 
-    def __init__(self, data_dir: Path, *, port: int = 5433, host: str | None = None, echo: TextIO | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 5433,
+        host: str | None = None,
+        echo: TextIO | None = None,
+        on_exit: Callable[[Child], None] | None = None,
+    ):
         self.data_dir = data_dir
         self.host = host
         self.port = port
         self.echo = echo
         self.password_file = data_dir.parent / f"{data_dir.name}.password"
         self.socket_dir = data_dir.parent / f"{data_dir.name}.sock"
+        self.on_exit = on_exit
         self.child: Child | None = None
 
     def url(self, database: str = "postgres") -> str:
@@ -106,7 +116,7 @@ class Postgres:
             "-c",
             f"fsync={'on' if fsync else 'off'}",
         ]
-        self.child = Child("postgres", _as_unprivileged(argv), echo=self.echo).start()
+        self.child = Child("postgres", _as_unprivileged(argv), echo=self.echo, on_exit=self.on_exit).start()
         self.child.wait_for(r"database system is ready to accept connections", timeout)
         return self
 

@@ -14,6 +14,7 @@ import queue
 import shutil
 import signal
 import sys
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,12 @@ from hyperhive.files import write_atomic
 from hyperhive.migrate import migrate, migrations_of
 from hyperhive.process import Child, ChildFailed, check_port_free
 from hyperhive.settings import HiveSettings
+from hyperhive.wire.errors import HiveError
 from hyperhive.wire.names import OPERATOR
 
 DATABASE = "hyperhive"
 READY_TIMEOUT = 60.0
+RESTARTS_PER_MINUTE = 5  # then the hive stops: a process that keeps dying needs a person
 
 
 @dataclass
@@ -83,10 +86,13 @@ class Hive:
         self.options = options
         self.layout = Layout(options.state_dir)
         self.echo = echo
-        self.nats = NatsServer(self.layout.nats_root, host=options.host, port=options.nats_port, echo=echo)
+        self.nats = NatsServer(
+            self.layout.nats_root, host=options.host, port=options.nats_port, echo=echo, on_exit=self._exited
+        )
         self.postgres: Postgres | None = None
         self.services: dict[str, Child] = {}
         self.events: queue.Queue[tuple[str, Child | None]] = queue.Queue()
+        self.database_url = ""
         self.stopping = False
         self.agent_env = {"HIVE_CLAUDE": json.dumps(claude_command())}
         self._demo_stack = ExitStack()
@@ -103,13 +109,15 @@ class Hive:
         asyncio.run(declare_streams(self.operator_settings()))
         if o.database_url is None:
             host = o.host if o.postgres_tcp else None
-            self.postgres = Postgres(self.layout.postgres_data, host=host, port=o.postgres_port, echo=self.echo)
+            self.postgres = Postgres(
+                self.layout.postgres_data, host=host, port=o.postgres_port, echo=self.echo, on_exit=self._exited
+            )
             self.postgres.start()
             admin_url = self.postgres.url()
         else:
             admin_url = o.database_url
         names = installed_services()
-        database_url = asyncio.run(prepare_database(admin_url, names))
+        database_url = self.database_url = asyncio.run(prepare_database(admin_url, names))
         write_atomic(self.layout.hive_file, json.dumps({"nats_url": self.nats.url}) + "\n")
         for name in names:
             self._start_service(name, database_url)
@@ -149,7 +157,7 @@ class Hive:
             [sys.executable, "-m", f"hive_{name}"],
             env=self._service_env(name, database_url),
             echo=self.echo,
-            on_exit=lambda c: self.events.put(("exited", c)),
+            on_exit=self._exited,
         ).start()
         self.services[name] = child
         child.wait_for(r"event=ready", READY_TIMEOUT)
@@ -185,17 +193,68 @@ class Hive:
             ]
         return "\n".join(lines)
 
-    def wait(self) -> None:
-        """Block until Ctrl-C/SIGTERM, or until a service dies (then the hive stops: it is not whole)."""
+    def _exited(self, child: Child) -> None:
+        if not self.stopping:
+            self.events.put(("exited", child))
+
+    def _restart(self, name: str) -> None:
+        if name == "nats":
+            self.nats.start()  # the same port, store and credentials: every connection comes back by itself
+        elif name == "postgres" and self.postgres is not None:
+            self.postgres.start()
+        else:
+            self._start_service(name, self.database_url)
+
+    def wait(self) -> int:
+        """Supervise until Ctrl-C/SIGTERM (0). A process that exits — a service, nats-server or PostgreSQL — is
+        started again after a back-off (0.5 s, doubling to 8 s), and said so; one that fails more than
+        `RESTARTS_PER_MINUTE` times within a minute stops the hive, saying why (1): what systemd's
+        `Restart=on-failure` with a start limit does."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.events.put(("stop", None)))
-        what, child = self.events.get()
-        if what == "exited" and child is not None:
-            print(
-                f"hivectl: service {child.name} exited with code {child.returncode}; stopping the hive.",
-                file=self.echo,
-                flush=True,
-            )
+        failures: dict[str, list[float]] = {}
+        while True:
+            what, child = self.events.get()
+            if what == "stop" or child is None:
+                return 0
+            now = time.monotonic()
+            recent = [t for t in failures.get(child.name, []) if now - t < 60] + [now]
+            failures[child.name] = recent
+            if len(recent) > RESTARTS_PER_MINUTE:
+                self._say(f"{child.name} failed {len(recent)} times within a minute (last exit code "
+                          f"{child.returncode}); stopping the hive. Its log: the [{child.name}] lines.")  # fmt: skip
+                return 1
+            delay = min(0.5 * 2 ** (len(recent) - 1), 8.0)
+            self._say(f"{child.name} exited with code {child.returncode}; starting it again in {delay:g} s "
+                      f"({len(recent)} of {RESTARTS_PER_MINUTE} allowed a minute).")  # fmt: skip
+            if self._stop_requested_within(delay):
+                return 0
+            try:
+                self._restart(child.name)
+                self._say(f"{child.name} is running again.")
+            except (ChildFailed, OSError, HiveError) as exc:
+                self._say(f"{child.name} did not start again: {exc}")
+                self.events.put(("exited", child))
+
+    def _stop_requested_within(self, seconds: float) -> bool:
+        """Wait out a back-off, still answering Ctrl-C; other exits meanwhile wait their turn."""
+        deadline, later = time.monotonic() + seconds, []
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    what, child = self.events.get(timeout=left)
+                except queue.Empty:
+                    return False
+                if what == "stop":
+                    return True
+                later.append((what, child))
+            return False
+        finally:
+            for event in later:
+                self.events.put(event)
+
+    def _say(self, line: str) -> None:
+        print(f"hivectl: {line}", file=self.echo, flush=True)
 
     def stop(self) -> None:
         self.stopping = True
@@ -223,10 +282,9 @@ def up(options: UpOptions, echo: TextIO = sys.stderr) -> int:
     try:
         hive.start()
         print(hive.summary(), file=echo, flush=True)
-        hive.wait()
+        return hive.wait()
     except ChildFailed as exc:
         print(f"hivectl up: {exc}", file=echo, flush=True)
         return 1
     finally:
         hive.stop()
-    return 0
