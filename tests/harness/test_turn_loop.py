@@ -47,3 +47,19 @@ async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: Test
         fresh = Inbox(await hive.connect("alice"), "alice", held_file=state / "harness-held.json")
         await fresh.open()
         assert (await fresh.take())[0] == []
+
+
+async def test_turn_stats_report_the_model_the_cli_ran(hive: TestHive, tmp_path: Path) -> None:
+    """The CLI may rewrite a model name it is given; the figures say what actually ran (its init event, which is
+    also what the API was asked for)."""
+    async with AsyncExitStack() as stack:
+        policy = AgentPolicy(agent="alice", model="claude-opus-4-1", allowedRecipients=["bob"])  # type: ignore[call-arg]
+        seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
+        with serve_messages_api() as api:
+            harness = await harness_for(stack, hive, "alice", seed, state, api)
+            await bob.send("alice", "which model?")
+            api.script([Text("This one.")])
+            result = await harness.run_once(wait=10)
+        assert result is not None
+        [init] = [e for e in result.events if e.get("type") == "system" and e.get("subtype") == "init"]
+        assert result.stats.model == init["model"] == api.requests[0]["model"]

@@ -4,12 +4,13 @@ systemctl and journalctl (this machine cannot run NixOS containers)."""
 import json
 import os
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hive_spawner.nixos import ENV_IN_CONTAINER, NixosBackend
+from hive_spawner.nixos import ENV_IN_CONTAINER, NixosBackend, exec_start, nix_string
 from hive_spawner.repos import ConfigRepos, git
 from hyperhive.wire.errors import ErrorCode, HiveError
 
@@ -95,7 +96,7 @@ def test_starting_an_agent_creates_limits_and_starts_its_container(
     assert (flake / "agent.nix").read_text().strip() == git(applied, "show", "HEAD:agent.nix").strip()
     rendered = (flake / "flake.nix").read_text()
     assert git(applied, "rev-parse", "HEAD") in rendered
-    assert 'ExecStart = "/run/current-system/sw/bin/hive-harness"' in rendered
+    assert 'ExecStart = "\\"/run/current-system/sw/bin/hive-harness\\""' in rendered
     assert 'EnvironmentFile = "/run/hyperhive/harness.env"' in rendered
 
     uid = backend.uid("alice")
@@ -199,3 +200,16 @@ def test_a_failed_container_unit_is_reported_and_a_clean_stop_is_not(
         out.write("container@alice.service: Main process exited, code=killed, status=9/KILL\n")
     assert exits.happened.wait(10)
     assert exits.seen == [("alice", 9)]
+
+
+def test_exec_start_keeps_every_argument_whole_through_nix_and_systemd() -> None:
+    """An argument with a space, quotes, `$`, `%` or `${` reaches systemd as one word, unexpanded (it was the
+    command joined with spaces)."""
+    argv = ["/bin/harness", "two words", 'a "quoted" one', "$HOME", "100%", "${x}", "back\\slash"]
+    line = exec_start(argv)
+    evaluated = subprocess.run(["nix-instantiate", "--eval", "--json", "--expr", f'"{nix_string(line)}"'], check=True,
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+    assert json.loads(evaluated) == line  # Nix gives back exactly the ExecStart line
+    assert line.count('" "') == len(argv) - 1  # one quoted word per argument
+    assert "$$HOME" in line  # systemd would expand it otherwise
+    assert "100%%" in line

@@ -236,8 +236,17 @@ async def _answer(endpoint: Endpoint[Any], request: Request) -> None:
     try:
         reply = await _handle(endpoint, request.subject, request.data)
     except HiveError as exc:
+        if not _has_reply(request):
+            log.info("endpoint=%s outcome=%s (a notice: nobody to tell)", endpoint.name, exc.code)
+            return
         raise ServiceError(exc.code, exc.message) from exc
-    await request.respond(reply)
+    if _has_reply(request):
+        await request.respond(reply)
+
+
+def _has_reply(request: Request) -> bool:
+    """A publish without a reply subject is a notice: handled, not answered (nats-py's `respond` would raise)."""
+    return bool(request._msg.reply)  # nats-py's Request exposes no reply subject
 
 
 @asynccontextmanager

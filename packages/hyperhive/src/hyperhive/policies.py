@@ -11,11 +11,13 @@ import logging
 from contextlib import AsyncExitStack
 
 from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from hyperhive import bus
 from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import AgentPolicy
 from hyperhive.wire.names import MANAGER
 
@@ -69,6 +71,17 @@ class PolicyBook:
 async def follow(stack: AsyncExitStack, js: JetStreamContext, stop: asyncio.Event | None) -> PolicyBook:
     """A `PolicyBook` kept current for the life of `stack`, returned once it holds every policy there is."""
     book = PolicyBook()
-    bus.background(stack, book.follow(await js.key_value(subjects.POLICY_BUCKET)), "policy", stop)
-    await asyncio.wait_for(book.loaded.wait(), 30)
+    bucket = subjects.POLICY_BUCKET
+    try:
+        kv = await js.key_value(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        why = "every service declares the hive's streams and buckets at its start (`bus.declare`); is JetStream on?"
+        raise HiveError(ErrorCode.UNAVAILABLE, f"The policy bucket {bucket!r} does not exist: {why}") from None
+    bus.background(stack, book.follow(kv), "policy", stop)
+    try:
+        await asyncio.wait_for(book.loaded.wait(), 30)
+    except TimeoutError:
+        raise HiveError(
+            ErrorCode.UNAVAILABLE, f"The policy bucket {bucket!r} did not send its contents within 30 s."
+        ) from None
     return book

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -62,6 +62,14 @@ def resolved(a: Approval) -> ApprovalResolved:
     )
 
 
+@dataclass
+class Waiters:
+    """The callers waiting for one approval's decision."""
+
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+    count: int = 0
+
+
 class Approver:
     def __init__(self, nc: Client, js: JetStreamContext, store: Store, agents: PolicyBook, spawner_host: str) -> None:
         self._nc = nc
@@ -70,7 +78,8 @@ class Approver:
         self.agents = agents
         self._spawner_host = spawner_host
         self._deadline_changed = asyncio.Event()
-        self._decided: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
+        # Only approvals someone waits on have an entry; deciding one wakes its waiters and drops it.
+        self._decided: dict[int, Waiters] = {}
 
     async def _event(self, type_: str, about: str, data: BaseModel) -> None:
         event = Event(type=type_, agent=about, at=datetime.now(UTC), data=data.model_dump(mode="json", by_alias=True))
@@ -78,7 +87,11 @@ class Approver:
 
     async def _settled(self, a: Approval, type_: str = "approval_resolved") -> None:
         await self._event(type_, a.agent, resolved(a))
-        self._decided[a.id].set()
+        self._wake(a.id)
+
+    def _wake(self, approval_id: int) -> None:
+        if (waiters := self._decided.pop(approval_id, None)) is not None:
+            waiters.decided.set()
 
     # ── agent plane ──
 
@@ -160,10 +173,16 @@ class Approver:
         if approval.requested_by != caller:
             raise HiveError(ErrorCode.NOT_FOUND, f"There is no approval #{req.id} of yours.")
         if approval.status == "pending" and req.wait_seconds > 0:
-            decided = self._decided[req.id]
-            if (await self.store.approval(req.id)).status == "pending":
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(decided.wait(), req.wait_seconds)
+            waiters = self._decided.setdefault(req.id, Waiters())
+            waiters.count += 1
+            try:
+                if (await self.store.approval(req.id)).status == "pending":
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiters.decided.wait(), req.wait_seconds)
+            finally:
+                waiters.count -= 1
+                if not waiters.count and self._decided.get(req.id) is waiters:
+                    del self._decided[req.id]
             approval = await self.store.approval(req.id)
         return approval
 
@@ -298,7 +317,7 @@ class Approver:
 
         async def wake(msg: Msg) -> None:
             try:
-                self._decided[ApprovalResolved.model_validate(Event.model_validate_json(msg.data).data).id].set()
+                self._wake(ApprovalResolved.model_validate(Event.model_validate_json(msg.data).data).id)
             except ValueError:
                 log.warning("subject=%s outcome=malformed_event", msg.subject)
 

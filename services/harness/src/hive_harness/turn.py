@@ -83,6 +83,7 @@ async def run_turn(
     stderr = asyncio.create_task(proc.stderr.read())  # read alongside, so a chatty CLI never blocks on a full pipe
     tools: Counter[str] = Counter()
     result: dict[str, Any] | None = None
+    ran = model
     events: list[dict[str, Any]] = []
     assert proc.stdout is not None
     try:
@@ -98,6 +99,7 @@ async def run_turn(
                         tools[str(block.get("name"))] += 1
             if event.get("type") == "result":
                 result = event
+            ran = _model_of(event) or ran
             if event.get("session_id") and not session:
                 session = str(event["session_id"])
             await on_event(event)
@@ -113,7 +115,7 @@ async def run_turn(
     usage = (result or {}).get("usage") or {}
     stats = TurnStats(
         agent=agent,
-        model=model,
+        model=ran,
         started_at=started,
         duration_ms=int((time.monotonic() - t) * 1000),
         exit_class="cancelled" if cancelled else exit_class(result, returncode),
@@ -126,6 +128,13 @@ async def run_turn(
     )
     text = str(result.get("result", "")) if result else errors or f"The claude CLI exited with code {returncode}."
     return TurnResult(stats, text, session, events)
+
+
+def _model_of(event: dict[str, Any]) -> str | None:
+    """The model the CLI says it runs (its init event): it may rewrite the name it was given."""
+    if event.get("type") == "system" and event.get("subtype") == "init" and event.get("model"):
+        return str(event["model"])
+    return None
 
 
 async def _interrupt_on(cancel: asyncio.Event, proc: asyncio.subprocess.Process) -> None:

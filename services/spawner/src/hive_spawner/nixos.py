@@ -66,6 +66,20 @@ FLAKE = """\
 """
 
 
+def exec_start(argv: Sequence[str]) -> str:
+    """`argv` as a systemd ExecStart line: each word double-quoted with `\\` and `"` escaped, `%` and `$` doubled
+    (systemd expands specifiers and variables), so an argument with a space stays one argument."""
+    quoted = [
+        '"' + a.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$") + '"' for a in argv
+    ]
+    return " ".join(quoted)
+
+
+def nix_string(text: str) -> str:
+    """`text` inside a Nix double-quoted string: `\\`, `"` and `${` escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
+
+
 def run(*argv: str) -> str:
     done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -109,7 +123,7 @@ class NixosBackend(AgentDirs):
         (flake / "harness-env.json").unlink(missing_ok=True)  # where renders before 0009 put the environment
         write_atomic(flake / "agent.nix", agent_nix + "\n")
         rendered = FLAKE.format(
-            name=name, sha=sha, system=self.system, command=" ".join(command), env_file=ENV_IN_CONTAINER
+            name=name, sha=sha, system=self.system, command=nix_string(exec_start(command)), env_file=ENV_IN_CONTAINER
         )
         write_atomic(flake / "flake.nix", rendered)
         return flake
