@@ -25,6 +25,7 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
     agents = await policies.follow(stack, js, stop)
     approver = Approver(nc, js, Store(pool), agents, settings.spawner_host)
     await approver.follow_decisions()
+    bus.background(stack, approver.outbox.run(), "outbox", stop)  # first: what a killed approver left unpublished
     bus.background(stack, approver.deadlines(), "deadlines", stop)
     await stack.enter_async_context(
         bus.serve(

@@ -15,7 +15,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 
-from hive_approver.store import ACTIONABLE, Store
+from hive_approver.outbox import Outbox
+from hive_approver.store import ACTIONABLE, Outgoing, Store, Then
 from hyperhive import bus
 from hyperhive.policies import PolicyBook
 from hyperhive.wire import subjects
@@ -56,6 +57,11 @@ OUTAGE_RETRY_SECONDS = 0.5
 OUTAGE_RETRY_MAX_SECONDS = 10.0
 
 
+def _event(type_: str, about: str, data: BaseModel) -> Outgoing:
+    event = Event(type=type_, agent=about, at=datetime.now(UTC), data=data.model_dump(mode="json", by_alias=True))
+    return Outgoing(subjects.event(type_, about), bus.encode(event))
+
+
 def resolved(a: Approval) -> ApprovalResolved:
     return ApprovalResolved(
         id=a.id, kind=a.type, agent=a.agent, requested_by=a.requested_by, status=a.status, note=a.note
@@ -77,17 +83,34 @@ class Approver:
         self.store = store
         self.agents = agents
         self._spawner_host = spawner_host
+        self.outbox = Outbox(store.outbox, js)
         self._deadline_changed = asyncio.Event()
         # Only approvals someone waits on have an entry; deciding one wakes its waiters and drops it.
         self._decided: dict[int, Waiters] = {}
 
     async def _event(self, type_: str, about: str, data: BaseModel) -> None:
-        event = Event(type=type_, agent=about, at=datetime.now(UTC), data=data.model_dump(mode="json", by_alias=True))
-        await self._js.publish(subjects.event(type_, about), bus.encode(event))
+        """An event that only reports what is in the database already (a new request, a new question): published
+        now; a decision's events go through the outbox instead."""
+        event = _event(type_, about, data)
+        await self._js.publish(event.subject, event.body)
 
-    async def _settled(self, a: Approval, type_: str = "approval_resolved") -> None:
-        await self._event(type_, a.agent, resolved(a))
-        self._wake(a.id)
+    def _resolved(self, type_: str = "approval_resolved") -> Then:
+        return lambda a: [_event(type_, a.agent, resolved(a))]
+
+    def _decided_calls_for(self, a: Approval) -> list[Outgoing]:
+        """A decision's event, and its spawner command when it is to be applied: committed with it (the outbox)."""
+        calls_for = [_event("approval_resolved", a.agent, resolved(a))]
+        if a.status == "applying":
+            command = SpawnerCommand(approval_id=a.id, action=a.type, agent=a.agent, sha=a.frozen_sha, tag=a.tag)
+            calls_for.append(
+                Outgoing(subjects.spawner_cmd(self._spawner_host), bus.encode(command), f"approval-{a.id}")
+            )
+        return calls_for
+
+    @staticmethod
+    def _answered(q: Question) -> list[Outgoing]:
+        data = QuestionAnswered(id=q.id, asker=q.asker, question=q.question, answer=q.answer or "")
+        return [_event("question_answered", q.asker, data)]
 
     def _wake(self, approval_id: int) -> None:
         if (waiters := self._decided.pop(approval_id, None)) is not None:
@@ -201,24 +224,31 @@ class Approver:
     async def approve(self, subject: str, req: DecisionRequest) -> Approval:
         current = await self.store.approval(req.id)
         to = "applying" if current.type in ACTIONABLE else "approved"
-        a = await self._decide(req, to, "approve")
-        if a.type in ACTIONABLE:
-            await self._command(a)
-        return a
+        return await self._decide(req, to, "approve")
 
     async def deny(self, subject: str, req: DecisionRequest) -> Approval:
         return await self._decide(req, "denied", "deny")
 
     async def _decide(self, req: DecisionRequest, to: str, verb: str) -> Approval:
         try:
-            a = await self.store.transition(req.id, expect=("pending",), to=to, by=OPERATOR, note=req.note)
+            a = await self.store.transition(
+                req.id, expect=("pending",), to=to, by=OPERATOR, note=req.note, then=self._decided_calls_for
+            )
         except HiveError as exc:
+            if exc.code == ErrorCode.CONFLICT and (same := await self._same_decision(req.id, verb)) is not None:
+                return same  # the operator's retry of a decision already taken: its outcome, not a conflict
             await self.store.audit(OPERATOR, verb, f"approval:{req.id}", "refused", reason=exc.message)
             raise
         await self.store.audit(OPERATOR, verb, a.agent, a.status, approval=a.id, note=req.note)
         log.info("approval=%d agent=%s outcome=%s", a.id, a.agent, a.status)
-        await self._settled(a)
+        await self.outbox.flush()
+        self._wake(a.id)
         return a
+
+    async def _same_decision(self, id: int, verb: str) -> Approval | None:
+        current = await self.store.approval(id)
+        outcomes = ("approved", "applying", "deployed", "failed") if verb == "approve" else ("denied",)
+        return current if current.resolved_by == OPERATOR and current.status in outcomes else None
 
     async def _command(self, a: Approval) -> None:
         """Put an approved action on the spawner's work queue; its id makes a re-publish a no-op."""
@@ -230,10 +260,11 @@ class Approver:
     async def outcome(self, subject: str, req: OutcomeRequest) -> Approval:
         to = "deployed" if req.ok else "failed"
         a = await self.store.transition(
-            req.approval_id, expect=("applying",), to=to, by="spawner", note=req.reason or None, resolve=False
-        )
+            req.approval_id, expect=("applying",), to=to, by="spawner", note=req.reason or None, resolve=False,
+            then=self._resolved("approval_applied"),
+        )  # fmt: skip
         await self.store.audit("spawner", "apply", a.agent, to, approval=a.id, reason=req.reason)
-        await self._event("approval_applied", a.agent, resolved(a))
+        await self.outbox.flush()
         return a
 
     async def approvals(self, subject: str, req: ApprovalsRequest) -> ApprovalsReply:
@@ -257,17 +288,13 @@ class Approver:
 
     async def _settle_question(self, id: int, status: str, answer: str, verb: str) -> Question:
         try:
-            q = await self.store.settle_question(id, status=status, answer=answer, by=OPERATOR)
+            q = await self.store.settle_question(id, status=status, answer=answer, by=OPERATOR, then=self._answered)
         except HiveError as exc:
             await self.store.audit(OPERATOR, verb, f"question:{id}", "refused", reason=exc.message)
             raise
         await self.store.audit(OPERATOR, verb, q.asker, q.status, question=q.id)
-        await self._question_settled(q)
+        await self.outbox.flush()
         return q
-
-    async def _question_settled(self, q: Question) -> None:
-        data = QuestionAnswered(id=q.id, asker=q.asker, question=q.question, answer=q.answer or "")
-        await self._event("question_answered", q.asker, data)
 
     async def questions(self, subject: str, req: QuestionsRequest) -> QuestionsReply:
         return QuestionsReply(questions=await self.store.questions(req.status, req.limit))
@@ -294,13 +321,13 @@ class Approver:
     async def _settle_due(self) -> None:
         """One pass: settle what is due, then wait for the next deadline (or a nearer one being added)."""
         self._deadline_changed.clear()
-        approvals, questions = await self.store.expire_due()
+        approvals, questions = await self.store.expire_due(self._resolved(), self._answered)
+        await self.outbox.flush()
         for a in approvals:
             await self.store.audit("deadline", "expire", a.agent, a.status, approval=a.id)
-            await self._settled(a)
+            self._wake(a.id)
         for q in questions:
             await self.store.audit("deadline", "expire", q.asker, q.status, question=q.id)
-            await self._question_settled(q)
         due = await self.store.next_deadline()
         timeout = None if due is None else max(0.0, (due - datetime.now(UTC)).total_seconds())
         with contextlib.suppress(TimeoutError):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,12 +34,30 @@ OUTAGE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.Interf
           asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A publish a change calls for (an event, a spawner command): kept in the outbox with the change itself."""
+
+    subject: str
+    body: bytes
+    msg_id: str | None = None
+
+
+Then = Callable[[Any], list[Outgoing]]
+
+
 class Database:
     """The pool, saying an outage as `unavailable` — the caller may try again, the approver rides it out — rather
     than as a bug (`internal`)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy[asyncpg.Record]]:
+        with _outage():
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
 
     async def execute(self, query: str, *args: Any) -> str:
         with _outage():
@@ -67,6 +86,14 @@ def _outage() -> Iterator[None]:
         ) from exc
 
 
+async def _enqueue(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], items: list[Outgoing]) -> None:
+    if items:
+        await conn.executemany(
+            "INSERT INTO outbox (subject, body, msg_id) VALUES ($1, $2, $3)",
+            [(i.subject, i.body, i.msg_id) for i in items],
+        )
+
+
 def _approval(row: asyncpg.Record) -> Approval:
     data = dict(row)
     data["type"] = data.pop("kind")
@@ -80,6 +107,7 @@ def _question(row: asyncpg.Record) -> Question:
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = Database(pool)
+        self.outbox = OutboxRows(self.pool)
 
     async def audit(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> None:
         await self.pool.execute(
@@ -152,23 +180,35 @@ class Store:
         return [_approval(r) for r in rows]
 
     async def transition(
-        self, id: int, *, expect: tuple[str, ...], to: str, by: str, note: str | None = None, resolve: bool = True
+        self,
+        id: int,
+        *,
+        expect: tuple[str, ...],
+        to: str,
+        by: str,
+        note: str | None = None,
+        resolve: bool = True,
+        then: Then | None = None,
     ) -> Approval:
-        """Move approval `id` from one of `expect` to `to`, exactly once."""
-        row = await self.pool.fetchrow(
-            """UPDATE approvals SET status = $2, note = COALESCE($4, note),
-                      resolved_at = CASE WHEN $6 THEN now() ELSE resolved_at END,
-                      resolved_by = CASE WHEN $6 THEN $3 ELSE resolved_by END
-               WHERE id = $1 AND status = ANY($5::text[]) RETURNING *""",
-            id,
-            to,
-            by,
-            note,
-            list(expect),
-            resolve,
-        )
-        if row is not None:
-            return _approval(row)
+        """Move approval `id` from one of `expect` to `to`, exactly once; what `then` says the change calls for goes
+        into the outbox in the same transaction."""
+        async with self.pool.transaction() as conn:
+            row = await conn.fetchrow(
+                """UPDATE approvals SET status = $2, note = COALESCE($4, note),
+                          resolved_at = CASE WHEN $6 THEN now() ELSE resolved_at END,
+                          resolved_by = CASE WHEN $6 THEN $3 ELSE resolved_by END
+                   WHERE id = $1 AND status = ANY($5::text[]) RETURNING *""",
+                id,
+                to,
+                by,
+                note,
+                list(expect),
+                resolve,
+            )
+            if row is not None:
+                approval = _approval(row)
+                await _enqueue(conn, then(approval) if then else [])
+                return approval
         current = await self.approval(id)
         who = f" by {current.resolved_by}" if current.resolved_by else ""
         when = f" at {current.resolved_at:%Y-%m-%d %H:%M:%S}Z" if current.resolved_at else ""
@@ -207,17 +247,22 @@ class Store:
         )
         return [_question(r) for r in rows]
 
-    async def settle_question(self, id: int, *, status: str, answer: str, by: str) -> Question:
-        row = await self.pool.fetchrow(
-            """UPDATE questions SET status = $2, answer = $3, answered_by = $4, answered_at = now()
-               WHERE id = $1 AND status = 'pending' RETURNING *""",
-            id,
-            status,
-            answer,
-            by,
-        )
-        if row is not None:
-            return _question(row)
+    async def settle_question(
+        self, id: int, *, status: str, answer: str, by: str, then: Then | None = None
+    ) -> Question:
+        async with self.pool.transaction() as conn:
+            row = await conn.fetchrow(
+                """UPDATE questions SET status = $2, answer = $3, answered_by = $4, answered_at = now()
+                   WHERE id = $1 AND status = 'pending' RETURNING *""",
+                id,
+                status,
+                answer,
+                by,
+            )
+            if row is not None:
+                question = _question(row)
+                await _enqueue(conn, then(question) if then else [])
+                return question
         current = await self.question(id)
         raise HiveError(
             ErrorCode.CONFLICT,
@@ -236,17 +281,36 @@ class Store:
         )
         return value
 
-    async def expire_due(self) -> tuple[list[Approval], list[Question]]:
-        """Settle everything whose deadline has passed: approvals by their default action, questions `[expired]`."""
-        approvals = await self.pool.fetch(
-            """UPDATE approvals SET status = CASE default_action WHEN 'approve' THEN 'approved' ELSE 'expired' END,
-                      resolved_at = now(), resolved_by = 'deadline'
-               WHERE status = 'pending' AND deadline <= now() RETURNING *"""
-        )
-        questions = await self.pool.fetch(
-            """UPDATE questions SET status = 'expired', answer = '[expired]', answered_by = 'deadline',
-                      answered_at = now()
-               WHERE status = 'pending' AND deadline <= now() RETURNING *"""
-        )
-        by_deadline = sorted(approvals, key=lambda r: r["deadline"]), sorted(questions, key=lambda r: r["deadline"])
-        return [_approval(r) for r in by_deadline[0]], [_question(r) for r in by_deadline[1]]
+    async def expire_due(self, then_approval: Then, then_question: Then) -> tuple[list[Approval], list[Question]]:
+        """Settle everything whose deadline has passed, in deadline order: approvals by their default action,
+        questions `[expired]`; with what each calls for in the outbox, in the same transaction."""
+        async with self.pool.transaction() as conn:
+            approvals = await conn.fetch(
+                """UPDATE approvals SET status = CASE default_action WHEN 'approve' THEN 'approved' ELSE 'expired' END,
+                          resolved_at = now(), resolved_by = 'deadline'
+                   WHERE status = 'pending' AND deadline <= now() RETURNING *"""
+            )
+            questions = await conn.fetch(
+                """UPDATE questions SET status = 'expired', answer = '[expired]', answered_by = 'deadline',
+                          answered_at = now()
+                   WHERE status = 'pending' AND deadline <= now() RETURNING *"""
+            )
+            expired = [_approval(r) for r in sorted(approvals, key=lambda r: r["deadline"])]
+            answered = [_question(r) for r in sorted(questions, key=lambda r: r["deadline"])]
+            await _enqueue(
+                conn, [o for a in expired for o in then_approval(a)] + [o for q in answered for o in then_question(q)]
+            )
+        return expired, answered
+
+
+class OutboxRows:
+    """The outbox table, read and emptied by the approver's `Outbox`."""
+
+    def __init__(self, pool: Database) -> None:
+        self._db = pool
+
+    async def oldest(self, limit: int = 100) -> list[asyncpg.Record]:
+        return await self._db.fetch("SELECT id, subject, body, msg_id FROM outbox ORDER BY id LIMIT $1", limit)
+
+    async def done(self, id: int) -> None:
+        await self._db.execute("DELETE FROM outbox WHERE id = $1", id)
