@@ -4,6 +4,7 @@ A harness recognises what it already had (its record survives its own restart) a
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -51,3 +52,28 @@ async def test_messages_brought_again_as_new_are_never_handed_on_twice(hive: Tes
         assert [(m.body, m.redelivered) for m in got] == [("new", False)]
         consumer = await js.consumer_info(subjects.INBOX_STREAM, "inbox-bob")
         assert (consumer.num_pending, consumer.num_ack_pending) == (0, 1)  # the duplicates were acknowledged again
+
+
+async def test_a_message_held_longer_than_ack_wait_is_not_brought_again(hive: TestHive) -> None:
+    """Held while its agent is paused, or handed out by `recv` and not acked yet: kept alive, so ack_wait never
+    delivers it to a second reader while the first still has it."""
+    async with AsyncExitStack() as stack:
+        await start_broker(stack, broker_settings(hive, ack_wait_seconds=2))
+        kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+        for name in ("alice", "bob"):
+            hive.add_agent(name)
+            await kv.put(name, bus.encode(AgentPolicy(agent=name, allowedRecipients=["bob"])))  # type: ignore[call-arg]
+        alice = await hive.connect("alice")
+        bob = Inbox(await hive.connect("bob"), "bob")
+        await bob.open()
+        await bus.call(alice, subjects.agent("alice", "send"), SendRequest(to="bob", body="hold me"), SendReply)
+        held, _ = await bob.take(wait=5)
+        assert [m.body for m in held] == ["hold me"]
+        keeping = asyncio.ensure_future(bob.keep_alive(every=0.5))
+        try:
+            other = Inbox(await hive.connect("bob"), "bob")
+            again, _ = await other.take(wait=4)  # twice the ack_wait: without the keep-alive it comes back here
+        finally:
+            keeping.cancel()
+        assert again == []
+        await bob.ack([m.token for m in held])

@@ -36,6 +36,7 @@ log = logging.getLogger("hyperhive.inbox")
 STREAM = subjects.INBOX_STREAM
 TOKEN_PATTERN = re.compile(r"\$JS\.ACK\.[A-Za-z0-9_.\-]+")
 PULL_GRACE_SECONDS = 5.0
+KEEP_ALIVE_SECONDS = 20.0  # the broker's inbox ack_wait is 120 s by default
 
 
 def consumer_name(owner: str) -> str:
@@ -252,6 +253,16 @@ class Inbox:
         for token in tokens:
             await self._nc.publish(token, b"+WPI")
         await self._nc.flush()
+
+    async def keep_alive(self, every: float = KEEP_ALIVE_SECONDS) -> None:
+        """For as long as it runs: restart the redelivery clock of what is taken and not yet acknowledged (messages
+        held while the agent is paused, or handed out by `recv` and not acked yet), so ack_wait never brings them
+        again to someone who still has them."""
+        while True:
+            await asyncio.sleep(every)  # a timer: shorter than any ack_wait the broker gives an inbox
+            if self._held:
+                with contextlib.suppress(nats.errors.Error, HiveError):
+                    await self.keep(sorted(self._held))
 
     async def release(self, tokens: list[str]) -> None:
         """Hand messages back for immediate redelivery, waiting for JetStream to confirm each."""
