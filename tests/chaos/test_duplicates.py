@@ -8,24 +8,18 @@ import asyncio
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from hive_broker.__main__ import start as start_broker
 from hivetest.hive import TestHive
 from hyperhive import bus
 from hyperhive.inbox import Handled, Inbox
 from hyperhive.wire import subjects
-from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
+from hyperhive.wire.models import SendReply, SendRequest
 
-from ..broker.conftest import broker_settings
+from .conftest import alice_writes_to_bob
 
 
 async def test_messages_brought_again_as_new_are_never_handed_on_twice(hive: TestHive, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        await start_broker(stack, broker_settings(hive))
-        kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
-        for name in ("alice", "bob"):
-            hive.add_agent(name)
-            await kv.put(name, bus.encode(AgentPolicy(agent=name, allowedRecipients=["bob"])))  # type: ignore[call-arg]
-        alice = await hive.connect("alice")
+        _, alice = await alice_writes_to_bob(stack, hive)
 
         async def send(body: str) -> None:
             await bus.call(alice, subjects.agent("alice", "send"), SendRequest(to="bob", body=body), SendReply)
@@ -58,12 +52,7 @@ async def test_a_message_held_longer_than_ack_wait_is_not_brought_again(hive: Te
     """Held while its agent is paused, or handed out by `recv` and not acked yet: kept alive, so ack_wait never
     delivers it to a second reader while the first still has it."""
     async with AsyncExitStack() as stack:
-        await start_broker(stack, broker_settings(hive, ack_wait_seconds=2))
-        kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
-        for name in ("alice", "bob"):
-            hive.add_agent(name)
-            await kv.put(name, bus.encode(AgentPolicy(agent=name, allowedRecipients=["bob"])))  # type: ignore[call-arg]
-        alice = await hive.connect("alice")
+        _, alice = await alice_writes_to_bob(stack, hive, ack_wait_seconds=2)
         bob = Inbox(await hive.connect("bob"), "bob")
         await bob.open()
         await bus.call(alice, subjects.agent("alice", "send"), SendRequest(to="bob", body="hold me"), SendReply)

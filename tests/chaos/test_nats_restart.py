@@ -16,9 +16,10 @@ from hivetest.hive import TestHive
 from hyperhive import bus
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
-from hyperhive.wire.models import AgentPolicy, ApprovalResolved, Event, SendReply, SendRequest
+from hyperhive.wire.models import ApprovalResolved, Event, SendReply, SendRequest
 
 from ..broker.conftest import broker_settings
+from .conftest import alice_writes_to_bob
 
 LONG_POLL = 120  # what a harness waits for; before the fix the message came only when it ran out
 
@@ -33,12 +34,7 @@ async def test_a_waiting_harness_gets_the_first_message_after_a_nats_restart(sec
     server = secured.server
     assert isinstance(server, NatsServer)
     async with AsyncExitStack() as stack:
-        broker = await start_broker(stack, broker_settings(secured))
-        kv = await (await secured.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
-        for name in ("alice", "bob"):
-            secured.add_agent(name)
-            await kv.put(name, bus.encode(AgentPolicy(agent=name, allowedRecipients=["bob"])))  # type: ignore[call-arg]
-        alice = await secured.connect("alice")
+        broker, alice = await alice_writes_to_bob(stack, secured)
         bob = Inbox(await secured.connect("bob"), "bob")
         await bob.open()
         waiting = asyncio.ensure_future(bob.take(wait=LONG_POLL))

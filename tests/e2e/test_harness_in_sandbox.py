@@ -14,7 +14,7 @@ from hive_spawner.__main__ import start as start_spawner
 from hive_spawner.settings import SpawnerSettings
 from hivectl.natsserver import NatsServer
 from hivetest.hive import TestHive
-from hivetest.messages_api import Text, ToolUse, serve_messages_api
+from hivetest.messages_api import MessagesApi, Text, ToolUse, serve_messages_api
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import (
@@ -36,20 +36,26 @@ from ..harness.conftest import CLAUDE, SCRIPTED_ENV
 from ..harness.test_bash_enforced import plant_everything
 
 
+def real_harness_spawner(hive: TestHive, state: Path, api: MessagesApi, **agent_env: str) -> SpawnerSettings:
+    """A spawner that runs the real harness in bubblewrap, its CLI pointed at the scripted API."""
+    assert isinstance(hive.server, NatsServer)
+    base = hive.settings(subjects.SPAWNER)
+    env = {
+        "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
+        "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}),
+        **agent_env,
+    }
+    return SpawnerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=state,
+                           nats_auth_dir=hive.server.root, agent_env=env)  # fmt: skip
+
+
 async def test_a_spawned_agent_runs_its_harness_and_answers(
     hive: TestHive, database_url: str, operator_nc: Client, spawner_state: Path
 ) -> None:
     assert isinstance(hive.server, NatsServer)
     async with AsyncExitStack() as stack:
         api = stack.enter_context(serve_messages_api())
-        base = hive.settings(subjects.SPAWNER)
-        agent_env = {
-            "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
-            "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}),
-            "HIVE_HEARTBEAT_SECONDS": "0.5",
-        }
-        settings = SpawnerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=spawner_state,
-                                   nats_auth_dir=hive.server.root, agent_env=agent_env)  # fmt: skip
+        settings = real_harness_spawner(hive, spawner_state, api, HIVE_HEARTBEAT_SECONDS="0.5")
         await start_spawner(stack, settings)
         broker = await start_broker(stack, broker_settings(hive))
         approver = await start_approver(stack, approver_settings(hive, database_url))
@@ -101,13 +107,7 @@ async def test_in_the_sandbox_no_bash_bypass_runs(
     lines = [ls[i].format(m="/state/marker", s="/state") for ls in FAMILIES.values() for i in range(0, len(ls), 5)]
     async with AsyncExitStack() as stack:
         api = stack.enter_context(serve_messages_api())
-        base = hive.settings(subjects.SPAWNER)
-        agent_env = {
-            "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
-            "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}),
-        }
-        settings = SpawnerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=spawner_state,
-                                   nats_auth_dir=hive.server.root, agent_env=agent_env)  # fmt: skip
+        settings = real_harness_spawner(hive, spawner_state, api)
         the_spawner = await start_spawner(stack, settings)
         await start_broker(stack, broker_settings(hive))
         approver = await start_approver(stack, approver_settings(hive, database_url))

@@ -98,6 +98,12 @@ async def hive_is_intact(hive: TestHive) -> list[str]:
     return findings
 
 
+async def record_damage(hive: TestHive, attacks: Attacks) -> None:
+    """Each thing found broken in the hive is an attack that succeeded."""
+    for finding in await hive_is_intact(hive):
+        attacks.record(finding, succeeded=True)
+
+
 async def test_no_reply_subject_lets_an_agent_publish_outside_its_plane(secured: TestHive, attacks: Attacks) -> None:
     async with AsyncExitStack() as stack:
         alice, watcher, spy = await scene(stack, secured)
@@ -139,8 +145,7 @@ async def test_no_reply_subject_lets_an_agent_publish_outside_its_plane(secured:
             await watcher.flush()
             for target in TARGETS:
                 attacks.record(f"{way} with reply {target}", succeeded=spy.reached(target))
-        for finding in await hive_is_intact(secured):
-            attacks.record(finding, succeeded=True)
+        await record_damage(secured, attacks)
     attacks.none_succeeded()
 
 
@@ -153,6 +158,5 @@ async def test_an_agent_cannot_publish_outside_its_plane_directly(secured: TestH
         await watcher.flush()
         for target in TARGETS:
             attacks.record(f"a plain publish on {target}", succeeded=spy.reached(target))
-        for finding in await hive_is_intact(secured):
-            attacks.record(finding, succeeded=True)
+        await record_damage(secured, attacks)
     attacks.none_succeeded()
