@@ -55,11 +55,14 @@ class HiveClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._reconnected = asyncio.Event()
+        self.reconnect_hooks: list[Callable[[], None]] = []
 
     async def _on_reconnect(self) -> None:
         log.info("connection=%s event=reconnected", self.options.get("name"))
         self._reconnected.set()
         self._reconnected = asyncio.Event()
+        for hook in self.reconnect_hooks:
+            hook()
 
     def reconnected(self) -> asyncio.Event:
         """An event set at the next reconnect (take it before you start waiting)."""
@@ -69,6 +72,12 @@ class HiveClient(Client):
 def reconnected(nc: Client) -> asyncio.Event:
     """`nc`'s next-reconnect event; a connection not made by `connect` never says (an event nobody sets)."""
     return nc.reconnected() if isinstance(nc, HiveClient) else asyncio.Event()
+
+
+def on_reconnect(nc: Client, hook: Callable[[], None]) -> None:
+    """Call `hook` at every reconnect of `nc` (made by `connect`; others never say)."""
+    if isinstance(nc, HiveClient):
+        nc.reconnect_hooks.append(hook)
 
 
 async def connect(settings: HiveSettings, *, name: str, inbox_prefix: str | None = None, **options: Any) -> Client:

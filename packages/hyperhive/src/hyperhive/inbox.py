@@ -16,7 +16,6 @@ import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -37,6 +36,7 @@ STREAM = subjects.INBOX_STREAM
 TOKEN_PATTERN = re.compile(r"\$JS\.ACK\.[A-Za-z0-9_.\-]+")
 PULL_GRACE_SECONDS = 5.0
 KEEP_ALIVE_SECONDS = 20.0  # the broker's inbox ack_wait is 120 s by default
+RECONNECTED = "reconnected"  # how a pull's wait ends when the connection came back
 
 
 def consumer_name(owner: str) -> str:
@@ -92,6 +92,7 @@ class Inbox:
         self._held: set[str] = set()
         self._handled = handled if handled is not None else Handled()
         self._ids: dict[str, str] = {}  # token → message id, for what was taken and not yet acked
+        bus.on_reconnect(nc, self._reconnected)
         self._pulling = asyncio.Lock()
         self._replies: Subscription | None = None
         self._reply_subject = ""
@@ -165,40 +166,36 @@ class Inbox:
                 self._replies = await self._nc.subscribe(self._reply_subject, cb=self._collect)
             request: dict[str, object] = {"batch": batch, "no_wait": True}
             self._got, self._batch = [], batch
-            self._done = asyncio.get_running_loop().create_future()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait + PULL_GRACE_SECONDS
             try:
                 while True:
-                    again = bus.reconnected(self._nc)  # before the request: a reconnect after it counts
-                    left = max(0.0, deadline - PULL_GRACE_SECONDS - loop.time())
+                    self._done = loop.create_future()
                     if wait > 0:
+                        left = max(0.0, deadline - PULL_GRACE_SECONDS - loop.time())
                         request["expires"] = max(int(left * 1e9), 1_000_000)
                     await self._nc.publish(
                         f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.owner)}",
                         json.dumps(request).encode(),
                         reply=self._reply_subject,
                     )
-                    if await self._settled(again, deadline - loop.time()):
+                    try:
+                        status = await asyncio.wait_for(self._done, max(0.0, deadline - loop.time()))
+                    except TimeoutError:
+                        status = None
+                    if status != RECONNECTED:
                         break
-                    # Reconnected: the server may have lost the pull (a restart). Ask again for the time left.
-                status = self._done.result() if self._done.done() else None
+                    # The server may have lost the pull (a restart): ask again for the time left.
             finally:
                 self._done = None
             if status == "503" and not self._got:
                 raise HiveError(ErrorCode.UNAVAILABLE, f"The inbox of {self.owner} is not open; call open() first.")
             return self._got
 
-    async def _settled(self, again: asyncio.Event, timeout: float) -> bool:
-        """Wait until the pull ends (True), the connection comes back (False), or `timeout` passes (True)."""
-        assert self._done is not None
-        waiter = asyncio.ensure_future(again.wait())
-        either: set[asyncio.Future[Any]] = {self._done, waiter}
-        try:
-            await asyncio.wait(either, timeout=max(timeout, 0), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        return self._done.done() or not again.is_set()
+    def _reconnected(self) -> None:
+        """The connection is back: a pull under way may be lost with the server that held it; end its wait."""
+        if self._done is not None and not self._done.done():
+            self._done.set_result(RECONNECTED)
 
     async def _collect(self, msg: Msg) -> None:
         status = _status(msg)  # 404 nothing more, 408 expired, 409 consumer changed, 503 no inbox
