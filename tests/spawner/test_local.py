@@ -115,3 +115,17 @@ def test_the_manager_edits_every_proposed_repo_at_agents_and_others_do_not_see_t
         assert "no-agents" in local.journal("alice", 10)
     finally:
         local.stop_all()
+
+
+def test_a_new_spawner_ends_the_sandboxes_an_earlier_one_left_running(
+    backend: LocalBackend, agents_root: Path, exits: Exits
+) -> None:
+    """A spawner killed with SIGKILL cannot stop its sandboxes; the next one finds and ends them before it starts
+    those agents again, so no agent runs twice."""
+    run(backend, "alice", READY)
+    orphan = backend._running["alice"]
+    successor = LocalBackend(agents_root, on_exit=Exits())
+    assert successor.reap_orphans() == ["alice"]
+    assert exits.happened.wait(10)  # the first backend sees its sandbox end
+    assert not orphan.alive()
+    assert successor.reap_orphans() == []  # nothing else of ours runs

@@ -148,6 +148,30 @@ class LocalBackend(AgentDirs):
         for name in list(self._running):
             self.stop(name)
 
+    def reap_orphans(self) -> list[str]:
+        """End the sandboxes of our agents that an earlier spawner left running (killed with SIGKILL, its children
+        were not told): found by the state dir bwrap binds at /state, they would otherwise run twice once this
+        spawner starts the agent again. Returns whose were ended."""
+        ours = {str(self.state_dir(n.name)): n.name for n in self.state_root.iterdir() if n.is_dir() and
+                not n.name.startswith(".")} if self.state_root.is_dir() else {}  # fmt: skip
+        mine = {child.pid for child in self._running.values()}
+        reaped = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) in mine:
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue  # gone meanwhile, or not ours to read
+            if not argv or not argv[0].endswith("bwrap"):
+                continue
+            bound = {argv[i + 1] for i in range(len(argv) - 2) if argv[i] == "--bind" and argv[i + 2] == "/state"}
+            if name := next((ours[b] for b in bound if b in ours), None):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)  # its sandbox dies with it (--die-with-parent)
+                reaped.append(name)
+        return sorted(set(reaped))
+
     def running(self, name: str) -> bool:
         child = self._running.get(name)
         return child is not None and child.alive()

@@ -149,6 +149,10 @@ class NixosBackend(AgentDirs):
             os.chown(path, self.uid(name), self.uid(name))
         return path
 
+    def reap_orphans(self) -> list[str]:
+        """Containers are systemd units, not children of the spawner: a spawner's death leaves none behind."""
+        return []
+
     def exists(self, name: str) -> bool:
         return name in run("nixos-container", "list").split()
 

@@ -7,6 +7,7 @@ step is idempotent (the same frozen commit, the same policy), and an outcome the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -28,7 +30,7 @@ from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.settings import SpawnerSettings
 from hive_spawner.uids import POLICY_FILE, POLICY_IN_SANDBOX, Uids
 from hyperhive import bus
-from hyperhive.files import write_atomic
+from hyperhive.files import read_untrusted, write_atomic
 from hyperhive.identity import Identities
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -61,6 +63,7 @@ from hyperhive.wire.names import MANAGER, check_agent_name, check_agent_ref
 log = logging.getLogger("hive_spawner")
 
 MANAGER_VERBS = ("start", "stop", "restart")
+IN_FLIGHT = ".in-flight-command"  # the delivery token of the command being applied
 BOOTSTRAP = 0  # the approval id of the manager's creation at a hive's first start (approvals count from 1)
 
 
@@ -80,6 +83,7 @@ class Backend(Protocol):
     def destroy(self, name: str) -> None: ...
     def grant_manager(self, repo: Path) -> None: ...
     def hand_over_policy(self, name: str, text: str) -> None: ...
+    def reap_orphans(self) -> list[str]: ...
 
 
 OPERATOR_VERBS = (*MANAGER_VERBS, "destroy", "revive", "purge")
@@ -241,6 +245,8 @@ class Spawner:
     async def resume(self) -> None:
         """Start again the agents that were running when the spawner stopped (they stop with it); on a hive's first
         start, create its manager (the operator who started the hive asked for it: no approval, tag proposal/0)."""
+        for agent in await asyncio.to_thread(self.backend.reap_orphans):
+            log.warning("agent=%s outcome=orphan_ended (left running by an earlier spawner)", agent)
         if self.settings.bootstrap_manager and not self.repos.exists(MANAGER):
             log.info("agent=%s outcome=bootstrapping", MANAGER)
             await self._resuming(MANAGER, self._spawn(SpawnerCommand(action="spawn", agent=MANAGER,
@@ -387,9 +393,27 @@ class Spawner:
             stream=subjects.SPAWNER_CMD_STREAM,
             config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=300),
         )
+        await self._release_in_flight()
         await bus.each(self._nc, sub, SpawnerCommand, self._carry_out, batch=1)
 
+    async def _release_in_flight(self) -> None:
+        """A spawner killed while applying a command leaves its delivery token: hand it back, so the command is taken
+        up again now rather than after ack_wait (300 s)."""
+        text = read_untrusted(self.state_root / IN_FLIGHT)
+        if text:
+            with contextlib.suppress(nats.errors.Error):
+                await self._nc.request(text, b"-NAK", timeout=2)
+            log.warning("outcome=in_flight_command_resumed token=%s", text)
+        (self.state_root / IN_FLIGHT).unlink(missing_ok=True)
+
     async def _carry_out(self, msg: Msg, command: SpawnerCommand) -> None:
+        write_atomic(self.state_root / IN_FLIGHT, msg.reply)
+        try:
+            await self._apply_and_report(msg, command)
+        finally:
+            (self.state_root / IN_FLIGHT).unlink(missing_ok=True)
+
+    async def _apply_and_report(self, msg: Msg, command: SpawnerCommand) -> None:
         try:
             await self.apply(command)
             outcome = OutcomeRequest(approval_id=command.approval_id, ok=True)
