@@ -39,7 +39,9 @@ async def test_a_waiting_harness_gets_the_first_message_after_a_nats_restart(sec
         await bob.open()
         waiting = asyncio.ensure_future(bob.take(wait=LONG_POLL))
         await bob._nc.flush()  # the pull is on the server before it dies
-        back = [bus.reconnected(nc) for nc in (alice, broker._nc)]
+        back = [asyncio.Event(), asyncio.Event()]
+        for nc, event in zip((alice, broker._nc), back, strict=True):
+            bus.on_reconnect(nc, event.set)
         kill_and_restart(server)
         restarted = time.monotonic()
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in back)), 30)

@@ -50,28 +50,16 @@ DAY = 24 * 3600.0
 class HiveClient(Client):
     """A NATS connection that says when it has reconnected: a pull request lives on the server, and one the server
     lost while the connection was down (a restart) would otherwise be waited out to its expiry — minutes for a
-    harness's long poll. Whoever holds a pull waits on `reconnected()` too, and issues it again."""
+    harness's long poll. Whoever holds a pull registers a hook (`on_reconnect`) and issues it again."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._reconnected = asyncio.Event()
         self.reconnect_hooks: list[Callable[[], None]] = []
 
     async def _on_reconnect(self) -> None:
         log.info("connection=%s event=reconnected", self.options.get("name"))
-        self._reconnected.set()
-        self._reconnected = asyncio.Event()
         for hook in self.reconnect_hooks:
             hook()
-
-    def reconnected(self) -> asyncio.Event:
-        """An event set at the next reconnect (take it before you start waiting)."""
-        return self._reconnected
-
-
-def reconnected(nc: Client) -> asyncio.Event:
-    """`nc`'s next-reconnect event; a connection not made by `connect` never says (an event nobody sets)."""
-    return nc.reconnected() if isinstance(nc, HiveClient) else asyncio.Event()
 
 
 def on_reconnect(nc: Client, hook: Callable[[], None]) -> None:
@@ -345,12 +333,11 @@ async def respond(nc: Client, endpoints: Sequence[Endpoint[Any]]) -> AsyncIterat
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _unless_reconnected(nc: Client, fetch: Coroutine[Any, Any, list[Msg]]) -> list[Msg]:
+async def _unless(back: asyncio.Event, fetch: Coroutine[Any, Any, list[Msg]]) -> list[Msg]:
     """The fetch's messages; none when the connection came back first (the server may have lost the pull: the
     caller pulls again at once, what was delivered meanwhile is still queued for it)."""
-    again = reconnected(nc)
     task = asyncio.ensure_future(fetch)
-    waiter = asyncio.ensure_future(again.wait())
+    waiter = asyncio.ensure_future(back.wait())
     try:
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
@@ -375,7 +362,6 @@ async def each(
     handle: Callable[[Msg, Req], Awaitable[None]],
     *,
     batch: int = 16,
-    about: str = "system",
 ) -> None:
     """Hand every message of a durable pull subscription, read as `body`, to `handle` (which acks it, or not),
     until cancelled. Each fetch is a long poll: the server pushes messages as they are stored.
@@ -383,9 +369,12 @@ async def each(
     The loop outlives what would end it: a message that is not a `body` is set aside at once (`set_aside`), one
     whose handler keeps failing after `MAX_HANDLER_FAILURES` deliveries too (earlier failures are redelivered after a
     short delay); a lost connection or an unavailable JetStream is waited out, and the pull is issued again."""
+    back = asyncio.Event()
+    on_reconnect(nc, back.set)
     while True:
+        back.clear()
         try:
-            msgs = await _unless_reconnected(nc, sub.fetch(batch, timeout=30))
+            msgs = await _unless(back, sub.fetch(batch, timeout=30))
         except nats.errors.TimeoutError:
             continue
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
@@ -396,13 +385,13 @@ async def each(
             try:
                 request = body.model_validate_json(msg.data)
             except ValidationError as exc:
-                await set_aside(nc, msg, f"not a {body.__name__}: {exc.errors()[0]['msg']}", about=about)
+                await set_aside(nc, msg, f"not a {body.__name__}: {exc.errors()[0]['msg']}")
                 continue
             try:
                 await handle(msg, request)
             except Exception as exc:
                 if msg.metadata.num_delivered >= MAX_HANDLER_FAILURES:
-                    await set_aside(nc, msg, f"its handler failed {MAX_HANDLER_FAILURES} times: {exc!r}", about=about)
+                    await set_aside(nc, msg, f"its handler failed {MAX_HANDLER_FAILURES} times: {exc!r}")
                     continue
                 log.exception(
                     "stream=%s seq=%d outcome=handler_failed", msg.metadata.stream, msg.metadata.sequence.stream

@@ -89,9 +89,8 @@ class Inbox:
         self._nc = nc
         self.owner = owner
         self._held_file = held_file
-        self._held: set[str] = set()
+        self._held: dict[str, str] = {}  # what is taken and not acked: token → message id
         self._handled = handled if handled is not None else Handled()
-        self._ids: dict[str, str] = {}  # token → message id, for what was taken and not yet acked
         bus.on_reconnect(nc, self._reconnected)
         self._pulling = asyncio.Lock()
         self._replies: Subscription | None = None
@@ -154,9 +153,8 @@ class Inbox:
                 with contextlib.suppress(nats.errors.Error):  # confirmed: it must not come back after ack_wait
                     await self._nc.request(message.token, b"+ACK", timeout=2)
                 continue
-            self._ids[message.token] = message.id
             taken.append(message)
-        self._hold(add=[m.token for m in taken])
+        self._hold(add={m.token: m.id for m in taken})
         return taken, msgs[-1].metadata.num_pending if msgs else 0
 
     async def _pull(self, batch: int, wait: float) -> list[Msg]:
@@ -236,8 +234,7 @@ class Inbox:
         # ack_wait (at least once, never lost).
         for token in tokens:
             await self._nc.publish(token, b"+ACK")
-        self._handled.add([i for t in tokens if (i := self._ids.pop(t, None)) is not None])
-        self._hold(drop=tokens)
+        self._handled.add([i for i in self._hold(drop=tokens) if i])
         if seqs and self.owner != OPERATOR:
             delivered = MessageDelivered(owner=self.owner, seqs=seqs)
             event = Event(type="message_delivered", agent=self.owner, at=datetime.now(UTC), data=delivered.model_dump())
@@ -272,8 +269,11 @@ class Inbox:
                 log.warning("owner=%s token=%s outcome=nak_unconfirmed error=%r", self.owner, token, result)
         self._hold(drop=tokens)
 
-    def _hold(self, *, add: list[str] = (), drop: list[str] = ()) -> None:  # type: ignore[assignment]
-        self._held.update(add)
-        self._held.difference_update(drop)
+    def _hold(self, *, add: dict[str, str] | None = None, drop: list[str] | None = None) -> list[str]:
+        """Record what is taken (token → message id) and what is no longer held; keep the tokens in the held file.
+        Returns the ids of what was dropped."""
+        self._held.update(add or {})
+        dropped = [self._held.pop(token, "") for token in drop or []]
         if self._held_file is not None and (add or drop):
             write_atomic(self._held_file, json.dumps(sorted(self._held)))
+        return dropped

@@ -100,12 +100,12 @@ class Approver:
     def _decided_calls_for(self, a: Approval) -> list[Outgoing]:
         """A decision's event, and its spawner command when it is to be applied: committed with it (the outbox)."""
         calls_for = [_event("approval_resolved", a.agent, resolved(a))]
-        if a.status == "applying":
-            command = SpawnerCommand(approval_id=a.id, action=a.type, agent=a.agent, sha=a.frozen_sha, tag=a.tag)
-            calls_for.append(
-                Outgoing(subjects.spawner_cmd(self._spawner_host), bus.encode(command), f"approval-{a.id}")
-            )
-        return calls_for
+        return [*calls_for, self._command(a)] if a.status == "applying" else calls_for
+
+    def _command(self, a: Approval) -> Outgoing:
+        """The approved action for the spawner's work queue; its id makes a re-publish a no-op."""
+        command = SpawnerCommand(approval_id=a.id, action=a.type, agent=a.agent, sha=a.frozen_sha, tag=a.tag)
+        return Outgoing(subjects.spawner_cmd(self._spawner_host), bus.encode(command), f"approval-{a.id}")
 
     @staticmethod
     def _answered(q: Question) -> list[Outgoing]:
@@ -250,13 +250,6 @@ class Approver:
         outcomes = ("approved", "applying", "deployed", "failed") if verb == "approve" else ("denied",)
         return current if current.resolved_by == OPERATOR and current.status in outcomes else None
 
-    async def _command(self, a: Approval) -> None:
-        """Put an approved action on the spawner's work queue; its id makes a re-publish a no-op."""
-        command = SpawnerCommand(approval_id=a.id, action=a.type, agent=a.agent, sha=a.frozen_sha, tag=a.tag)
-        await self._js.publish(
-            subjects.spawner_cmd(self._spawner_host), bus.encode(command), headers={"Nats-Msg-Id": f"approval-{a.id}"}
-        )
-
     async def outcome(self, subject: str, req: OutcomeRequest) -> Approval:
         to = "deployed" if req.ok else "failed"
         a = await self.store.transition(
@@ -334,10 +327,11 @@ class Approver:
             await asyncio.wait_for(self._deadline_changed.wait(), timeout)
 
     async def resume_commands(self) -> None:
-        """Re-publish commands of approvals that were approved but not yet applied: an approver that died between
-        the decision and the publish loses nothing (the work queue drops the duplicates)."""
+        """Re-publish commands of approvals that were approved but not yet applied — the backstop for decisions the
+        outbox does not hold (taken before it existed, or written by hand); the work queue drops the duplicates."""
         for a in await self.store.applying():
-            await self._command(a)
+            command = self._command(a)
+            await self._js.publish(command.subject, command.body, headers={"Nats-Msg-Id": command.msg_id or ""})
 
     async def follow_decisions(self) -> None:
         """Wake local `decision` waiters when another replica decides."""
