@@ -88,11 +88,13 @@ class LocalBackend(AgentDirs):
         return [
             bwrap, "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--hostname", name, "--die-with-parent", "--new-session", "--disable-userns",
-            *system_view(), *_binds(runtime(command, env)),
+            *system_view(),
+            # A fresh /tmp first: the runtime may live under the host's /tmp (a checkout there), bound on top of it.
+            "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",  # noqa: S108 - a fresh tmpfs of its own
+            *_binds(runtime(command, env)),
             "--dir", "/state", "--bind", str(self.state_dir(name)), "/state",
             "--dir", POLICY_IN_SANDBOX, "--ro-bind", str(self.policy_folder(name)), POLICY_IN_SANDBOX,
             *(["--bind", str(self.proposed_root), "/agents"] if name == MANAGER and self.proposed_root else []),
-            "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",  # noqa: S108 - a fresh tmpfs of its own
             "--remount-ro", "/", "--chdir", "/state",
             "--", *command,
         ]  # fmt: skip
