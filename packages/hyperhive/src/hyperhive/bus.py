@@ -411,8 +411,8 @@ async def set_aside(nc: Client, msg: Msg, error: str, *, about: str | None = "sy
     error = error.splitlines()[0][:500] if error else "unreadable"
     log.error("stream=%s seq=%d subject=%s consumer=%s outcome=set_aside error=%s",
               meta.stream, meta.sequence.stream, msg.subject, meta.consumer, error)  # fmt: skip
-    with contextlib.suppress(nats.errors.Error):
-        await msg.term()
+    with contextlib.suppress(nats.errors.Error):  # confirmed: once set aside, it is gone before we go on
+        await nc.request(msg.reply, b"+TERM", timeout=2)
     if about is None:
         return
     record = PoisonMessage(stream=meta.stream, seq=meta.sequence.stream, subject=msg.subject,
