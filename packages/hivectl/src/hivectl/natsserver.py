@@ -41,6 +41,7 @@ class NatsServer:
         port: int = 4222,
         echo: TextIO | None = None,
         on_exit: Callable[[Child], None] | None = None,
+        max_file_store: int | None = None,
     ):
         self.root = root
         self.host = host
@@ -50,6 +51,7 @@ class NatsServer:
         self.pid_file = root / "nats.pid"
         self.config = root / "nats.conf"
         self.on_exit = on_exit
+        self.max_file_store = max_file_store
         self.child: Child | None = None
 
     @property
@@ -66,6 +68,7 @@ class NatsServer:
                 port=self.port,
                 store_dir=self.root / "jetstream",
                 pid_file=self.pid_file,
+                max_file_store=self.max_file_store,
             )
         )
         argv = [nats_server_binary(), "-c", str(self.config)]

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import nats
 import nats.errors
+import nats.js.errors
 import uvloop
 from nats import micro
 from nats.aio.client import Client
@@ -224,6 +225,13 @@ async def _handle(endpoint: Endpoint[Any], subject: str, data: bytes) -> bytes:
         return encode(await endpoint.handler(subject, parse(endpoint.request, data)))
     except HiveError:
         raise
+    except (nats.errors.Error, OSError) as exc:
+        if isinstance(exc, nats.js.errors.APIError) and not isinstance(exc, nats.js.errors.ServiceUnavailableError):
+            log.exception("endpoint=%s subject=%s outcome=bug", endpoint.name, subject)  # JetStream refused us
+            raise HiveError(ErrorCode.INTERNAL, f"Internal error in {endpoint.name}; see the service log.") from exc
+        log.warning("endpoint=%s subject=%s outcome=unavailable error=%r", endpoint.name, subject, exc)
+        raise HiveError(ErrorCode.UNAVAILABLE, f"{endpoint.name}: NATS or JetStream is not available ({exc!r}); "
+                                               "try again.") from exc  # fmt: skip
     except Exception as exc:
         log.exception("endpoint=%s subject=%s outcome=bug", endpoint.name, subject)
         raise HiveError(ErrorCode.INTERNAL, f"Internal error in {endpoint.name}; see the service log.") from exc
@@ -497,6 +505,9 @@ def setup_logging(level: str) -> None:
 
 # ── JetStream layout ─────────────────────────────────────────────────────────
 
+INBOX_LIMIT = 10_000
+"""Messages one inbox may hold; past it a send is refused (`inbox_full`) once its delivered ones have made way."""
+
 STREAMS = (
     js_api.StreamConfig(
         name=subjects.INBOX_STREAM,
@@ -505,6 +516,9 @@ STREAMS = (
         retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE,
         duplicate_window=120.0,
+        max_msgs_per_subject=INBOX_LIMIT,
+        discard=js_api.DiscardPolicy.NEW,  # a full inbox refuses the new message; it never drops an unread one
+        discard_new_per_subject=True,
     ),
     js_api.StreamConfig(
         name=subjects.EVENTS_STREAM,

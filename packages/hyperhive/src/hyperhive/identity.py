@@ -222,17 +222,20 @@ def server_config(
     store_dir: Path,
     pid_file: Path,
     max_payload: int = 1 << 20,
+    max_file_store: int | None = None,
 ) -> str:
     """The nats-server configuration of a hive: JetStream on, loopback by default, users from auth.conf.
 
-    Write it into `identities.root`: the include is relative to the configuration file.
+    Write it into `identities.root`: the include is relative to the configuration file. `max_file_store` caps the
+    JetStream store in bytes (by default the server's own: most of the disk).
     """
+    cap = f", max_file_store: {max_file_store}" if max_file_store is not None else ""
     return "\n".join(
         [
             f"listen: {json.dumps(f'{host}:{port}')}",
             f"pid_file: {json.dumps(str(pid_file))}",
             f"max_payload: {max_payload}",
-            f"jetstream {{ store_dir: {json.dumps(str(store_dir))} }}",
+            f"jetstream {{ store_dir: {json.dumps(str(store_dir))}{cap} }}",
             f"include {json.dumps(identities.auth_conf.name)}",
             "",
         ]

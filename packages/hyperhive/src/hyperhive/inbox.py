@@ -230,10 +230,16 @@ class Inbox:
     async def ack(self, tokens: list[str]) -> int:
         """These reached the model: they will not come again."""
         seqs = self._check(tokens)
-        # No flush: an ack still in our buffer when the process dies only means the message comes again after
-        # ack_wait (at least once, never lost).
-        for token in tokens:
+        # JetStream takes a consumer's acks in order, so confirming the last confirms them all: once this returns,
+        # what was acked no longer holds space the broker may need (and nobody sees it pending). An unconfirmed
+        # one only means the message may come again (at least once, never lost); the handled record drops it.
+        for token in tokens[:-1]:
             await self._nc.publish(token, b"+ACK")
+        if tokens:
+            try:
+                await self._nc.request(tokens[-1], b"+ACK", timeout=2)
+            except nats.errors.Error as exc:
+                log.warning("owner=%s outcome=ack_unconfirmed error=%r", self.owner, exc)
         self._handled.add([i for i in self._hold(drop=tokens) if i])
         if seqs and self.owner != OPERATOR:
             delivered = MessageDelivered(owner=self.owner, seqs=seqs)

@@ -88,11 +88,9 @@ class Approver:
         # Only approvals someone waits on have an entry; deciding one wakes its waiters and drops it.
         self._decided: dict[int, Waiters] = {}
 
-    async def _event(self, type_: str, about: str, data: BaseModel) -> None:
-        """An event that only reports what is in the database already (a new request, a new question): published
-        now; a decision's events go through the outbox instead."""
-        event = _event(type_, about, data)
-        await self._js.publish(event.subject, event.body)
+    @staticmethod
+    def _added(a: Approval) -> list[Outgoing]:
+        return [_event("approval_added", a.agent, a)]
 
     def _resolved(self, type_: str = "approval_resolved") -> Then:
         return lambda a: [_event(type_, a.agent, resolved(a))]
@@ -144,11 +142,12 @@ class Approver:
             requested_by=caller,
             commit_ref=req.commit_ref,
             description=req.description,
+            then=None if kind in NEEDS_COMMIT else self._added,  # the operator is told once it can be decided
         )
         if kind in NEEDS_COMMIT:
             approval = await self._freeze(approval)
         await self.store.audit(caller, f"request.{kind}", agent, "pending", approval=approval.id)
-        await self._event("approval_added", agent, approval)
+        await self.outbox.flush()
         return approval
 
     async def _freeze(self, approval: Approval) -> Approval:
@@ -168,7 +167,7 @@ class Approver:
             raise HiveError(
                 exc.code, f"Cannot freeze {approval.commit_ref} of {approval.agent}: {exc.message}"
             ) from None
-        return await self.store.freeze(approval.id, frozen.sha, frozen.tag, frozen.diff)
+        return await self.store.freeze(approval.id, frozen.sha, frozen.tag, frozen.diff, then=self._added)
 
     async def _tool_permission(self, caller: str, req: ApprovalRequest) -> Approval:
         if not req.tool:
@@ -181,12 +180,13 @@ class Approver:
             tool=req.tool,
             input=req.input,
             ttl=timedelta(seconds=req.ttl_seconds),
+            then=self._added,
         )
         await self.store.audit(
             caller, "request.tool_permission", caller, "pending", approval=approval.id, tool=req.tool
         )
         self._deadline_changed.set()
-        await self._event("approval_added", caller, approval)
+        await self.outbox.flush()
         return approval
 
     async def decision(self, subject: str, req: WaitRequest) -> Approval:
@@ -212,11 +212,12 @@ class Approver:
     async def ask(self, subject: str, req: AskRequest) -> AskReply:
         caller = subjects.caller(subject)
         q = await self.store.add_question(
-            caller, req.question, req.options, req.multi, timedelta(seconds=req.ttl_seconds)
-        )
+            caller, req.question, req.options, req.multi, timedelta(seconds=req.ttl_seconds),
+            then=lambda q: [_event("question_added", q.asker, q)],
+        )  # fmt: skip
         await self.store.audit(caller, "ask", caller, "pending", question=q.id)
         self._deadline_changed.set()
-        await self._event("question_added", caller, q)
+        await self.outbox.flush()
         return AskReply(id=q.id, deadline=q.deadline)
 
     # ── operator plane ──

@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -44,6 +44,7 @@ class Outgoing:
 
 
 Then = Callable[[Any], list[Outgoing]]
+T = TypeVar("T")
 
 
 class Database:
@@ -109,6 +110,16 @@ class Store:
         self.pool = Database(pool)
         self.outbox = OutboxRows(self.pool)
 
+    async def _write(self, parse: Callable[[asyncpg.Record], T], then: Then | None, sql: str, *args: Any) -> T:
+        """One row written, and what `then` says it calls for put in the outbox, in one transaction: a caller
+        told of a failure has left nothing behind."""
+        async with self.pool.transaction() as conn:
+            row = await conn.fetchrow(sql, *args)
+            assert row is not None, sql
+            written = parse(row)
+            await _enqueue(conn, then(written) if then else [])
+        return written
+
     async def audit(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> None:
         await self.pool.execute(
             "INSERT INTO audit (actor, action, target, outcome, detail) VALUES ($1, $2, $3, $4, $5)",
@@ -132,9 +143,12 @@ class Store:
         tool: str | None = None,
         input: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
+        then: Then | None = None,
     ) -> Approval:
         try:
-            row = await self.pool.fetchrow(
+            return await self._write(
+                _approval,
+                then,
                 """INSERT INTO approvals (agent, kind, commit_ref, description, tool, input, requested_by,
                                           deadline, default_action)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8::interval,
@@ -157,15 +171,10 @@ class Store:
                 ErrorCode.CONFLICT,
                 f"A {kind} request for {agent} is already pending as #{pending}; wait for the operator's decision.",
             ) from None
-        assert row is not None
-        return _approval(row)
 
-    async def freeze(self, id: int, sha: str, tag: str, diff: str) -> Approval:
-        row = await self.pool.fetchrow(
-            "UPDATE approvals SET frozen_sha = $2, tag = $3, diff = $4 WHERE id = $1 RETURNING *", id, sha, tag, diff
-        )
-        assert row is not None
-        return _approval(row)
+    async def freeze(self, id: int, sha: str, tag: str, diff: str, then: Then | None = None) -> Approval:
+        sql = "UPDATE approvals SET frozen_sha = $2, tag = $3, diff = $4 WHERE id = $1 RETURNING *"
+        return await self._write(_approval, then, sql, id, sha, tag, diff)
 
     async def approval(self, id: int) -> Approval:
         row = await self.pool.fetchrow("SELECT * FROM approvals WHERE id = $1", id)
@@ -221,9 +230,11 @@ class Store:
     # ── questions ──
 
     async def add_question(
-        self, asker: str, question: str, options: list[str], multi: bool, ttl: timedelta
+        self, asker: str, question: str, options: list[str], multi: bool, ttl: timedelta, *, then: Then | None = None
     ) -> Question:
-        row = await self.pool.fetchrow(
+        return await self._write(
+            _question,
+            then,
             """INSERT INTO questions (asker, question, options, multi, deadline)
                VALUES ($1, $2, $3, $4, now() + $5::interval) RETURNING *""",
             asker,
@@ -232,8 +243,6 @@ class Store:
             multi,
             ttl,
         )
-        assert row is not None
-        return _question(row)
 
     async def question(self, id: int) -> Question:
         row = await self.pool.fetchrow("SELECT * FROM questions WHERE id = $1", id)

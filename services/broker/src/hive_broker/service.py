@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +52,23 @@ def check_body(body: str) -> None:
         )
 
 
+def _all_or_say_who(mid: str, targets: list[str], results: Sequence[object]) -> None:
+    """A broadcast stored for some recipients and not others fails with the first refusal, naming who has it and
+    the id: sending again with that id reaches the rest, and those who have it do not get it twice."""
+    failed = [(r, x) for r, x in zip(targets, results, strict=True) if isinstance(x, BaseException)]
+    if not failed:
+        return
+    first = failed[0][1]
+    if not isinstance(first, HiveError):
+        raise first
+    have = [r for r, x in zip(targets, results, strict=True) if not isinstance(x, BaseException)]
+    raise HiveError(
+        first.code,
+        f"{first.message} Stored for {', '.join(have) or 'nobody'}; not for {', '.join(r for r, _ in failed)}. "
+        f"Send again with id {mid!r} to reach the rest without doubling.",
+    )
+
+
 class Broker:
     def __init__(self, nc: Client, inboxes: Inboxes, policy: PolicyBook) -> None:
         self._nc = nc
@@ -81,7 +99,10 @@ class Broker:
             if len(targets) == 1:  # the common case, without a task per recipient
                 await self.inboxes.put(targets[0], message, f"{sender}:{mid}:{targets[0]}")
             else:
-                await asyncio.gather(*(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in targets))
+                results = await asyncio.gather(
+                    *(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in targets), return_exceptions=True
+                )
+                _all_or_say_who(mid, targets, results)
         # No `message_sent` event: the inbox stream is the record of what was sent (decision 0006).
         return SendReply(id=mid, recipients=targets)
 

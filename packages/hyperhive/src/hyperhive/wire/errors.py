@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     """The addressed object (agent, approval, question, message) does not exist."""
     CONFLICT = "conflict"
     """The object is not in a state that allows this (already decided, already pending, …)."""
+    INBOX_FULL = "inbox_full"
+    """The recipient's inbox holds as many unread messages as it may; send again once it has read some."""
     UNAVAILABLE = "unavailable"
     """A dependency (NATS, PostgreSQL, a backend) is not reachable right now; try again."""
     INTERNAL = "internal"
