@@ -29,7 +29,9 @@ from pathlib import Path
 from benchhive import bench_hive
 from nats.aio.client import Client
 
-from hive_harness.harness import Harness, HarnessSettings
+from hive_harness.harness import Harness
+from hive_harness.settings import HarnessSettings
+from hive_harness.turn import cli_env, cli_flags
 from hivectl.natsserver import NatsServer
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive import bus
@@ -117,7 +119,7 @@ async def turns(server: NatsServer, root: Path, n: int, calls: int) -> dict[str,
         harness = Harness(nc := await connect(server, alice_seed, "alice", agent=True), settings)
         tools = AsyncExitStack()  # the harness's MCP tools, served on loopback for the whole run
         await harness.open(tools)
-        flags, env = harness.mcp_flags(policy), harness.cli_env()
+        flags, env = cli_flags(state, policy, harness.tools), cli_env(settings)
 
         async def harness_turn(i: int) -> float:
             await bus.call(bob, subjects.agent("bob", "send"), SendRequest(to="alice", body=f"ping {i}"), SendReply)

@@ -13,7 +13,8 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
 from hive_broker.__main__ import start as start_broker
-from hive_harness.harness import Harness, HarnessSettings
+from hive_harness.harness import Harness
+from hive_harness.settings import HarnessSettings
 from hive_harness.turn import TurnResult
 from hivetest.hive import TestHive
 from hivetest.messages_api import MessagesApi, Text, ToolUse, serve_messages_api

@@ -11,6 +11,7 @@ from typing import Any
 
 from hive_approver.__main__ import start as start_approver
 from hive_harness.hook import CURL, hook_settings
+from hive_harness.turn import cli_flags
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.wire.models import AgentPolicy, Approval, BashPolicy, DecisionRequest
@@ -129,7 +130,7 @@ async def test_the_hook_answers_only_with_the_token_and_denies_what_it_cannot_re
         assert (await post(url, b'{"tool_name": "Read"}', token))[1] == {}
         # The thin clients the CLI runs (curl, and Python where there is no curl), exactly as the settings say.
         auth = s.state / "hook-auth"
-        s.harness.mcp_flags(policy)
+        cli_flags(s.state, policy, s.harness.tools)
         for curl in (CURL, None):
             hook = hook_settings(url, auth, curl)["hooks"]["PreToolUse"][0]["hooks"][0]
             for command, expected in (("git status", "allow"), ("git -c x=y status", "deny")):
@@ -142,7 +143,7 @@ async def test_the_hook_answers_only_with_the_token_and_denies_what_it_cannot_re
             ran = await asyncio.create_subprocess_exec(hook["command"], *hook["args"], stdin=PIPE, stdout=PIPE)
             assert (await ran.communicate(b"{}"))[0] == b""
             assert ran.returncode != 0
-            s.harness.mcp_flags(policy)
+            cli_flags(s.state, policy, s.harness.tools)
 
 
 async def post(url: str, body: bytes, token: str) -> tuple[int, Any]:

@@ -10,34 +10,28 @@ missing login waits for the operator); and notes compaction after a turn.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
-from pydantic import Field, TypeAdapter
 
-from hive_harness.hook import BashGate, hook_settings
+from hive_harness.hook import BashGate
 from hive_harness.notes import compact_notes
+from hive_harness.settings import HarnessSettings
+from hive_harness.state import StateFiles, read_policy
 from hive_harness.tools import ToolServer
-from hive_harness.turn import TurnResult, run_turn
+from hive_harness.turn import CLI_RUN_DIRS, TurnResult, cli_env, cli_flags, run_turn
 from hyperhive import bus
-from hyperhive.files import read_untrusted, write_atomic, write_secret
 from hyperhive.inbox import Handled, Inbox
-from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
-    MODEL_PATTERN,
     AgentPolicy,
     Empty,
     Event,
@@ -52,71 +46,10 @@ from hyperhive.wire.models import (
 
 log = logging.getLogger("hive_harness")
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
 NEEDS_LOGIN = (
     "The claude CLI has no valid login or API key. Open the agent's terminal and run `claude /login` (or give the "
     "harness ANTHROPIC_API_KEY), then send the agent a message: the unfinished turn's messages go with it."
 )
-MESSAGES = TypeAdapter(list[Message])
-# What the harness's own files in the agent's state dir may hold: a session id goes to `--resume` and a model name to
-# `--model` as CLI arguments, so anything else (an option such as `--setting-sources=user`) must read as absent.
-SHAPES = {
-    "session-id": re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
-    "hyperhive-model": re.compile(MODEL_PATTERN),
-}
-# Config the agent's git cannot be told otherwise (assignments are refused by the Bash checker): repo config it could
-# write must not run code (hooks, fsmonitor, an external diff, a pager or editor, credential helpers, ext:: remotes).
-GIT_OVERRIDES = {
-    "core.hooksPath": "/dev/null",
-    "core.fsmonitor": "false",
-    "core.pager": "cat",
-    "core.editor": "false",
-    "sequence.editor": "false",
-    "diff.external": "",
-    "credential.helper": "",
-    "protocol.ext.allow": "never",
-}
-# What the CLI runs before a command from its config dir: regenerated every run, so nothing planted survives a turn.
-CLI_RUN_DIRS = ("shell-snapshots", "session-env")
-
-
-class HarnessSettings(HiveSettings):
-    agent: str = Field(description="The agent this harness runs (its credential must be that agent's).")
-    claude: list[str] = Field(default_factory=lambda: ["claude"], description="How to run the claude CLI (JSON list).")
-    claude_env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment for the CLI (API base URL and key, …)."
-    )
-    heartbeat_seconds: float = Field(10.0, gt=0, description="How often the harness says it is alive.")
-    backoff_seconds: float = Field(5.0, gt=0, description="First wait before retrying a turn the API refused.")
-    backoff_max_seconds: float = Field(300.0, gt=0, description="The longest wait between retries.")
-    recv_wait_seconds: float = Field(180.0, gt=0, le=180, description="How long one wait for messages lasts.")
-    policy_file: Path = Field(
-        Path("/run/hive/policy.json"),
-        description="The agent's applied policy, written by the spawner where the agent cannot write (read-only).",
-    )
-    cli_home: Path = Field(
-        Path("/run/hive/home"),
-        description="HOME of the CLI and its Bash: a directory the agent cannot write (it need not exist), so no "
-        "shell startup file, gitconfig or user setting of the agent's is read.",
-    )
-
-
-@dataclass
-class StateFiles:
-    """What the harness keeps in the agent's state dir, so a restart loses nothing."""
-
-    root: Path
-
-    def read(self, name: str) -> str | None:
-        """The file's text; the agent can write every file here, so anything but a small text file, or text that
-        is not what `name` holds (a session id, a model name), reads as absent."""
-        return read_untrusted(self.root / name, SHAPES.get(name))
-
-    def write(self, name: str, text: str) -> None:
-        write_atomic(self.root / name, text)
-
-    def remove(self, name: str) -> None:
-        (self.root / name).unlink(missing_ok=True)
 
 
 def wake_prompt(messages: list[Message], unread: int, carried: list[Message] | None = None) -> str:
@@ -170,24 +103,17 @@ class Harness:
         return not self._unpaused.is_set()
 
     def policy(self) -> AgentPolicy:
-        """The applied policy from the spawner's read-only file (agents cannot read the KV bucket themselves). A
-        missing, unreadable or invalid file leaves the harness running on defaults, with Bash off (every command
-        denied) and the reason in its state note."""
-        path = self.settings.policy_file
-        try:
-            policy = AgentPolicy.model_validate_json(path.read_bytes())
-            problem = "" if policy.agent == self.agent else f"{path} is the policy of {policy.agent}"
-        except (OSError, ValueError) as exc:
-            policy, problem = AgentPolicy(agent=self.agent), f"{path}: {str(exc).splitlines()[0]}"
+        """The applied policy (`read_policy`). A missing, unreadable or invalid file leaves the harness running on
+        defaults, with Bash off (every command denied) and the reason in its state note."""
+        policy, problem = read_policy(self.settings.policy_file, self.agent)
         if problem != self._policy_problem:
-            log.warning("agent=%s policy_file=%s problem=%r", self.agent, path, problem)
+            log.warning("agent=%s policy_file=%s problem=%r", self.agent, self.settings.policy_file, problem)
             self._policy_problem = problem
-        return AgentPolicy(agent=self.agent) if problem else policy
+        return policy
 
     def model(self, policy: AgentPolicy | None = None) -> str:
         """The operator's /model override (kept in /state/hyperhive-model) over agent.nix's model."""
-        policy = policy or self.policy()
-        return self.files.read("hyperhive-model") or policy.model or DEFAULT_MODEL
+        return self.files.read("hyperhive-model") or (policy or self.policy()).model
 
     def state(self) -> HarnessState:
         model = self.model()
@@ -323,7 +249,7 @@ class Harness:
         """A harness killed during a turn left that turn's messages in `turn.json` (they were acknowledged when it
         started, so JetStream will not bring them again): offer them first, in a turn of their own, saying that the
         last turn did not finish; with whatever is waiting now."""
-        interrupted = self._messages_in("turn.json")
+        interrupted = self.files.messages("turn.json")
         if not interrupted:
             return None
         log.warning("agent=%s outcome=turn_interrupted messages=%d; offering them again", self.agent, len(interrupted))
@@ -345,33 +271,19 @@ class Harness:
         async with self._busy:
             return await self._turn(messages, unread)
 
-    def _carried(self) -> list[Message]:
-        return self._messages_in("carried.json")
-
-    def _messages_in(self, name: str) -> list[Message]:
-        text = self.files.read(name)
-        try:
-            return MESSAGES.validate_json(text) if text else []
-        except ValueError:
-            log.warning("agent=%s file=%s outcome=unreadable; its messages are dropped", self.agent, name)
-            return []
-
     def _carry(self, messages: list[Message]) -> None:
         """Keep the messages of a turn that did not finish, to go with the next one."""
-        if messages:
-            self.files.write("carried.json", MESSAGES.dump_json(messages, by_alias=True).decode())
-        else:
-            self.files.remove("carried.json")
+        self.files.keep_messages("carried.json", messages)
 
     async def _turn(self, messages: list[Message], unread: int) -> TurnResult:
         taken = {m.id for m in messages}  # a message both carried and delivered again goes once, as delivered
-        carried = [m for m in self._carried() if m.id not in taken]
+        carried = [m for m in self.files.messages("carried.json") if m.id not in taken]
         everything = carried + messages
         prompt = wake_prompt(messages, unread, carried)
         tokens = [m.token for m in messages]
         self._cancel.clear()
         # Recorded before they are acknowledged: a harness killed in this turn offers them again (`recover`).
-        self.files.write("turn.json", MESSAGES.dump_json(everything, by_alias=True).decode())
+        self.files.keep_messages("turn.json", everything)
         try:
             return await self._attempts(prompt, tokens, messages, everything)
         finally:
@@ -457,8 +369,8 @@ class Harness:
             shutil.rmtree(self.settings.state_dir / ".claude" / name, ignore_errors=True)
         return await run_turn(
             agent=self.agent, claude=self.settings.claude, prompt=prompt, model=self.model(policy),
-            flags=self.mcp_flags(policy), session=self.files.read("session-id"), cwd=self.settings.state_dir,
-            env=self.cli_env(), on_event=on_event, **turn,
+            flags=cli_flags(self.settings.state_dir, policy, self.tools), session=self.files.read("session-id"),
+            cwd=self.settings.state_dir, env=cli_env(self.settings), on_event=on_event, **turn,
         )  # fmt: skip
 
     async def compact_session(self) -> str:
@@ -480,56 +392,10 @@ class Harness:
         await self._set("compacting", "Compacting the agent's notes.")
         t = time.monotonic()
         record = await compact_notes(
-            notes, agent=self.agent, claude=self.settings.claude, model=self.model(policy), env=self.cli_env(),
+            notes, agent=self.agent, claude=self.settings.claude, model=self.model(policy), env=cli_env(self.settings),
             threshold=policy.notes_threshold,
         )  # fmt: skip
         log.info("agent=%s notes before=%d after=%d ok=%s %.0f ms", self.agent, record.before_bytes,
                  record.after_bytes, record.ok, (time.monotonic() - t) * 1000)  # fmt: skip
         await self.nc.publish(subjects.agent(self.agent, subjects.STATS), bus.encode(record))
         await self._set("idle", "" if record.ok else f"Notes compaction failed: {record.reason}")
-
-    # ── the CLI's configuration ──────────────────────────────────────────────
-
-    def mcp_flags(self, policy: AgentPolicy) -> list[str]:
-        """The rendered --mcp-config and the hook's header (0600: they hold the tools' token; written again every run,
-        so nothing the agent adds to them lasts): our hyperhive server, whose name cannot be taken, and agent.nix's
-        extra ones. The hook goes inline in --settings (no file), and --setting-sources "" keeps the CLI from loading
-        the settings files the agent can write (its config dir's settings.json, the working dir's
-        .claude/settings*.json)."""
-        servers: dict[str, Any] = {
-            name: {"type": "stdio", "command": s.command, "args": s.args, "env": s.env}
-            for name, s in policy.mcp_servers.items()
-            if name != "hyperhive"
-        }
-        servers["hyperhive"] = self.tools.entry()
-        state = self.settings.state_dir
-        write_secret(state / "mcp.json", json.dumps({"mcpServers": servers}, indent=2).encode())
-        write_secret(state / "hook-auth", f"Authorization: Bearer {self.tools.token}\n".encode())
-        allowed = ["mcp__hyperhive"] + [
-            f"mcp__{name}__{tool}" for name, s in policy.mcp_servers.items() if name != "hyperhive"
-            for tool in s.allowed_tools
-        ]  # fmt: skip
-        return [
-            "--mcp-config", str(state / "mcp.json"), "--strict-mcp-config",
-            "--allowedTools", ",".join(allowed),
-            "--setting-sources", "", "--settings", json.dumps(hook_settings(self.tools.hook_url, state / "hook-auth")),
-        ]  # fmt: skip
-
-    def cli_env(self) -> dict[str, str]:
-        """The CLI's environment, which its Bash inherits: who the agent is, how it reaches the hive; a HOME the agent
-        cannot write (no shell startup file of its own is sourced), the CLI's sessions in /state/.claude, bash as the
-        shell, git config that runs no code (see `GIT_OVERRIDES`)."""
-        state = self.settings.state_dir
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.settings.cli_home), "SHELL": "/bin/bash",
-               "CLAUDE_CONFIG_DIR": str(state / ".claude"), "XDG_CACHE_HOME": str(state / ".cache"),
-               "HIVE_AGENT": self.agent, "HIVE_NATS_URL": self.settings.nats_url, "HIVE_STATE_DIR": str(state),
-               "GIT_TERMINAL_PROMPT": "0"}  # fmt: skip
-        env["GIT_CONFIG_COUNT"] = str(len(GIT_OVERRIDES))
-        for i, (key, value) in enumerate(GIT_OVERRIDES.items()):
-            env |= {f"GIT_CONFIG_KEY_{i}": key, f"GIT_CONFIG_VALUE_{i}": value}
-        if self.settings.nats_creds is not None:
-            env["HIVE_NATS_CREDS"] = str(self.settings.nats_creds)
-        env |= self.settings.claude_env
-        for name in ("BASH_ENV", "ENV"):  # files a non-interactive shell would source
-            env.pop(name, None)
-        return env | {"SHELL": "/bin/bash"}

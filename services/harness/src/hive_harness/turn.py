@@ -1,5 +1,6 @@
 """One turn: the real `claude` CLI run with the agent's session continued, its stream-json events parsed by keys and
-published for the live view, and the turn's figures when it ends."""
+published for the live view, and the turn's figures when it ends; and the CLI's flags and environment, which keep
+everything the agent can write from configuring it."""
 
 from __future__ import annotations
 
@@ -17,9 +18,80 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hyperhive.wire.models import ExitClass, TurnStats
+from hive_harness.hook import hook_settings
+from hive_harness.settings import HarnessSettings
+from hive_harness.tools import ToolServer
+from hyperhive.files import write_secret
+from hyperhive.wire.models import AgentPolicy, ExitClass, TurnStats
 
 log = logging.getLogger("hive_harness.turn")
+
+# Config the agent's git cannot be told otherwise (assignments are refused by the Bash checker): repo config it could
+# write must not run code (hooks, fsmonitor, an external diff, a pager or editor, credential helpers, ext:: remotes).
+GIT_OVERRIDES = {
+    "core.hooksPath": "/dev/null",
+    "core.fsmonitor": "false",
+    "core.pager": "cat",
+    "core.editor": "false",
+    "sequence.editor": "false",
+    "diff.external": "",
+    "credential.helper": "",
+    "protocol.ext.allow": "never",
+}
+# What the CLI runs before a command from its config dir: regenerated every run, so nothing planted survives a turn.
+CLI_RUN_DIRS = ("shell-snapshots", "session-env")
+
+# What the CLI runs before a command from its config dir: regenerated every run, so nothing planted survives a turn.
+CLI_RUN_DIRS = ("shell-snapshots", "session-env")
+
+
+def cli_flags(state: Path, policy: AgentPolicy, tools: ToolServer) -> list[str]:
+    """The rendered --mcp-config and the hook's header (0600: they hold the tools' token; written again every run,
+    so nothing the agent adds to them lasts): our hyperhive server, whose name cannot be taken, and agent.nix's
+    extra ones. The hook goes inline in --settings (no file), and --setting-sources "" keeps the CLI from loading
+    the settings files the agent can write (its config dir's settings.json, the working dir's
+    .claude/settings*.json)."""
+    servers: dict[str, Any] = {
+        name: {"type": "stdio", "command": s.command, "args": s.args, "env": s.env}
+        for name, s in policy.mcp_servers.items()
+        if name != "hyperhive"
+    }
+    servers["hyperhive"] = tools.entry()
+    write_secret(state / "mcp.json", json.dumps({"mcpServers": servers}, indent=2).encode())
+    write_secret(state / "hook-auth", f"Authorization: Bearer {tools.token}\n".encode())
+    extra = [f"mcp__{name}__{tool}" for name, s in policy.mcp_servers.items() if name != "hyperhive"
+             for tool in s.allowed_tools]  # fmt: skip
+    return [
+        "--mcp-config", str(state / "mcp.json"), "--strict-mcp-config",
+        "--allowedTools", ",".join(["mcp__hyperhive", *extra]),
+        "--setting-sources", "", "--settings", json.dumps(hook_settings(tools.hook_url, state / "hook-auth")),
+    ]  # fmt: skip
+
+
+def cli_env(settings: HarnessSettings) -> dict[str, str]:
+    """The CLI's environment, which its Bash inherits: who the agent is, how it reaches the hive; a HOME the agent
+    cannot write (no shell startup file of its own is sourced), the CLI's sessions in /state/.claude, bash as the
+    shell, git config that runs no code (see `GIT_OVERRIDES`)."""
+    state = settings.state_dir
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(settings.cli_home),
+        "CLAUDE_CONFIG_DIR": str(state / ".claude"),
+        "XDG_CACHE_HOME": str(state / ".cache"),
+        "HIVE_AGENT": settings.agent,
+        "HIVE_NATS_URL": settings.nats_url,
+        "HIVE_STATE_DIR": str(state),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_COUNT": str(len(GIT_OVERRIDES)),
+    }
+    for i, (key, value) in enumerate(GIT_OVERRIDES.items()):
+        env |= {f"GIT_CONFIG_KEY_{i}": key, f"GIT_CONFIG_VALUE_{i}": value}
+    if settings.nats_creds is not None:
+        env["HIVE_NATS_CREDS"] = str(settings.nats_creds)
+    env |= settings.claude_env
+    for name in ("BASH_ENV", "ENV"):  # files a non-interactive shell would source
+        env.pop(name, None)
+    return env | {"SHELL": "/bin/bash"}
 
 
 @dataclass
