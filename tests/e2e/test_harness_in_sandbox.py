@@ -25,7 +25,7 @@ from hyperhive.wire.models import (
     Empty,
     HarnessState,
     PtyOpen,
-    PtyOpened,
+    PtySession,
     TurnStats,
 )
 
@@ -86,7 +86,7 @@ async def test_a_spawned_agent_runs_its_harness_and_answers(
         assert state.turns >= 1
 
         # The terminal is a shell inside bob's sandbox: root there, its hostname bob, its home /state.
-        opened = await bus.call(dashboard, subjects.harness("bob", "pty.open"), PtyOpen(), PtyOpened)
+        opened = await bus.call(dashboard, subjects.harness("bob", "pty.open"), PtyOpen(), PtySession)
         out = await dashboard.subscribe(subjects.agent("bob", f"pty.{opened.session}.out"))
         await dashboard.publish(subjects.harness("bob", f"pty.{opened.session}.in"), b"echo at-$(id -u)-$(hostname)\n")
         seen = ""

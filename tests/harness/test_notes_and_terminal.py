@@ -14,7 +14,7 @@ from hivetest.messages_api import ApiError, Text, serve_messages_api
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import AgentPolicy, NotesCompacted, PtyOpen, PtyOpened, PtyResize
+from hyperhive.wire.models import AgentPolicy, Event, NotesCompacted, PtyOpen, PtyResize, PtySession
 
 from .conftest import alice_and_bob, harness_for
 
@@ -64,9 +64,8 @@ async def test_a_terminal_echoes_input_resizes_and_closes(hive: TestHive, tmp_pa
     async with AsyncExitStack() as stack:
         await Terminals(await hive.connect("alice"), "alice", cwd=tmp_path).serve(stack)
         dashboard = await hive.connect("dashboard")
-        events = await dashboard.subscribe(subjects.agent_event("alice", "pty"))
         opened = await bus.call(dashboard, subjects.harness("alice", "pty.open"),
-                                PtyOpen(cols=100, rows=30, opened_by="ada"), PtyOpened)  # fmt: skip
+                                PtyOpen(cols=100, rows=30, opened_by="ada"), PtySession)  # fmt: skip
         out = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.out"))
         closed = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.closed"))
         control = subjects.harness("alice", f"pty.{opened.session}")
@@ -85,10 +84,13 @@ async def test_a_terminal_echoes_input_resizes_and_closes(hive: TestHive, tmp_pa
 
         await dashboard.publish(f"{control}.close", b"")
         await closed.next_msg(timeout=10)
-        kinds = [(await events.next_msg(timeout=5)).data for _ in range(2)]
-        assert b'"pty_opened"' in kinds[0]
-        assert b'"opened_by":"ada"' in kinds[0]
-        assert b'"pty_closed"' in kinds[1]
+        # Both are in the events stream: the audit trail is stored, not only sent.
+        stored = await dashboard.jetstream().subscribe(subjects.agent_event("alice", "*"), ordered_consumer=True)
+        kinds = [Event.model_validate_json((await stored.next_msg(timeout=5)).data) for _ in range(2)]
+        assert [(e.type, e.data["opened_by"], e.data["session"]) for e in kinds] == [
+            ("pty_opened", "ada", opened.session),
+            ("pty_closed", "ada", opened.session),
+        ]
 
 
 async def test_terminals_are_limited_and_end_with_the_shell(hive: TestHive, tmp_path: Path) -> None:
@@ -98,11 +100,11 @@ async def test_terminals_are_limited_and_end_with_the_shell(hive: TestHive, tmp_
         await terminals.serve(stack)
         dashboard = await hive.connect("dashboard")
         sessions = [
-            await bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtyOpened)
+            await bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtySession)
             for _ in range(MAX_SESSIONS)
         ]
         with pytest.raises(HiveError) as full:
-            await bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtyOpened)
+            await bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtySession)
         assert full.value.code == ErrorCode.CONFLICT
 
         first = sessions[0].session
@@ -111,5 +113,5 @@ async def test_terminals_are_limited_and_end_with_the_shell(hive: TestHive, tmp_
         await closed.next_msg(timeout=10)
         assert first not in terminals.sessions
         await asyncio.wait_for(
-            bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtyOpened), 10
+            bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtySession), 10
         )  # a place came free

@@ -14,7 +14,6 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import nats
@@ -31,10 +30,12 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request, Service
 from nats.micro.service import Service
 from pydantic import BaseModel, ValidationError
 
+from hyperhive import events
 from hyperhive.settings import HiveSettings, SettingsError, load
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import Event, PoisonMessage
+from hyperhive.wire.models import PoisonMessage
+from hyperhive.wire.names import SYSTEM
 
 log = logging.getLogger("hyperhive.bus")
 
@@ -425,15 +426,10 @@ async def set_aside(nc: Client, msg: Msg, error: str, *, about: str | None = "sy
         return
     record = PoisonMessage(stream=meta.stream, seq=meta.sequence.stream, subject=msg.subject,
                            consumer=meta.consumer or "", error=error)  # fmt: skip
-    subject = (
-        subjects.event("poison_message", about) if about == "system" else subjects.agent_event(about, "poison_message")
-    )
-    envelope = Event(type="poison_message", agent=None if about == "system" else about, at=datetime.now(UTC),
-                     data=record.model_dump())  # fmt: skip
     try:
-        await nc.publish(subject, encode(envelope))
-    except nats.errors.Error as exc:
-        log.warning("stream=%s seq=%d outcome=poison_event_unsent error=%r", meta.stream, meta.sequence.stream, exc)
+        await events.publish(nc, "poison_message", record, about=about, by_agent=about != SYSTEM)
+    except HiveError as exc:
+        log.warning("stream=%s seq=%d outcome=poison_event_unsent error=%s", meta.stream, meta.sequence.stream, exc)
 
 
 # ── running a process ────────────────────────────────────────────────────────

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 
 import nats.errors
@@ -23,11 +22,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
-from hyperhive import bus
+from hyperhive import bus, events
 from hyperhive.files import read_untrusted, write_atomic
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import MAX_RECV_BATCH, MAX_RECV_WAIT_SECONDS, Empty, Event, Message, MessageDelivered
+from hyperhive.wire.models import MAX_RECV_BATCH, MAX_RECV_WAIT_SECONDS, Empty, Message, MessageDelivered
 from hyperhive.wire.names import OPERATOR
 
 log = logging.getLogger("hyperhive.inbox")
@@ -243,8 +242,7 @@ class Inbox:
         self._handled.add([i for i in self._hold(drop=tokens) if i])
         if seqs and self.owner != OPERATOR:
             delivered = MessageDelivered(owner=self.owner, seqs=seqs)
-            event = Event(type="message_delivered", agent=self.owner, at=datetime.now(UTC), data=delivered.model_dump())
-            await self._nc.publish(subjects.agent_event(self.owner, "message_delivered"), bus.encode(event))
+            await events.publish(self._nc, "message_delivered", delivered, about=self.owner, by_agent=True)
         return len(tokens)
 
     async def keep(self, tokens: list[str]) -> None:

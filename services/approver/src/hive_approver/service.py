@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from hive_approver.outbox import Outbox
 from hive_approver.store import ACTIONABLE, Outgoing, Store, Then
-from hyperhive import bus
+from hyperhive import bus, events
 from hyperhive.policies import PolicyBook
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -57,9 +57,9 @@ OUTAGE_RETRY_SECONDS = 0.5
 OUTAGE_RETRY_MAX_SECONDS = 10.0
 
 
-def _event(type_: str, about: str, data: BaseModel) -> Outgoing:
-    event = Event(type=type_, agent=about, at=datetime.now(UTC), data=data.model_dump(mode="json", by_alias=True))
-    return Outgoing(subjects.event(type_, about), bus.encode(event))
+def _event(kind: str, about: str, data: BaseModel) -> Outgoing:
+    """An event for the outbox: stored with the change it reports (`hyperhive.events`)."""
+    return Outgoing(events.subject(kind, about), events.envelope(kind, about, data))
 
 
 def resolved(a: Approval) -> ApprovalResolved:

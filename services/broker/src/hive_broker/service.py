@@ -11,11 +11,10 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.nuid import NUID
-from pydantic import BaseModel
 
 from hive_broker.inbox import Inboxes
 from hive_broker.policy import recipients
-from hyperhive import bus
+from hyperhive import bus, events
 from hyperhive.policies import PolicyBook
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -23,7 +22,6 @@ from hyperhive.wire.models import (
     MAX_BODY_BYTES,
     DepthsReply,
     Empty,
-    Event,
     InboxReply,
     InboxRequest,
     Message,
@@ -78,11 +76,6 @@ class Broker:
         self._order: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._ids = NUID()  # unique and much cheaper than uuid4
 
-    async def _event(self, type_: str, about: str, data: BaseModel) -> None:
-        event = Event(type=type_, agent=about, at=datetime.now(UTC), data=data.model_dump(by_alias=True))
-        # A plain publish: HIVE_EVENTS captures it, and the sender does not wait for the store's ack.
-        await self._nc.publish(subjects.event(type_, about), bus.encode(event))
-
     async def deliver(self, sender: str, to: str, body: str, message_id: str | None) -> SendReply:
         """Queue `body` from `sender` (already authenticated) for `to`, after the recipient policy agrees."""
         check_body(body)
@@ -91,7 +84,11 @@ class Broker:
         except HiveError as exc:
             if exc.code == ErrorCode.NOT_ALLOWED:
                 log.info("sender=%s to=%s outcome=refused", sender, to)
-                await self._event("message_refused", sender, MessageRefused(sender=sender, to=to, reason=exc.message))
+                refused = MessageRefused(sender=sender, to=to, reason=exc.message)
+                try:  # the refusal stands either way; its audit record is stored, or its loss is logged
+                    await events.publish(self._nc, "message_refused", refused, about=sender)
+                except HiveError as lost:
+                    log.error("sender=%s to=%s outcome=refusal_unrecorded error=%s", sender, to, lost)
             raise
         mid = message_id or self._ids.next().decode()
         message = Message(id=mid, sender=sender, to=to, body=body, sent_at=datetime.now(UTC), broadcast=to == BROADCAST)

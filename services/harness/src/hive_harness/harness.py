@@ -20,6 +20,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
+from pydantic import BaseModel
 
 from hive_harness.hook import BashGate
 from hive_harness.notes import compact_notes
@@ -27,14 +28,13 @@ from hive_harness.settings import HarnessSettings
 from hive_harness.state import StateFiles, read_policy
 from hive_harness.tools import ToolServer
 from hive_harness.turn import CLI_RUN_DIRS, TurnResult, cli_env, cli_flags, run_turn
-from hyperhive import bus
+from hyperhive import bus, events
 from hyperhive.inbox import Handled, Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
     AgentPolicy,
     Empty,
-    Event,
     HarnessReply,
     HarnessState,
     Message,
@@ -133,11 +133,10 @@ class Harness:
             return
         self._state, self._note, self._since = state, note, datetime.now(UTC)
         log.info("agent=%s state=%s note=%r", self.agent, state, note)
-        await self._publish_event("turn_state", self.state().model_dump(mode="json"))
+        await self._publish_event("turn_state", self.state())
 
-    async def _publish_event(self, kind: str, data: dict[str, Any]) -> None:
-        envelope = Event(type=kind, agent=self.agent, at=datetime.now(UTC), data=data)
-        await self.nc.publish(subjects.agent_event(self.agent, kind), bus.encode(envelope))
+    async def _publish_event(self, kind: str, data: BaseModel | dict[str, Any]) -> None:
+        await events.publish(self.nc, kind, data, about=self.agent, by_agent=True)
 
     async def heartbeat(self) -> None:
         """Say we are alive every `heartbeat_seconds` (core NATS: a missed beat is news, an old one is not)."""
@@ -168,7 +167,7 @@ class Harness:
         ]
         await stack.enter_async_context(bus.respond(self.nc, endpoints))
         bus.background(stack, self.heartbeat(), f"{self.agent}-heartbeat")
-        await self._publish_event("turn_state", self.state().model_dump(mode="json"))
+        await self._publish_event("turn_state", self.state())
 
     def _reply(self, done: str) -> HarnessReply:
         return HarnessReply(done=done, state=self.state())

@@ -1,10 +1,11 @@
 """The agent's terminal: on an operator's request the harness opens a shell in a PTY inside the container and relays
 it over NATS for the dashboard's xterm.js.
 
-- `hive.harness.<agent>.pty.open` (request, `PtyOpen`) → `PtyOpened` with a session id;
+- `hive.harness.<agent>.pty.open` (request, `PtyOpen`) → `PtySession` with a session id;
 - output: raw bytes on `hive.agent.<agent>.pty.<session>.out`, in order (one publisher, one connection);
 - input: raw bytes to `hive.harness.<agent>.pty.<session>.in`; `PtyResize` to `….resize`; anything to `….close`;
-- `hive.agent.<agent>.pty.<session>.closed` when the shell ends; `pty` events (opened, closed) for the audit trail.
+- `hive.agent.<agent>.pty.<session>.closed` when the shell ends; `pty_opened` (stored before the shell starts:
+  no record, no terminal) and `pty_closed` events for the audit trail.
 
 Only host services may publish on an agent's harness plane, and only the dashboard (a service) can read the
 output: an operator reaches the terminal through the dashboard's login.
@@ -23,16 +24,15 @@ import struct
 import termios
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from hyperhive import bus
+from hyperhive import bus, events
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import Event, PtyOpen, PtyOpened, PtyResize
+from hyperhive.wire.models import PtyOpen, PtyResize, PtySession
 
 log = logging.getLogger("hive_harness.terminal")
 
@@ -64,12 +64,16 @@ class Terminals:
         stack.push_async_callback(self.close_all)
         stack.push_async_callback(sub.unsubscribe)
 
-    async def _open_request(self, subject: str, request: PtyOpen) -> PtyOpened:
+    async def _open_request(self, subject: str, request: PtyOpen) -> PtySession:
         return await self.open(request)
 
-    async def open(self, request: PtyOpen) -> PtyOpened:
+    async def open(self, request: PtyOpen) -> PtySession:
         if len(self.sessions) >= MAX_SESSIONS:
             raise HiveError(ErrorCode.CONFLICT, f"{self.agent} has {MAX_SESSIONS} terminals open; close one first.")
+        session_id = secrets.token_hex(8)
+        opened = PtySession(agent=self.agent, session=session_id, opened_by=request.opened_by)
+        # Stored before the shell starts: no terminal runs without its audit record (the store away: none opens).
+        await events.publish(self.nc, "pty_opened", opened, about=self.agent, by_agent=True)
         master, slave = os.openpty()
         _resize(master, request.cols, request.rows)
         env = {"TERM": "xterm-256color", "HOME": str(self.cwd), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -80,17 +84,16 @@ class Terminals:
             )  # fmt: skip
         except OSError as exc:
             os.close(master)
+            await self._closed(opened)
             raise HiveError(
                 ErrorCode.UNAVAILABLE, f"No shell could be started ({exc.strerror}: {self.shell[0]})."
             ) from None
         finally:
             os.close(slave)
-        session = Session(secrets.token_hex(8), master, proc, request.opened_by)
+        session = Session(session_id, master, proc, request.opened_by)
         self.sessions[session.id] = session
         os.set_blocking(master, False)
         session.pump = asyncio.create_task(self._pump(session), name=f"pty-{session.id}")
-        opened = PtyOpened(agent=self.agent, session=session.id, opened_by=request.opened_by)
-        await self._event(opened)
         log.info("agent=%s pty=%s opened_by=%s", self.agent, session.id, request.opened_by)
         return opened
 
@@ -145,7 +148,7 @@ class Terminals:
             os.killpg(session.proc.pid, signal.SIGHUP)
         await session.proc.wait()
         await self.nc.publish(self._out(session_id, "closed"), b"")
-        await self._event(PtyOpened(agent=self.agent, session=session_id, opened_by=session.opened_by, closed=True))
+        await self._closed(PtySession(agent=self.agent, session=session_id, opened_by=session.opened_by))
         log.info("agent=%s pty=%s closed", self.agent, session_id)
 
     async def close_all(self) -> None:
@@ -155,10 +158,12 @@ class Terminals:
     def _out(self, session_id: str, what: str) -> str:
         return subjects.agent(self.agent, f"{subjects.PTY}.{session_id}.{what}")
 
-    async def _event(self, opened: PtyOpened) -> None:
-        kind = "pty_closed" if opened.closed else "pty_opened"
-        envelope = Event(type=kind, agent=self.agent, at=datetime.now(UTC), data=opened.model_dump(mode="json"))
-        await self.nc.publish(subjects.agent_event(self.agent, "pty"), bus.encode(envelope))
+    async def _closed(self, session: PtySession) -> None:
+        """The session's end, for the audit trail: the shell is gone whether or not the store takes it now."""
+        try:
+            await events.publish(self.nc, "pty_closed", session, about=self.agent, by_agent=True)
+        except HiveError as exc:
+            log.error("agent=%s pty=%s outcome=close_unrecorded error=%s", self.agent, session.session, exc)
 
 
 def _own_terminal(slave: int) -> None:

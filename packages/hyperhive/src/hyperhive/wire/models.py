@@ -610,11 +610,11 @@ class PtyResize(WireRequest):
     rows: int = Field(ge=4, le=500)
 
 
-class PtyOpened(WireModel):
-    """The answer to `pty.open`, and the `pty_opened` / `pty_closed` events (`hive.agent.<name>.event.pty`)."""
+class PtySession(WireModel):
+    """One terminal session: the answer to `pty.open`, and the data of the `pty_opened` and `pty_closed` events
+    (`hive.agent.<name>.event.pty_opened`, `….pty_closed`), stored for the audit trail."""
 
-    kind: Literal["hive.pty.opened.v1"] = "hive.pty.opened.v1"
+    kind: Literal["hive.pty.session.v1"] = "hive.pty.session.v1"
     agent: str
     session: str
     opened_by: str
-    closed: bool = False
