@@ -2,18 +2,16 @@
 
 Starts its own nats-server, PostgreSQL and an approver process (as `hivectl up` would), prints JSON, with a raw
 NATS request/reply and a raw PostgreSQL conditional UPDATE measured in the same run.
-    uv run python bench/bench_approver.py [--n 500]
+    uv run python bench/bench_approver.py [--n 500] [--out FILE]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import time
 
 import asyncpg
-from benchhive import BenchHive, bench_hive
+from benchhive import BenchHive, arguments, bench_hive, run, summary
 from nats.js import api as js_api
 
 from hivectl.postgres import Postgres
@@ -23,12 +21,6 @@ from hyperhive.process import free_port
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, Approval, ApprovalRequest, AskReply, AskRequest, DecisionRequest
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    at = lambda p: round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000, 3)  # noqa: E731
-    return {"p50_ms": at(50), "p99_ms": at(99), "n": len(samples)}
 
 
 async def main(n: int) -> dict[str, object]:
@@ -114,6 +106,7 @@ async def measure(n: int, hive: BenchHive, pg: Postgres) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
+    parser = arguments(__doc__)
     parser.add_argument("--n", type=int, default=500)
-    print(json.dumps(asyncio.run(main(parser.parse_args().n)), indent=2))
+    args = parser.parse_args()
+    run(main(args.n), args.out)

@@ -1,22 +1,19 @@
 """Broker benchmark: send→recv latency and delivered throughput, next to raw NATS on the same server, in one run.
 
 Starts its own nats-server and a broker process (`python -m hive_broker`), as `hivectl up` would, and prints JSON.
-    uv run python bench/bench_broker.py [--messages 10000] [--agents 100]
+    uv run python bench/bench_broker.py [--messages 10000] [--agents 100] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
-import uvloop
-from benchhive import bench_hive
+from benchhive import BenchFailed, arguments, bench_hive, run, summary
 from nats.aio.client import Client
 
 from hivectl.natsserver import NatsServer
@@ -25,20 +22,6 @@ from hyperhive.inbox import Inbox
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
-
-
-def pct(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(pct(samples, 50), 3),
-        "p99_ms": round(pct(samples, 99), 3),
-        "mean_ms": round(statistics.fmean(samples) * 1000, 3),
-        "n": len(samples),
-    }
 
 
 class Bench:
@@ -103,7 +86,8 @@ async def send_recv_latency(b: Bench, n: int) -> list[float]:
         await bus.call(alice, subjects.agent("alice", "send"), SendRequest(to="bob", body=f"message {i}"), SendReply)
         got, _ = await recv
         out.append(time.perf_counter() - t)
-        assert len(got) == 1
+        if len(got) != 1:
+            raise BenchFailed(f"bob took {len(got)} messages for message {i}, not 1")
         await inbox.ack([got[0].token])
     await alice.close()
     await bob.close()
@@ -127,6 +111,8 @@ async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
         got = 0
         while got < per_sender:
             messages, _ = await inbox.take(max_messages=32, wait=30)
+            if not messages:
+                raise BenchFailed(f"{inbox.owner} waited 30 s for a message with {per_sender - got} still to come")
             got += len(messages)
             await inbox.ack([m.token for m in messages])
 
@@ -240,9 +226,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
+    parser = arguments(__doc__)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--per-sender", type=int, default=400)
-    # The agent clients run on the event loop harnesses run on (`bus.run`).
-    print(json.dumps(uvloop.run(main(parser.parse_args())), indent=2))
+    args = parser.parse_args()
+    run(main(args), args.out)  # the agent clients on the event loop harnesses run on

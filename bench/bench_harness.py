@@ -7,10 +7,10 @@ interleaved with the harness's turns; and once more without the MCP flags, to sh
 (served by the harness over loopback HTTP) cost a turn. Then `python -m hive_harness` is started as its own
 process and its memory read when idle.
 
-A Bash call checked by the harness (the CLI's http PreToolUse hook, answered by the harness on loopback) is compared
+A Bash call checked by the harness (the CLI's PreToolUse command hook, `curl` to the harness on loopback) is compared
 with the same call allowed by the CLI's own rules (`--allowedTools Bash(ls *)`, no hook): the same CLI run with
 `--calls` Bash calls, interleaved; the difference per call is what the check costs.
-    uv run python bench/bench_harness.py [--turns 20] [--calls 10]
+    uv run python bench/bench_harness.py [--turns 20] [--calls 10] [--out FILE]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from benchhive import bench_hive
+from benchhive import BenchFailed, arguments, bench_hive, run, summary
 from nats.aio.client import Client
 
 from hive_harness.harness import Harness
@@ -44,15 +44,7 @@ CLAUDE = Path(__file__).parents[1] / "node_modules" / ".bin" / "claude"
 SCRIPTED_ENV = {"ANTHROPIC_API_KEY": "scripted", "DISABLE_TELEMETRY": "1",  # as in tests/harness/conftest.py
                 "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "CLAUDE_CODE_MAX_RETRIES": "0"}  # fmt: skip
 MODEL = "scripted-model"
-
-
-def pct(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(pct(samples, 50), 1), "p95_ms": round(pct(samples, 95), 1), "n": len(samples)}
+P50_P95 = (50, 95), 1  # percentiles and digits of a turn's figures
 
 
 def without_mcp(flags: list[str]) -> list[str]:
@@ -91,7 +83,7 @@ async def bare_cli(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     events = [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
     results = [event for event in events if event.get("type") == "result"]
     if proc.returncode != 0 or not results or results[-1].get("is_error"):
-        raise RuntimeError(f"bare claude run failed ({proc.returncode}): {(out[-1500:] + err[-500:]).decode()}")
+        raise BenchFailed(f"bare claude run failed ({proc.returncode}): {(out[-1500:] + err[-500:]).decode()}")
     return elapsed
 
 
@@ -128,7 +120,7 @@ async def turns(server: NatsServer, root: Path, n: int, calls: int) -> dict[str,
             result = await harness.run_once(wait=10)
             elapsed = time.perf_counter() - t
             if result is None or result.stats.exit_class != "ok":
-                raise RuntimeError(f"harness turn failed: {result}")
+                raise BenchFailed(f"harness turn failed: {result}")
             return elapsed
 
         def bare(cli_flags: list[str]) -> Callable[[int], Awaitable[float]]:
@@ -153,7 +145,7 @@ async def turns(server: NatsServer, root: Path, n: int, calls: int) -> dict[str,
                 )  # fmt: skip
                 last = json.dumps(api.requests[-1]["messages"][-1])
                 if '"is_error": true' in last or "mcp.json" not in last:
-                    raise RuntimeError(f"a Bash call did not run: {last[:500]}")
+                    raise BenchFailed(f"a Bash call did not run: {last[:500]}")
                 return elapsed
 
             return run
@@ -179,9 +171,9 @@ async def turns(server: NatsServer, root: Path, n: int, calls: int) -> dict[str,
         await nc.close()
     await bob.close()
     if denied:
-        raise RuntimeError(f"the gate denied {denied} benchmark calls")
-    ours, bare_cli_summary, no_mcp = (summary(samples[kind]) for kind in ("harness", "bare", "bare_no_mcp"))
-    checked, allowed = (summary(bash_samples[kind]) for kind in ("checked", "cli_allowed"))
+        raise BenchFailed(f"the gate denied {denied} benchmark calls")
+    ours, bare_cli_summary, no_mcp = (summary(samples[kind], *P50_P95) for kind in ("harness", "bare", "bare_no_mcp"))
+    checked, allowed = (summary(bash_samples[kind], *P50_P95) for kind in ("checked", "cli_allowed"))
     return {
         "bash_calls_per_run": calls,
         "bash_checked_by_harness_hook": checked,
@@ -221,9 +213,11 @@ async def idle_memory(server: NatsServer, root: Path) -> dict[str, object]:
         for _ in range(3):  # let it settle: three heartbeats after it said it was up
             await beats.next_msg(timeout=10)
         out: dict[str, object] = {"start_to_ready_ms": ready_ms, "harness": memory(harness.pid)}
-    except Exception as exc:  # not wired yet, or failing: say why, the turn figures still stand
+    except TimeoutError as exc:
         tail = "\n".join(harness.lines[-20:])
-        out = {"error": f"{type(exc).__name__}: {exc}", "output": tail, "returncode": harness.returncode}
+        raise BenchFailed(
+            f"the idle harness did not come up (exit code {harness.returncode}); its last lines:\n{tail}"
+        ) from exc
     finally:
         harness.stop()
         await watcher.close()
@@ -261,7 +255,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
+    parser = arguments(__doc__)
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--calls", type=int, default=10, help="Bash calls per run in the check comparison")
-    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
+    args = parser.parse_args()
+    run(main(args), args.out)

@@ -2,20 +2,16 @@
 waits in its long poll and the broker runs as its own process. Measured: restart → the first message sent after it
 delivered to the waiting harness (target ≤ 2 s; before pulls were issued again on reconnect: up to 180 s).
 
-    uv run python bench/bench_recovery.py [--rounds 5]
+    uv run python bench/bench_recovery.py [--rounds 5] [--out FILE]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import signal
-import statistics
 import time
 
-import uvloop
-from benchhive import bench_hive
+from benchhive import BenchFailed, arguments, bench_hive, percentile, run
 
 from hyperhive import bus
 from hyperhive.inbox import Inbox
@@ -23,6 +19,8 @@ from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
 from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
+
+GIVE_UP = 30.0  # seconds after a restart with no send answered: the broker did not come back
 
 
 async def main(rounds: int) -> dict[str, object]:
@@ -60,9 +58,16 @@ async def main(rounds: int) -> dict[str, object]:
                     request = SendRequest(to="bob", body=f"round {n}")
                     await bus.call(alice, subjects.agent("alice", "send"), request, SendReply, timeout=1)
                     break
-                except HiveError:
+                except HiveError as exc:
+                    if time.perf_counter() - restarted > GIVE_UP:
+                        raise BenchFailed(f"round {n}: no send answered {GIVE_UP:g} s after restart: {exc}") from exc
                     await asyncio.sleep(0.05)  # a retry interval while the broker reconnects
-            messages, _ = await asyncio.wait_for(waiting, 170)
+            try:
+                messages, _ = await asyncio.wait_for(waiting, 170)
+            except TimeoutError:
+                raise BenchFailed(f"round {n}: the message sent after the restart never reached bob's inbox") from None
+            if not messages:
+                raise BenchFailed(f"round {n}: bob's long poll ended without the message sent after the restart")
             samples.append(time.perf_counter() - restarted)
             await bob.ack([m.token for m in messages])
         for nc in (alice, bob_nc, spawner):
@@ -72,14 +77,14 @@ async def main(rounds: int) -> dict[str, object]:
         "what": "nats-server SIGKILL + restart → first message delivered to a waiting harness",
         "rounds": rounds,
         "seconds": [round(s, 3) for s in samples],
-        "p50_s": round(statistics.median(samples), 3),
+        "p50_s": round(percentile(samples, 50), 3),
         "max_s": round(max(samples), 3),
         "target_s": 2.0,
     }
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
+    parser = arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    print(json.dumps(uvloop.run(main(args.rounds)), indent=2))
+    run(main(args.rounds), args.out)

@@ -1,19 +1,70 @@
-"""What the benchmarks share: a nats-server of their own with the hive's identities, and hive services started as
-their own processes, as `hivectl up` runs them; all stopped and removed at the end."""
+"""What the benchmarks share: a nats-server of their own with the hive's identities, hive services started as their
+own processes, as `hivectl up` runs them (all stopped and removed at the end); one percentile; and one way to run,
+on the event loop every hive process runs on, printing JSON or failing with the reason."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import uvloop
 
 from hivectl.natsserver import NatsServer
-from hyperhive.process import Child
+from hyperhive.process import Child, ChildFailed
+
+
+class BenchFailed(Exception):
+    """A benchmark could not measure what it measures; the message says what went wrong."""
+
+
+def percentile(samples: Sequence[float], p: float) -> float:
+    """The `p`th percentile (0-100) by linear interpolation between the two closest ranks: numpy's default, and
+    `statistics.median` at 50; 100 is the maximum."""
+    if not samples:
+        raise BenchFailed("no samples to take a percentile of")
+    ordered = sorted(samples)
+    at = (len(ordered) - 1) * p / 100
+    low = math.floor(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+
+
+def summary(samples: Sequence[float], percentiles: Sequence[float] = (50, 99), digits: int = 3) -> dict[str, float]:
+    """Durations in seconds as milliseconds: each percentile (`p50_ms`; 100 is `max_ms`), the mean, the count."""
+    out = {"max_ms" if p == 100 else f"p{p:g}_ms": round(percentile(samples, p) * 1000, digits) for p in percentiles}
+    return {**out, "mean_ms": round(statistics.fmean(samples) * 1000, digits), "n": len(samples)}
+
+
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line, with `--out`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="write the JSON result here instead of stdout")
+    return parser
+
+
+def run(main: Coroutine[Any, Any, dict[str, object]], out: Path | None = None) -> None:
+    """Run a benchmark on uvloop, as `hyperhive.bus.run` runs every hive process, and write its JSON result to `out`
+    (stdout without). A benchmark that fails exits non-zero with its reason and writes no result."""
+    try:
+        result = uvloop.run(main)
+    except (BenchFailed, ChildFailed) as exc:  # a service that did not start: its last lines say why
+        raise SystemExit(f"{Path(sys.argv[0]).name}: failed: {exc}") from None
+    text = json.dumps(result, indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
 
 
 @dataclass
@@ -22,11 +73,12 @@ class BenchHive:
     server: NatsServer
     children: list[Child] = field(default_factory=list)
 
-    def service(self, name: str, **env: str) -> Child:
-        """`python -m hive_<name>` with its own credential, once it logs that it is ready."""
+    def service(self, name: str, *, python: str = sys.executable, **env: str) -> Child:
+        """`python -m hive_<name>` with its own credential, once it logs that it is ready; `python` may be another
+        checkout's, to measure its service on the same server."""
         creds = str(self.server.identities.seed_path(name))
         env = {**os.environ, "HIVE_NATS_URL": self.server.url, "HIVE_NATS_CREDS": creds, **env}
-        child = Child(name, [sys.executable, "-m", f"hive_{name}"], env=env).start()
+        child = Child(name, [python, "-m", f"hive_{name}"], env=env).start()
         self.children.append(child)
         child.wait_for(r"event=ready", 30)
         return child
