@@ -29,7 +29,7 @@ async def read_until(inbox: Inbox, text: str) -> list[str]:
 async def test_the_demo_shows_the_whole_loop(spawner_state: Path) -> None:
     nats_port = free_port()
     argv = [*HIVECTL, "up", "--demo", "--state-dir", str(spawner_state), "--nats-port", str(nats_port),
-            "--postgres-port", str(free_port()), "--dashboard-port", str(free_port())]  # fmt: skip
+            "--postgres-port", str(free_port())]  # fmt: skip
     up = Child("up", argv).start()
     try:
         up.wait_for(r"hyperhive is up", 120)

@@ -32,8 +32,6 @@ def start_up(state: Path, nats_port: int, pg_port: int) -> Child:
         str(nats_port),
         "--postgres-port",
         str(pg_port),
-        "--dashboard-port",
-        str(free_port()),
     ]
     child = Child("up", argv).start()
     child.wait_for(r"hyperhive is up", 120)

@@ -45,7 +45,6 @@ class UpOptions:
     nats_port: int = 4222
     postgres_port: int = 5433
     postgres_tcp: bool = False
-    dashboard_port: int = 8080
     database_url: str | None = None
     demo: bool = False
 
@@ -79,7 +78,7 @@ async def ping(settings: HiveSettings, service: str) -> None:
         await nc.request(f"$SRV.PING.{service}", b"", timeout=5)
 
 
-class Hive:
+class LocalHive:
     """The processes of one local hive, started in order and stopped in reverse."""
 
     def __init__(self, options: UpOptions, echo: TextIO = sys.stderr) -> None:
@@ -278,7 +277,7 @@ def claude_command() -> list[str]:
 
 
 def up(options: UpOptions, echo: TextIO = sys.stderr) -> int:
-    hive = Hive(options, echo)
+    hive = LocalHive(options, echo)
     try:
         hive.start()
         print(hive.summary(), file=echo, flush=True)

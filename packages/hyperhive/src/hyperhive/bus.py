@@ -204,6 +204,27 @@ class Endpoint(Generic[Req]):
     concurrent: bool = False
 
 
+def agent_verb(
+    verb: str, request: type[Req], handler: Callable[[str, Req], Awaitable[BaseModel]], *, concurrent: bool = True
+) -> Endpoint[Req]:
+    """`hive.agent.*.<verb>`: a verb every agent calls on its own plane; the handler reads the caller from the
+    subject. Named for the verb's first word (`request.*` is `request`)."""
+    return Endpoint(verb.partition(".")[0], subjects.agent_any(verb), request, handler, concurrent)
+
+
+def operator_verb(
+    service: str,
+    verb: str,
+    request: type[Req],
+    handler: Callable[[str, Req], Awaitable[BaseModel]],
+    *,
+    name: str | None = None,
+    concurrent: bool = True,
+) -> Endpoint[Req]:
+    """`hive.<service>.<verb>`: a verb of the operator plane (the operator's tools and host services)."""
+    return Endpoint(name or verb, subjects.operator(service, verb), request, handler, concurrent)
+
+
 def parse(model: type[Req], data: bytes) -> Req:
     """Parse a request body, naming the first bad field in a sentence."""
     try:

@@ -346,20 +346,18 @@ class Approver:
         await self._nc.subscribe(f"{subjects.EVENTS_PREFIX}.approval_resolved.>", cb=wake)
 
     def endpoints(self) -> list[bus.Endpoint[Any]]:
-        E = bus.Endpoint
-        op = subjects.operator
-        A = subjects.APPROVER
+        approver = subjects.APPROVER
         return [
-            E("request", subjects.agent_any(f"{subjects.REQUEST}.*"), ApprovalRequest, self.request, concurrent=True),
-            E("decision", subjects.agent_any(subjects.DECISION), WaitRequest, self.decision, concurrent=True),
-            E("ask", subjects.agent_any(subjects.ASK), AskRequest, self.ask, concurrent=True),
-            E("approve", op(A, "approve"), DecisionRequest, self.approve, concurrent=True),
-            E("deny", op(A, "deny"), DecisionRequest, self.deny, concurrent=True),
-            E("outcome", op(A, "outcome"), OutcomeRequest, self.outcome, concurrent=True),
-            E("approvals", op(A, "approvals"), ApprovalsRequest, self.approvals, concurrent=True),
-            E("answer", op(A, "answer"), AnswerRequest, self.answer, concurrent=True),
-            E("cancel", op(A, "cancel"), QuestionRef, self.cancel, concurrent=True),
-            E("questions", op(A, "questions"), QuestionsRequest, self.questions, concurrent=True),
+            bus.agent_verb(f"{subjects.REQUEST}.*", ApprovalRequest, self.request),
+            bus.agent_verb(subjects.DECISION, WaitRequest, self.decision),
+            bus.agent_verb(subjects.ASK, AskRequest, self.ask),
+            bus.operator_verb(approver, "approve", DecisionRequest, self.approve),
+            bus.operator_verb(approver, "deny", DecisionRequest, self.deny),
+            bus.operator_verb(approver, "outcome", OutcomeRequest, self.outcome),
+            bus.operator_verb(approver, "approvals", ApprovalsRequest, self.approvals),
+            bus.operator_verb(approver, "answer", AnswerRequest, self.answer),
+            bus.operator_verb(approver, "cancel", QuestionRef, self.cancel),
+            bus.operator_verb(approver, "questions", QuestionsRequest, self.questions),
         ]
 
 

@@ -136,13 +136,12 @@ class Broker:
         return DepthsReply(depths=await self.inboxes.depths())
 
     def endpoints(self) -> list[bus.Endpoint[Any]]:
-        E = bus.Endpoint
-        op = subjects.operator
+        broker = subjects.BROKER
         return [
-            E("send", subjects.agent_any(subjects.SEND), SendRequest, self.agent_send, concurrent=True),
-            E("open", subjects.agent_any(subjects.OPEN), Empty, self.agent_open, concurrent=True),
-            E("operator-send", op(subjects.BROKER, "send"), OperatorSendRequest, self.operator_send, concurrent=True),
-            E("operator-open", op(subjects.BROKER, "open"), Empty, self.operator_open, concurrent=True),
-            E("inbox", op(subjects.BROKER, "inbox"), InboxRequest, self.inbox, concurrent=True),
-            E("depths", op(subjects.BROKER, "depths"), Empty, self.depths, concurrent=True),
+            bus.agent_verb(subjects.SEND, SendRequest, self.agent_send),
+            bus.agent_verb(subjects.OPEN, Empty, self.agent_open),
+            bus.operator_verb(broker, "send", OperatorSendRequest, self.operator_send, name="operator-send"),
+            bus.operator_verb(broker, "open", Empty, self.operator_open, name="operator-open"),
+            bus.operator_verb(broker, "inbox", InboxRequest, self.inbox),
+            bus.operator_verb(broker, "depths", Empty, self.depths),
         ]

@@ -93,7 +93,7 @@ class Harness:
         """Open the inbox and start the MCP tools every turn's CLI uses, for the life of `stack`."""
         await self.inbox.open()
         await self.tools.start(stack)
-        for inbox in (self.inbox, self.tools.hive.inbox):  # held while paused, or handed out by recv: kept alive
+        for inbox in (self.inbox, self.tools.context.inbox):  # held while paused, or handed out by recv: kept alive
             bus.background(stack, inbox.keep_alive(), f"{self.agent}-keep-alive")
 
     # ── state ────────────────────────────────────────────────────────────────

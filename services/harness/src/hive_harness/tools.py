@@ -49,13 +49,21 @@ M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
-class Hive:
-    """What the tools share for the life of the server: the agent's connection and inbox."""
+class ToolContext:
+    """What the tools share for the life of the server (the MCP lifespan context): the agent's connection and inbox."""
 
     agent: str
     nc: Client
     inbox: Inbox
     handed: list[str]  # tokens of messages handed to the model, acked at the next recv or at the end
+
+
+def made(model: type[M], **fields: Any) -> M:
+    """A request from a tool's arguments; a bad one is a ToolError the model reads (the validator's sentence)."""
+    try:
+        return model(**fields)
+    except ValueError as exc:
+        raise ToolError(str(exc).splitlines()[-1]) from None
 
 
 async def guarded(work: Awaitable[T]) -> T:
@@ -77,40 +85,36 @@ def describe(messages: list[Message], unread: int) -> str:
     return "\n\n---\n\n".join(lines) + more
 
 
-def build(hive: Hive) -> MCPServer[Hive]:
+def build(hive: ToolContext) -> MCPServer[ToolContext]:
     me = hive.agent
 
     @asynccontextmanager
-    async def lifespan(server: MCPServer[Hive]) -> AsyncIterator[Hive]:
+    async def lifespan(server: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
         yield hive  # one for the harness's life; the SDK enters this for every session
 
-    server: MCPServer[Hive] = MCPServer(
+    server: MCPServer[ToolContext] = MCPServer(
         name="hyperhive",
         instructions=f"You are {me}, an agent of a hyperhive hive. Use these tools to talk to the hive.",
         lifespan=lifespan,
     )
 
-    def hive_of(ctx: Context) -> Hive:
-        return cast(Hive, ctx.request_context.lifespan_context)
+    def context_of(ctx: Context) -> ToolContext:
+        return cast(ToolContext, ctx.request_context.lifespan_context)
 
-    async def call(hive: Hive, verb: str, payload: Any, reply: type[M], timeout: float = 15) -> M:
+    async def call(hive: ToolContext, verb: str, payload: Any, reply: type[M], timeout: float = 15) -> M:
         return await guarded(bus.call(hive.nc, subjects.agent(hive.agent, verb), payload, reply, timeout))
 
     @server.tool(structured_output=False)
     async def send(ctx: Context, to: str, body: str) -> str:
         """Send a message to another agent, to "manager", to "operator", or to "*" (every other agent)."""
-        hive = hive_of(ctx)
-        try:
-            request = SendRequest(to=to, body=body)
-        except ValueError as exc:
-            raise ToolError(str(exc).splitlines()[-1]) from None
-        sent = await call(hive, "send", request, SendReply)
+        hive = context_of(ctx)
+        sent = await call(hive, "send", made(SendRequest, to=to, body=body), SendReply)
         return f"Sent (message {sent.id}) to {', '.join(sent.recipients)}."
 
     @server.tool(structured_output=False)
     async def recv(ctx: Context, wait_seconds: float = 0, max: int = 8) -> str:
         """Read your next messages, waiting up to wait_seconds (at most 180) when there are none."""
-        hive = hive_of(ctx)
+        hive = context_of(ctx)
         if hive.handed:
             await guarded(hive.inbox.ack(hive.handed))
             hive.handed = []
@@ -123,11 +127,8 @@ def build(hive: Hive) -> MCPServer[Hive]:
         ctx: Context, question: str, options: list[str] | None = None, multi: bool = False, ttl_seconds: int = 3600
     ) -> str:
         """Ask the operator a question; the answer arrives later as a message from "system"."""
-        hive = hive_of(ctx)
-        try:
-            request = AskRequest(question=question, options=options or [], multi=multi, ttl_seconds=ttl_seconds)
-        except ValueError as exc:
-            raise ToolError(str(exc).splitlines()[-1]) from None
+        hive = context_of(ctx)
+        request = made(AskRequest, question=question, options=options or [], multi=multi, ttl_seconds=ttl_seconds)
         asked = await call(hive, "ask", request, AskReply)
         return f"Question #{asked.id} is with the operator; the answer will come as a message from system."
 
@@ -138,19 +139,18 @@ def build(hive: Hive) -> MCPServer[Hive]:
         return f"You are {me}, {role}. Your notes are in /state/notes.md."
 
     if me == MANAGER:
-        manager_tools(server, hive_of, call)
+        manager_tools(server, context_of, call)
     return server
 
 
-def manager_tools(server: MCPServer[Hive], hive_of: Callable[[Any], Hive], call: Callable[..., Awaitable[Any]]) -> None:
+def manager_tools(
+    server: MCPServer[ToolContext], context_of: Callable[[Any], ToolContext], call: Callable[..., Awaitable[Any]]
+) -> None:
     """The manager's verbs: requests become approvals the operator decides; lifecycle acts at once."""
 
     async def request(ctx: Context, kind: str, **fields: Any) -> str:
-        try:
-            payload = ApprovalRequest(**fields)
-        except ValueError as exc:
-            raise ToolError(str(exc).splitlines()[-1]) from None
-        approval: Approval = await call(hive_of(ctx), f"request.{kind}", payload, Approval, 40)
+        payload = made(ApprovalRequest, **fields)
+        approval: Approval = await call(context_of(ctx), f"request.{kind}", payload, Approval, 40)
         return f"Request #{approval.id} ({kind} for {approval.agent}) is waiting for the operator."
 
     @server.tool(structured_output=False)
@@ -176,7 +176,7 @@ def manager_tools(server: MCPServer[Hive], hive_of: Callable[[Any], Hive], call:
     def lifecycle_tool(verb: str) -> Callable[..., Awaitable[str]]:
         async def lifecycle(ctx: Context, agent: str) -> str:
             status: AgentStatus = await call(
-                hive_of(ctx), f"lifecycle.{verb}", AgentRequest(agent=agent), AgentStatus, 60
+                context_of(ctx), f"lifecycle.{verb}", made(AgentRequest, agent=agent), AgentStatus, 60
             )
             return f"{status.name} is {status.state}."
 
@@ -195,21 +195,21 @@ class ToolServer:
         self, nc: Client, agent: str, state_dir: Path, hook: ASGIApp | None = None, handled: Handled | None = None
     ) -> None:
         inbox = Inbox(nc, agent, held_file=state_dir / "inbox-held.json", handled=handled)
-        self.hive = Hive(agent, nc, inbox, [])
+        self.context = ToolContext(agent, nc, inbox, [])
         self.hook = hook
         self.token = secrets.token_urlsafe(32)
         self.port = 0
 
     async def start(self, stack: AsyncExitStack) -> None:
-        await self.hive.inbox.open()
-        app = build(self.hive).streamable_http_app(stateless_http=True, json_response=True)
+        await self.context.inbox.open()
+        app = build(self.context).streamable_http_app(stateless_http=True, json_response=True)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)  # connections queue from here on, before uvicorn accepts: no waiting for it to come up
         self.port = sock.getsockname()[1]
         routed = bearer_only(with_hook(app, self.hook), self.token)
         server = uvicorn.Server(uvicorn.Config(routed, log_level="warning"))
-        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{self.hive.agent}-tools")
+        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{self.context.agent}-tools")
 
         async def stop() -> None:
             server.should_exit = True
@@ -229,9 +229,9 @@ class ToolServer:
 
     async def turn_ended(self) -> None:
         """What `recv` handed to the model during the turn has reached it: acknowledge it."""
-        if self.hive.handed:
-            handed, self.hive.handed = self.hive.handed, []
-            await self.hive.inbox.ack(handed)
+        if self.context.handed:
+            handed, self.context.handed = self.context.handed, []
+            await self.context.inbox.ack(handed)
 
 
 def with_hook(app: ASGIApp, hook: ASGIApp | None) -> ASGIApp:

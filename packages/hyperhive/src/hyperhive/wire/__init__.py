@@ -1,5 +1,5 @@
 """The wire contract, in one place: `subjects`, `models`, `errors` and the agent-name rule in `names`."""
 
-from hyperhive.wire.errors import ErrorCode, ErrorReply, HiveError
+from hyperhive.wire.errors import ErrorCode, HiveError
 
-__all__ = ["ErrorCode", "ErrorReply", "HiveError"]
+__all__ = ["ErrorCode", "HiveError"]

@@ -1,11 +1,8 @@
-"""Errors that cross the wire: stable codes, the reply model, and the exception that carries them."""
+"""Errors that cross the wire: stable codes, and the exception that carries them."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorCode(StrEnum):
@@ -35,18 +32,9 @@ class ErrorCode(StrEnum):
     """A bug: the service logged it with details."""
 
 
-class ErrorReply(BaseModel):
-    """What a service replies instead of its normal answer when a request fails."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    kind: Literal["hive.error.v1"] = "hive.error.v1"
-    code: ErrorCode = Field(description="Stable machine-readable code.")
-    message: str = Field(description="A sentence a person or a model can act on; quotes the bad value.")
-
-
 class HiveError(Exception):
-    """An expected failure with a stable code; raised in services, re-raised in clients from an ErrorReply."""
+    """An expected failure with a stable code: raised in a service, sent as the NATS micro error headers
+    (`Nats-Service-Error-Code`, `Nats-Service-Error`), and raised again in the client by `hyperhive.bus.call`."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -55,10 +43,3 @@ class HiveError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
-
-    def reply(self) -> ErrorReply:
-        return ErrorReply(code=self.code, message=self.message)
-
-    @classmethod
-    def from_reply(cls, reply: ErrorReply) -> HiveError:
-        return cls(reply.code, reply.message)

@@ -62,8 +62,6 @@ def _field(check: Callable[[str], str]) -> AfterValidator:
     return AfterValidator(validate)
 
 
-AgentName = Annotated[str, _field(check_agent_name)]
-"""A name a new agent may take."""
 AgentRef = Annotated[str, _field(check_agent_ref)]
 """An existing agent, `manager` included."""
 Recipient = Annotated[str, _field(check_recipient)]

@@ -24,7 +24,6 @@ PTY = "pty"
 
 # Harness plane: hive.harness.<name>.<verb>, served by that agent's harness.
 HARNESS_PREFIX = f"{ROOT}.harness"
-HARNESS_VERBS = ("state", "cancel", "model", "compact", "pause", "waiting")
 
 # Operator plane: NATS micro services, discoverable with $SRV.PING/INFO/STATS.
 BROKER = "broker"
