@@ -17,6 +17,7 @@ from hivectl.layout import operator_settings
 from hivectl.up import UpOptions, up
 from hyperhive import bus
 from hyperhive.settings import SettingsError, default_state_dir
+from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
 from hyperhive.wire.names import OPERATOR
 
@@ -73,6 +74,6 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _over_nats(run: Command, args: argparse.Namespace) -> Any:
     async with bus.connected(
-        operator_settings(), name="hivectl", inbox_prefix=f"_INBOX.{OPERATOR}", allow_reconnect=False
+        operator_settings(), name="hivectl", inbox_prefix=subjects.reply_prefix(OPERATOR), allow_reconnect=False
     ) as nc:
         return await run(nc, args)

@@ -27,9 +27,10 @@ from hivectl.natsserver import NatsServer
 from hivectl.postgres import Postgres, with_database
 from hyperhive import bus
 from hyperhive.files import write_atomic
-from hyperhive.migrate import migrate, migrations_of
+from hyperhive.migrate import migrate_services
 from hyperhive.process import Child, ChildFailed, check_port_free
 from hyperhive.settings import HiveSettings
+from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
 from hyperhive.wire.names import OPERATOR
 
@@ -60,21 +61,19 @@ async def prepare_database(admin_url: str, services: list[str]) -> str:
     url = with_database(admin_url, DATABASE)
     conn = await asyncpg.connect(url)
     try:
-        for service in services:
-            if (folder := migrations_of(service)) is not None:
-                await migrate(conn, service, folder)
+        await migrate_services(conn, services)
     finally:
         await conn.close()
     return url
 
 
 async def declare_streams(settings: HiveSettings) -> None:
-    async with bus.connected(settings, name="hivectl-up", inbox_prefix=f"_INBOX.{OPERATOR}") as nc:
+    async with bus.connected(settings, name="hivectl-up", inbox_prefix=subjects.reply_prefix(OPERATOR)) as nc:
         await bus.declare(nc.jetstream())
 
 
 async def ping(settings: HiveSettings, service: str) -> None:
-    async with bus.connected(settings, name="hivectl-up", inbox_prefix=f"_INBOX.{OPERATOR}") as nc:
+    async with bus.connected(settings, name="hivectl-up", inbox_prefix=subjects.reply_prefix(OPERATOR)) as nc:
         await nc.request(f"$SRV.PING.{service}", b"", timeout=5)
 
 

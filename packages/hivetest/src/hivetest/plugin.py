@@ -24,7 +24,7 @@ from hivectl.layout import installed_services
 from hivectl.natsserver import NatsServer
 from hivectl.postgres import Postgres, with_database
 from hivetest.hive import ExternalNats, TestHive
-from hyperhive.migrate import migrate, migrations_of
+from hyperhive.migrate import migrate_services
 from hyperhive.process import free_port
 
 TEMPLATE = "hive_template"
@@ -116,9 +116,7 @@ async def _make_template(postgres_admin_url: str) -> None:
         await conn.close()
     conn = await asyncpg.connect(with_database(postgres_admin_url, TEMPLATE))
     try:
-        for service in installed_services():
-            if (folder := migrations_of(service)) is not None:
-                await migrate(conn, service, folder)
+        await migrate_services(conn, installed_services())
     finally:
         await conn.close()
 

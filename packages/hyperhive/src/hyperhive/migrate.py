@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from importlib.abc import Traversable
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -28,10 +28,22 @@ def migrations_of(service: str) -> Traversable | None:
     return folder if folder.is_dir() else None
 
 
-async def migrate(
-    conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any], service: str, folder: Traversable
-) -> list[str]:
-    """Apply the migrations of `service` found in `folder` that are not applied yet; return their names."""
+Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+
+
+async def migrate_services(conn: Connection, services: list[str]) -> None:
+    """Apply every migration each of `services` ships (those with none are skipped)."""
+    for service in services:
+        if (folder := migrations_of(service)) is not None:
+            await migrate(conn, service, folder)
+
+
+async def migrate(conn: Connection, service: str, folder: Traversable | None = None) -> list[str]:
+    """Apply the migrations of `service` (from `folder`, by default its package's) that are not applied yet; return
+    their names."""
+    folder = folder or migrations_of(service)
+    if folder is None:
+        raise FileNotFoundError(f"hive_{service} has no migrations folder")
     applied_now: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)

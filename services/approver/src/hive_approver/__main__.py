@@ -10,17 +10,15 @@ from hive_approver.service import Approver
 from hive_approver.settings import ApproverSettings
 from hive_approver.store import Store, connect
 from hyperhive import bus, policies
-from hyperhive.migrate import migrate, migrations_of
+from hyperhive.migrate import migrate
 from hyperhive.wire import subjects
 
 
 async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio.Event | None = None) -> Approver:
     pool = await connect(settings.database_url)
     stack.push_async_callback(pool.close)
-    folder = migrations_of(subjects.APPROVER)
-    assert folder is not None
     async with pool.acquire() as conn:
-        await migrate(conn, subjects.APPROVER, folder)
+        await migrate(conn, subjects.APPROVER)
     nc, js = await bus.join(stack, settings, name=subjects.APPROVER)
     agents = await policies.follow(stack, js, stop)
     approver = Approver(nc, js, Store(pool), agents, settings.spawner_host)

@@ -118,7 +118,7 @@ class Approver:
 
     async def request(self, subject: str, req: ApprovalRequest) -> Approval:
         caller = subjects.caller(subject)
-        kind = subject.split(".")[4] if subject.count(".") == 4 else ""
+        kind = subjects.verb_of(subject).removeprefix(f"{subjects.REQUEST}.")
         if kind not in KINDS:
             raise HiveError(
                 ErrorCode.INVALID_REQUEST, f"There is no request kind {kind!r}; use one of {', '.join(KINDS)}."

@@ -120,7 +120,7 @@ class Terminals:
         await self.close(session.id)
 
     async def _control(self, msg: Msg) -> None:
-        *_, session_id, verb = msg.subject.split(".")
+        _, session_id, verb = subjects.verb_of(msg.subject, subjects.HARNESS_PREFIX).split(".", 2)
         session = self.sessions.get(session_id)
         if session is None:
             return

@@ -56,10 +56,19 @@ def agent_any(verb: str) -> str:
 
 def caller(subject: str) -> str:
     """The agent that published on an agent-plane subject; the server's permissions vouch for it."""
-    parts = subject.split(".")
-    if len(parts) < 4 or f"{parts[0]}.{parts[1]}" != AGENT_PREFIX:
-        raise HiveError(ErrorCode.INVALID_REQUEST, f"Subject {subject!r} is not on the agent plane.")
-    return check_agent_ref(parts[2])
+    return _parts(subject, AGENT_PREFIX)[0]
+
+
+def verb_of(subject: str, plane: str = AGENT_PREFIX) -> str:
+    """What follows `<plane>.<name>.` (`hive.agent.bob.lifecycle.stop` → `lifecycle.stop`)."""
+    return _parts(subject, plane)[1]
+
+
+def _parts(subject: str, plane: str) -> tuple[str, str]:
+    head, _, rest = subject.removeprefix(f"{plane}.").partition(".")
+    if not subject.startswith(f"{plane}.") or not rest:
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"Subject {subject!r} is not on the {plane} plane.")
+    return check_agent_ref(head), rest
 
 
 def harness(name: str, verb: str) -> str:
