@@ -1,9 +1,7 @@
 """Nothing pending is lost when the approver dies, and an approval it had decided still reaches the spawner."""
 
 import asyncio
-import os
 import signal
-import sys
 from contextlib import AsyncExitStack
 
 import asyncpg
@@ -11,20 +9,14 @@ from nats.aio.client import Client
 
 from hive_approver.__main__ import start
 from hivetest.hive import TestHive
-from hyperhive.process import Child
+from hyperhive.process import Child, start_service
 from hyperhive.wire.models import Approval, ApprovalsReply, ApprovalsRequest, DecisionRequest
 
 from .conftest import TestSpawner, approver_settings, make_agent, operator_call
 
 
 def start_approver(hive: TestHive, database_url: str) -> Child:
-    settings = hive.settings("approver")
-    env = {**os.environ, "HIVE_NATS_URL": settings.nats_url, "HIVE_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
-    if settings.nats_creds is not None:
-        env["HIVE_NATS_CREDS"] = str(settings.nats_creds)
-    child = Child("approver", [sys.executable, "-m", "hive_approver"], env=env).start()
-    child.wait_for(r"event=ready", 30)
-    return child
+    return start_service("approver", {**hive.service_env("approver"), "HIVE_DATABASE_URL": database_url})
 
 
 async def test_kill_9_loses_no_pending_approval(

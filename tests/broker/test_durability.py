@@ -1,23 +1,15 @@
 """Nothing is lost when the broker process dies: kill -9 between send and recv, and between recv and ack."""
 
-import os
 import signal
-import sys
 
 from hivetest.hive import TestHive
-from hyperhive.process import Child
+from hyperhive.process import Child, start_service
 
 from .conftest import Agents
 
 
 def start_broker(hive: TestHive) -> Child:
-    settings = hive.settings("broker")
-    env = {**os.environ, "HIVE_NATS_URL": settings.nats_url, "PYTHONUNBUFFERED": "1"}
-    if settings.nats_creds is not None:
-        env["HIVE_NATS_CREDS"] = str(settings.nats_creds)
-    child = Child("broker", [sys.executable, "-m", "hive_broker"], env=env).start()
-    child.wait_for(r"event=ready", 30)
-    return child
+    return start_service("broker", hive.service_env("broker"))
 
 
 async def test_kill_9_of_the_broker_loses_nothing(hive: TestHive) -> None:

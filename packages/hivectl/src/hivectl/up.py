@@ -28,7 +28,7 @@ from hivectl.postgres import Postgres, with_database
 from hyperhive import bus
 from hyperhive.files import write_atomic
 from hyperhive.migrate import migrate_services
-from hyperhive.process import Child, ChildFailed, check_port_free
+from hyperhive.process import Child, ChildFailed, check_port_free, start_service
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
@@ -136,13 +136,11 @@ class LocalHive:
 
     def _service_env(self, name: str, database_url: str) -> dict[str, str]:
         env = {
-            **os.environ,
             "HIVE_NATS_URL": self.nats.url,
             "HIVE_NATS_CREDS": str(self.layout.seed(name)),
             "HIVE_DATABASE_URL": database_url,
             "HIVE_STATE_DIR": str(self.layout.state_dir),
             "HIVE_NATS_AUTH_DIR": str(self.layout.nats_root),
-            "PYTHONUNBUFFERED": "1",
         }
         if name == "spawner":
             env["HIVE_BOOTSTRAP_MANAGER"] = "true"
@@ -150,15 +148,9 @@ class LocalHive:
         return env
 
     def _start_service(self, name: str, database_url: str) -> None:
-        child = Child(
-            name,
-            [sys.executable, "-m", f"hive_{name}"],
-            env=self._service_env(name, database_url),
-            echo=self.echo,
-            on_exit=self._exited,
-        ).start()
+        env = self._service_env(name, database_url)
+        child = start_service(name, env, timeout=READY_TIMEOUT, echo=self.echo, on_exit=self._exited)
         self.services[name] = child
-        child.wait_for(r"event=ready", READY_TIMEOUT)
         asyncio.run(ping(self.operator_settings(), name))
 
     def operator_settings(self) -> HiveSettings:

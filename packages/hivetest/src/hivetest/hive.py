@@ -66,6 +66,14 @@ class TestHive:
             creds = self.agent_seeds.get(principal) or self.server.identities.seed_path(principal)
         return HiveSettings(nats_url=self.url, nats_creds=creds, state_dir=self.tmp_path / "state")
 
+    def service_env(self, principal: str) -> dict[str, str]:
+        """The environment a process of `principal` is started with: where NATS is and its credential."""
+        settings = self.settings(principal)
+        env = {"HIVE_NATS_URL": settings.nats_url}
+        if settings.nats_creds is not None:
+            env["HIVE_NATS_CREDS"] = str(settings.nats_creds)
+        return env
+
     async def connect(self, principal: str, **options: Any) -> Client:
         agentish = principal == OPERATOR or principal in self.agent_seeds
         inbox = subjects.reply_prefix(principal) if agentish else None

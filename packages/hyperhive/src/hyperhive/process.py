@@ -157,6 +157,26 @@ class Child:
         return self._proc.returncode
 
 
+SERVICE_READY = r"event=ready"  # what `hyperhive.bus.main` logs once a service answers on NATS
+
+
+def start_service(
+    name: str,
+    env: Mapping[str, str],
+    *,
+    python: str = sys.executable,
+    timeout: float = 30.0,
+    echo: TextIO | None = None,
+    on_exit: Callable[[Child], None] | None = None,
+) -> Child:
+    """`python -m hive_<name>` with `env` on top of ours, returned once it says it is ready (the way `hivectl up`,
+    the tests and the benchmarks start a service); `python` may be another checkout's."""
+    argv = [python, "-m", f"hive_{name}"]
+    child = Child(name, argv, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, echo=echo, on_exit=on_exit)
+    child.start().wait_for(SERVICE_READY, timeout)
+    return child
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now, for servers that cannot pick their own (PostgreSQL)."""
     with socket.socket() as probe:
