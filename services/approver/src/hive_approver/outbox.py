@@ -19,6 +19,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from hive_approver.store import OutboxRows
+from hyperhive.backoff import Backoff
 from hyperhive.wire.errors import ErrorCode, HiveError
 
 log = logging.getLogger("hive_approver.outbox")
@@ -54,17 +55,17 @@ class Outbox:
     async def run(self) -> None:
         """For the life of the approver: drain at start (what a killed one left), then whenever a flush could not,
         retrying with back-off while NATS or the database is away."""
-        delay = RETRY_SECONDS
+        backoff = Backoff(RETRY_SECONDS, RETRY_MAX_SECONDS)
         while True:
             self._more.clear()
             try:
                 await self.drain()
-                delay = RETRY_SECONDS
+                backoff.succeeded()
                 await self._more.wait()
             except (HiveError, nats.errors.Error, nats.js.errors.Error) as exc:
                 if isinstance(exc, HiveError) and exc.code != ErrorCode.UNAVAILABLE:
                     raise
+                delay = backoff.failed()
                 log.warning("outcome=outbox_retry retry_in=%.1fs error=%r", delay, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._more.wait(), delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from hive_approver.outbox import Outbox
 from hive_approver.store import ACTIONABLE, Outgoing, Store, Then
 from hyperhive import bus, events
+from hyperhive.backoff import Backoff
 from hyperhive.policies import PolicyBook
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -299,18 +300,18 @@ class Approver:
         """Settle whatever is due, then sleep until the next deadline or until a nearer one is added.
         A deadline that passed while the approver (or its database) was down fires at the first pass after, in
         deadline order; a database outage is waited out with back-off, never a reason to stop."""
-        delay = OUTAGE_RETRY_SECONDS
+        backoff = Backoff(OUTAGE_RETRY_SECONDS, OUTAGE_RETRY_MAX_SECONDS)
         while True:
             try:
                 await self._settle_due()
-                delay = OUTAGE_RETRY_SECONDS
+                backoff.succeeded()
             except HiveError as exc:
                 if exc.code != ErrorCode.UNAVAILABLE:
                     raise
+                delay = backoff.failed()
                 log.warning("task=deadlines outcome=database_unavailable retry_in=%.1fs error=%s", delay, exc.message)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._deadline_changed.wait(), delay)
-                delay = min(delay * 2, OUTAGE_RETRY_MAX_SECONDS)
 
     async def _settle_due(self) -> None:
         """One pass: settle what is due, then wait for the next deadline (or a nearer one being added)."""

@@ -29,6 +29,7 @@ from hive_harness.state import StateFiles, read_policy
 from hive_harness.tools import ToolServer
 from hive_harness.turn import CLI_RUN_DIRS, TurnResult, cli_env, cli_flags, run_turn
 from hyperhive import bus, events
+from hyperhive.backoff import Backoff
 from hyperhive.inbox import Handled, Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -226,7 +227,7 @@ class Harness:
     async def run_forever(self) -> None:
         """Turns for as long as the harness runs. The hive going away for a while (NATS reconnecting, the broker
         restarting) is waited out with back-off, in the state, rather than ending the harness."""
-        delay, failed, recovering = self.settings.backoff_seconds, False, True
+        backoff, failed, recovering = self._backoff(), False, True
         while True:
             try:
                 if recovering:
@@ -237,12 +238,15 @@ class Harness:
                     failed = False
                     await self._set("idle")
                 await self.run_once(self.settings.recv_wait_seconds)
-                delay = self.settings.backoff_seconds
+                backoff.succeeded()
             except (HiveError, nats.errors.Error, TimeoutError) as exc:
                 log.warning("agent=%s outcome=hive_unreachable error=%r", self.agent, exc)
+                delay, failed = backoff.failed(), True
                 await self._set("backing-off", f"The hive is not reachable ({exc}); trying again in {delay:.0f} s.")
                 await asyncio.sleep(delay)
-                delay, failed = min(delay * 2, self.settings.backoff_max_seconds), True
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.backoff_seconds, self.settings.backoff_max_seconds)
 
     async def recover(self) -> TurnResult | None:
         """A harness killed during a turn left that turn's messages in `turn.json` (they were acknowledged when it
@@ -292,7 +296,7 @@ class Harness:
         self, prompt: str, tokens: list[str], messages: list[Message], everything: list[Message]
     ) -> TurnResult:
         """Run the turn until it ends one way or another: retried after a too-long prompt or an API refusal."""
-        delay, compacted, fresh = self.settings.backoff_seconds, False, False
+        backoff, compacted, fresh = self._backoff(), False, False
         while True:
             await self._set("thinking")
             result = await self._run(prompt, tokens, len(messages))  # empties `tokens` once it has acked them
@@ -323,11 +327,11 @@ class Harness:
             why = {"rate_limited": "The API is rate limiting", "crashed": "The claude CLI failed"}.get(
                 exit_class, "The API answered with an error"
             )
+            delay = backoff.failed()
             await self._set("backing-off", f"{why} ({result.result_text[:200]}); retrying in {delay:.0f} s.")
             try:
                 await asyncio.wait_for(self._cancel.wait(), delay)
             except TimeoutError:
-                delay = min(delay * 2, self.settings.backoff_max_seconds)
                 continue
             return await self._cancelled(everything, result)
 
