@@ -1,8 +1,9 @@
 """A scripted Anthropic Messages API on loopback, so tests (and the demo) drive the real `claude` CLI offline.
 
 Each request the CLI makes for a turn gets the next scripted reply; side requests (no tools: session titles and the
-like) get a short text. Replies stream as server-sent events the way the real API does (see
-shared/notes/claude-code-cli.md). Every request is kept, so a test can check what the CLI sent (model, tools, …).
+like) get a short text. Replies stream as server-sent events the way the real API does (`message_start`, a
+`content_block_start`/`_delta`/`_stop` per block, `message_delta` with the stop reason and usage, `message_stop`).
+Every request is kept, so a test can check what the CLI sent (model, tools, …).
 """
 
 from __future__ import annotations
