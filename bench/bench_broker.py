@@ -74,11 +74,12 @@ async def raw_js_publish(b: Bench, n: int) -> list[float]:
     return out
 
 
-async def send_recv_latency(b: Bench, n: int) -> list[float]:
+async def send_recv_latency(b: Bench, n: int) -> tuple[list[float], list[float]]:
+    """Each message's send → recv, and the receiver's ack of it (`Inbox.ack` returning)."""
     alice, bob = await b.agent("alice"), await b.agent("bob")
     inbox = Inbox(bob, "bob")
     await inbox.open()
-    out = []
+    out, acks = [], []
     for i in range(n):
         recv = asyncio.create_task(inbox.take(max_messages=1, wait=30))
         await asyncio.sleep(0)  # let the pull go out first: we measure a waiting receiver being woken
@@ -88,10 +89,12 @@ async def send_recv_latency(b: Bench, n: int) -> list[float]:
         out.append(time.perf_counter() - t)
         if len(got) != 1:
             raise BenchFailed(f"bob took {len(got)} messages for message {i}, not 1")
+        t = time.perf_counter()
         await inbox.ack([got[0].token])
+        acks.append(time.perf_counter() - t)
     await alice.close()
     await bob.close()
-    return out
+    return out, acks
 
 
 async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
@@ -107,10 +110,14 @@ async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
         for k in range(per_sender):
             await bus.call(senders[i], subject, SendRequest(to=f"r{i}", body=f"m{k}"), SendReply)
 
+    takes = 0
+
     async def receiver(inbox: Inbox) -> None:
+        nonlocal takes
         got = 0
         while got < per_sender:
             messages, _ = await inbox.take(max_messages=32, wait=30)
+            takes += 1
             if not messages:
                 raise BenchFailed(f"{inbox.owner} waited 30 s for a message with {per_sender - got} still to come")
             got += len(messages)
@@ -127,6 +134,7 @@ async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
         "messages": total,
         "seconds": round(elapsed, 3),
         "delivered_per_s": round(total / elapsed),
+        "messages_per_take": round(total / takes, 2),
     }
 
 
@@ -207,7 +215,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         n = args.messages
         raw_rr = summary(await raw_request_reply(b, n))
         raw_js = summary(await raw_js_publish(b, n))
-        ours = summary(await send_recv_latency(b, n))
+        latencies, acks = await send_recv_latency(b, n)
+        ours = summary(latencies)
         tput = await throughput(b, args.agents // 2, args.per_sender)
         raw_tput = await raw_request_throughput(b, args.agents, args.per_sender)
         raw_js_tput = await raw_js_publish_throughput(b, args.agents, args.per_sender)
@@ -215,6 +224,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "benchmark": "broker",
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "send_to_recv_latency": ours,
+            "ack_latency": summary(acks),
             "raw_nats_request_reply": raw_rr,
             "raw_jetstream_publish": raw_js,
             "latency_ratio_p50_vs_raw_request": round(ours["p50_ms"] / raw_rr["p50_ms"], 2),
