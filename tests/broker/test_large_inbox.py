@@ -44,8 +44,9 @@ async def test_the_view_of_a_huge_inbox_answers_with_its_last_messages(
     # The same call `hivectl inbox bob` makes, with its own 5 s timeout; and what it cost the broker to answer.
     assert agents.broker is not None
     received = agents.broker._nc.stats["in_msgs"]
-    view = await bus.call(operator_nc, subjects.operator(subjects.BROKER, "inbox"), InboxRequest(owner="bob"),
-                          InboxReply)  # fmt: skip
+    view = await bus.call(
+        operator_nc, subjects.operator(subjects.BROKER, "inbox"), InboxRequest(owner="bob"), InboxReply
+    )
     assert [e.message.body for e in view.entries] == [f"message {n}" for n in range(HUGE - 50, HUGE)]
     assert {e.state for e in view.entries} == {"pending"}
     assert view.pending == HUGE

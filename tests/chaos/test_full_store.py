@@ -96,8 +96,10 @@ async def test_a_full_store_refuses_sends_clearly_keeps_decisions_and_recovers_o
         assert [m.body for m in got] == ["room again"]
         await spawner.applied.wait()  # the spawn's command, held in the approver's outbox, is queued now
         assert [c.approval_id for c in spawner.commands] == [spawn.id]
-    print(f"full store: {sent} sends stored before it was full, the next refused as unavailable, "
-          f"2 decisions taken while full, {len(spawner.commands)} command queued once there was room")  # fmt: skip
+    print(
+        f"full store: {sent} sends stored before it was full, the next refused as unavailable, "
+        f"2 decisions taken while full, {len(spawner.commands)} command queued once there was room"
+    )
 
 
 async def inbox_limit(hive: TestHive, limit: int) -> None:

@@ -24,11 +24,16 @@ from ..harness.conftest import CLAUDE, SCRIPTED_ENV, alice_and_bob, policy_file
 def harness_process(hive: TestHive, seed: Path, state: Path, api_url: str) -> Child:
     """alice's harness as the spawner runs it: its own process, configured by the environment."""
     env = {
-        **os.environ, "HIVE_NATS_URL": hive.url, "HIVE_NATS_CREDS": str(seed), "HIVE_AGENT": "alice",
-        "HIVE_STATE_DIR": str(state), "HIVE_POLICY_FILE": str(policy_file(state)),
-        "HIVE_CLI_HOME": str(state.parent / "no-home"), "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
+        **os.environ,
+        "HIVE_NATS_URL": hive.url,
+        "HIVE_NATS_CREDS": str(seed),
+        "HIVE_AGENT": "alice",
+        "HIVE_STATE_DIR": str(state),
+        "HIVE_POLICY_FILE": str(policy_file(state)),
+        "HIVE_CLI_HOME": str(state.parent / "no-home"),
+        "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
         "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api_url}),
-    }  # fmt: skip
+    }
     return Child("harness", [sys.executable, "-I", "-m", "hive_harness"], env=env).start()
 
 

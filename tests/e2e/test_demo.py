@@ -28,15 +28,18 @@ async def read_until(inbox: Inbox, text: str) -> list[str]:
 
 async def test_the_demo_shows_the_whole_loop(spawner_state: Path) -> None:
     nats_port = free_port()
-    argv = [*HIVECTL, "up", "--demo", "--state-dir", str(spawner_state), "--nats-port", str(nats_port),
-            "--postgres-port", str(free_port())]  # fmt: skip
+    ports = ["--nats-port", str(nats_port), "--postgres-port", str(free_port())]
+    argv = [*HIVECTL, "up", "--demo", "--state-dir", str(spawner_state), *ports]
     up = Child("up", argv).start()
     try:
         up.wait_for(r"hyperhive is up", 120)
         up.wait_for(r"the agents' model is SCRIPTED", 5)
         layout = Layout(spawner_state)
-        settings = HiveSettings(nats_url=json.loads(layout.hive_file.read_text())["nats_url"],
-                                nats_creds=layout.seed(OPERATOR), state_dir=spawner_state)  # fmt: skip
+        settings = HiveSettings(
+            nats_url=json.loads(layout.hive_file.read_text())["nats_url"],
+            nats_creds=layout.seed(OPERATOR),
+            state_dir=spawner_state,
+        )
         async with bus.connected(settings, name="demo-operator", inbox_prefix=f"_INBOX.{OPERATOR}") as nc:
             inbox = Inbox(nc, OPERATOR)
             await inbox.open()

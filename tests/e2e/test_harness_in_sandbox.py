@@ -45,8 +45,13 @@ def real_harness_spawner(hive: TestHive, state: Path, api: MessagesApi, **agent_
         "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}),
         **agent_env,
     }
-    return SpawnerSettings(nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=state,
-                           nats_auth_dir=hive.server.root, agent_env=env)  # fmt: skip
+    return SpawnerSettings(
+        nats_url=base.nats_url,
+        nats_creds=base.nats_creds,
+        state_dir=state,
+        nats_auth_dir=hive.server.root,
+        agent_env=env,
+    )
 
 
 async def test_a_spawned_agent_runs_its_harness_and_answers(
@@ -93,8 +98,9 @@ async def test_a_spawned_agent_runs_its_harness_and_answers(
         while "at-0-bob" not in seen:
             seen += (await out.next_msg(timeout=10)).data.decode(errors="replace")
 
-        stopped = await bus.call(operator_nc, subjects.operator(subjects.SPAWNER, "stop"), AgentRequest(agent="bob"),
-                                 AgentStatus, timeout=30)  # fmt: skip
+        stopped = await bus.call(
+            operator_nc, subjects.operator(subjects.SPAWNER, "stop"), AgentRequest(agent="bob"), AgentStatus, timeout=30
+        )
         assert stopped.state == "stopped"
 
 

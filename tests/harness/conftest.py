@@ -154,8 +154,10 @@ async def run_bash_calls(
         result = await harness.run_once(wait=10)
         answers = [_tool_result(r["messages"][-1]) for r in api.requests[1:]]
     assert result is not None
-    denied = [Event.model_validate_json((await events.next_msg(timeout=10)).data).data
-              for _ in range(result.stats.bash_denied)]  # fmt: skip
+    denied = [
+        Event.model_validate_json((await events.next_msg(timeout=10)).data).data
+        for _ in range(result.stats.bash_denied)
+    ]
     return BashRun(result, state, answers, denied)
 
 

@@ -69,8 +69,10 @@ async def test_bypass_families_never_run_and_nothing_planted_runs(hive: TestHive
         marker = tmp_path / "alice" / "marker"
         lines = [line.format(m=marker, s=tmp_path / "alice") for lines in FAMILIES.values() for line in lines]
         calls = [ToolUse("Bash", {"command": line}) for line in lines]
-        calls += [ToolUse("Monitor", {"command": f"touch {marker}", "description": "m", "timeout_ms": 1000}),
-                  ToolUse("Bash", {"command": "ls"})]  # fmt: skip
+        calls += [
+            ToolUse("Monitor", {"command": f"touch {marker}", "description": "m", "timeout_ms": 1000}),
+            ToolUse("Bash", {"command": "ls"}),
+        ]
         run = await run_bash_calls(stack, hive, tmp_path, policy, calls, plant=plant_everything)
 
         assert not marker.exists()

@@ -64,8 +64,9 @@ async def test_a_terminal_echoes_input_resizes_and_closes(hive: TestHive, tmp_pa
     async with AsyncExitStack() as stack:
         await Terminals(await hive.connect("alice"), "alice", cwd=tmp_path).serve(stack)
         dashboard = await hive.connect("dashboard")
-        opened = await bus.call(dashboard, subjects.harness("alice", "pty.open"),
-                                PtyOpen(cols=100, rows=30, opened_by="ada"), PtySession)  # fmt: skip
+        opened = await bus.call(
+            dashboard, subjects.harness("alice", "pty.open"), PtyOpen(cols=100, rows=30, opened_by="ada"), PtySession
+        )
         out = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.out"))
         closed = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.closed"))
         control = subjects.harness("alice", f"pty.{opened.session}")

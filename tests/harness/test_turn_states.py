@@ -109,8 +109,9 @@ async def test_a_rate_limit_backs_off_and_retries(hive: TestHive, tmp_path: Path
     async with AsyncExitStack() as stack:
         s = await scene(stack, hive, tmp_path, POLICY, backoff_seconds=0.05)
         stats = await (await hive.connect("dashboard")).subscribe(subjects.agent("alice", subjects.STATS))
-        s.api.script(ApiError(429, "rate_limit_error", "Number of requests has exceeded your rate limit"),
-                   [Text("Fine now.")])  # fmt: skip
+        s.api.script(
+            ApiError(429, "rate_limit_error", "Number of requests has exceeded your rate limit"), [Text("Fine now.")]
+        )
         await s.bob.send("alice", "hello")
         result = await s.harness.run_once(wait=10)
         assert result is not None

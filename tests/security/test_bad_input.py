@@ -43,17 +43,21 @@ async def test_bad_input_is_refused_as_invalid_never_internal(
         "a question with a NUL": ("ask", {"question": "ok?\x00", "options": ["yes"]}),
         "an option with a NUL": ("ask", {"question": "ok?", "options": ["y\x00es"]}),
         "a description with a NUL": ("request.spawn", {"agent": "bob", "description": "new\x00agent"}),
-        "a tool input with a NUL": ("request.tool_permission", {"agent": "alice", "tool": "Bash",
-                                                                 "input": {"command": "ls\x00; rm -rf /"}}),
-        "a tool input key with a NUL": ("request.tool_permission", {"agent": "alice", "tool": "Bash",
-                                                                     "input": {"comm\x00and": "ls"}}),
+        "a tool input with a NUL": (
+            "request.tool_permission",
+            {"agent": "alice", "tool": "Bash", "input": {"command": "ls\x00; rm -rf /"}},
+        ),
+        "a tool input key with a NUL": (
+            "request.tool_permission",
+            {"agent": "alice", "tool": "Bash", "input": {"comm\x00and": "ls"}},
+        ),
         "a wait on id 2**63": ("decision", {"id": BIG, "wait_seconds": 0}),
         "a wait on a negative id": ("decision", {"id": -1}),
         "a wait on an id of 5000 digits": ("decision", HUGE.join(['{"id":', "}"]).encode()),
         "a wait of a float id": ("decision", {"id": 1.5}),
         "a wait far too long": ("decision", {"id": 1, "wait_seconds": 1e308}),
         "a TTL of 2**63 seconds": ("ask", {"question": "q", "ttl_seconds": BIG}),
-    }  # fmt: skip
+    }
     for what, (verb, body) in agent_plane.items():
         code = await raw(alice, subjects.agent("alice", verb), body)  # type: ignore[arg-type]
         attacks.record(f"{what}: answered {code}", succeeded=code != "invalid_request")

@@ -146,8 +146,17 @@ def fsmonitor_and_friends(s: Scene) -> tuple[str, Callable[[Scene, Outcome], boo
 
 
 def hooks(s: Scene) -> tuple[str, Callable[[Scene, Outcome], bool]]:
-    for hook in ("reference-transaction", "post-checkout", "post-merge", "post-rewrite", "pre-auto-gc",
-                 "fsmonitor-watchman", "post-index-change", "pre-push", "push-to-checkout"):  # fmt: skip
+    for hook in (
+        "reference-transaction",
+        "post-checkout",
+        "post-merge",
+        "post-rewrite",
+        "pre-auto-gc",
+        "fsmonitor-watchman",
+        "post-index-change",
+        "pre-push",
+        "push-to-checkout",
+    ):
         s.script(f"hooks/{hook}", "cat >/dev/null; exit 0")
     return s.evil, shown_falsely
 
@@ -164,8 +173,13 @@ def other_repo(s: Scene) -> Path:
     secret.mkdir(mode=0o700)
     subprocess.run(["git", "init", "-q", str(secret)], check=True)
     (secret / "agent.nix").write_text('{ ... }: { hyperhive.model = "HOST-SECRET"; }\n')
-    env = {**os.environ, "GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x", "GIT_COMMITTER_NAME": "x",
-           "GIT_COMMITTER_EMAIL": "x@x"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "x",
+        "GIT_AUTHOR_EMAIL": "x@x",
+        "GIT_COMMITTER_NAME": "x",
+        "GIT_COMMITTER_EMAIL": "x@x",
+    }
     subprocess.run(["git", "-C", str(secret), "add", "-A"], check=True)
     subprocess.run(["git", "-C", str(secret), "commit", "-qm", "secret"], check=True, env=env)
     return secret
@@ -241,10 +255,12 @@ def huge_file(s: Scene) -> tuple[str, Callable[[Scene, Outcome], bool]]:
 
 def nix_conf_in_the_tree(s: Scene) -> tuple[str, Callable[[Scene, Outcome], bool]]:
     exec_ = 'builtins.exec [ "sh" "-c" "touch ' + str(s.marker) + '; echo \'\\"x\\"\'" ]'
-    ref = s.commit({
-        ".config/nix/nix.conf": "allow-unsafe-native-code-during-evaluation = true\n",
-        "agent.nix": f"{{ ... }}: {{ hyperhive.model = {exec_}; }}\n",
-    })  # fmt: skip
+    ref = s.commit(
+        {
+            ".config/nix/nix.conf": "allow-unsafe-native-code-during-evaluation = true\n",
+            "agent.nix": f"{{ ... }}: {{ hyperhive.model = {exec_}; }}\n",
+        }
+    )
     return ref, lambda s, o: False
 
 
@@ -307,20 +323,34 @@ def test_a_hostile_proposed_repo_runs_nothing_and_shows_the_true_diff(
     assert not scene.marker.exists(), "the scene itself ran the manager's command"
     outcome = scene.propose(ref)
     attacks.record(f"{what}: a command of the manager's ran as the spawner", succeeded=scene.marker.exists())
-    attacks.record(f"{what}: shaped what the operator saw or what was evaluated",
-                   succeeded=succeeded(scene, outcome))  # fmt: skip
+    attacks.record(f"{what}: shaped what the operator saw or what was evaluated", succeeded=succeeded(scene, outcome))
     if outcome.frozen is not None and outcome.evaluated is not None:
         blob = git(scene.repos.applied("alice"), "cat-file", "blob", f"{outcome.frozen.sha}:agent.nix")
-        attacks.record(f"{what}: evaluated other bytes than the frozen blob",
-                       succeeded=outcome.evaluated.decode(errors="replace").strip() != blob)  # fmt: skip
+        attacks.record(
+            f"{what}: evaluated other bytes than the frozen blob",
+            succeeded=outcome.evaluated.decode(errors="replace").strip() != blob,
+        )
     attacks.none_succeeded()
 
 
 @pytest.mark.parametrize(
     "ref",
-    ["--upload-pack=touch /tmp/x", "../..", "HEAD", "main", "-c", "refs/heads/main", "@{-1}", ":/typo", "a" * 41,
-     "HEAD~1", "abc", "0" * 40 + "\n", " " + "0" * 39],
-)  # fmt: skip
+    [
+        "--upload-pack=touch /tmp/x",
+        "../..",
+        "HEAD",
+        "main",
+        "-c",
+        "refs/heads/main",
+        "@{-1}",
+        ":/typo",
+        "a" * 41,
+        "HEAD~1",
+        "abc",
+        "0" * 40 + "\n",
+        " " + "0" * 39,
+    ],
+)
 def test_refs_that_are_not_commit_ids_are_refused(scene: Scene, attacks: Attacks, ref: str) -> None:
     outcome = scene.propose(ref)
     attacks.record(f"ref {ref!r} accepted", succeeded=outcome.frozen is not None or not outcome.refused)

@@ -80,8 +80,11 @@ def test_an_agent_sees_only_the_system_its_runtime_and_its_own_state(
         "wrote into the hive's runtime": f"touch {CHECKOUT / 'packages' / 'hyperhive' / 'src' / 'x'}",
         "wrote into the system": "touch /usr/x",
     }
-    backend.start("alice", ["/bin/sh", "-c", probe({k: str(v) for k, v in hidden.items()}, changes)],
-                  {"HIVE_CLAUDE": json.dumps([str(CLAUDE)])})  # fmt: skip
+    backend.start(
+        "alice",
+        ["/bin/sh", "-c", probe({k: str(v) for k, v in hidden.items()}, changes)],
+        {"HIVE_CLAUDE": json.dumps([str(CLAUDE)])},
+    )
     try:
         backend._running["alice"].wait_for("ready", 30)
         said = backend.journal("alice", 200)
@@ -103,8 +106,14 @@ def test_the_harness_runtime_is_there_and_nothing_else_of_the_checkout(hive_root
     backend = LocalBackend(hive_root / "agents", on_exit=exits)
     backend.prepare("alice")
     backend.hand_over_policy("alice", '{"agent":"alice"}')
-    script = probe({"policy": "/run/hive/policy.json", "claude": str(CLAUDE),
-                    "hyperhive": str(CHECKOUT / "packages" / "hyperhive" / "src" / "hyperhive")}, {})  # fmt: skip
+    script = probe(
+        {
+            "policy": "/run/hive/policy.json",
+            "claude": str(CLAUDE),
+            "hyperhive": str(CHECKOUT / "packages" / "hyperhive" / "src" / "hyperhive"),
+        },
+        {},
+    )
     backend.start("alice", ["/bin/sh", "-c", script], {"HIVE_CLAUDE": json.dumps([str(CLAUDE)])})
     try:
         backend._running["alice"].wait_for("ready", 30)

@@ -289,14 +289,19 @@ def register(sub: Any) -> None:
     p.add_argument("--lines", type=int, default=100)
     p.set_defaults(run=logs, render=render_logs)
 
-    per_agent(sub, lifecycle, render_status_of, {
-        "start": "start an agent",
-        "stop": "stop an agent",
-        "restart": "restart an agent",
-        "destroy": "stop an agent and revoke it, keeping its state (a tombstone)",
-        "revive": "bring a destroyed agent back",
-        "purge": "remove a destroyed agent for good",
-    })  # fmt: skip
+    per_agent(
+        sub,
+        lifecycle,
+        render_status_of,
+        {
+            "start": "start an agent",
+            "stop": "stop an agent",
+            "restart": "restart an agent",
+            "destroy": "stop an agent and revoke it, keeping its state (a tombstone)",
+            "revive": "bring a destroyed agent back",
+            "purge": "remove a destroyed agent for good",
+        },
+    )
 
     register_harness(sub)
 
@@ -315,13 +320,18 @@ def per_agent(sub: Any, run: Any, render: Any, verbs: dict[str, str]) -> None:
 
 def register_harness(sub: Any) -> None:
     """The commands served by an agent's harness."""
-    per_agent(sub, harness, render_harness, {
-        "turn": "what an agent's harness is doing (idle, thinking, waiting, …)",
-        "interrupt": "cancel an agent's running turn (its messages go with the next one)",
-        "compact": "compact an agent's session now",
-        "pause": "pause an agent: messages queue, no turns run",
-        "resume": "resume a paused agent",
-    })  # fmt: skip
+    per_agent(
+        sub,
+        harness,
+        render_harness,
+        {
+            "turn": "what an agent's harness is doing (idle, thinking, waiting, …)",
+            "interrupt": "cancel an agent's running turn (its messages go with the next one)",
+            "compact": "compact an agent's session now",
+            "pause": "pause an agent: messages queue, no turns run",
+            "resume": "resume a paused agent",
+        },
+    )
     p = sub.add_parser("model", help="show or set the model an agent's next turns run with (the operator's /model)")
     p.add_argument("agent")
     p.add_argument("model", nargs="?", default=None)

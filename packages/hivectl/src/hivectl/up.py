@@ -129,10 +129,14 @@ class LocalHive:
             raise ChildFailed("The demo needs the hivetest package of a hyperhive checkout (`make install`).") from None
         api = self._demo_stack.enter_context(serve_messages_api())
         api.responder = scenario
-        self.agent_env["HIVE_CLAUDE_ENV"] = json.dumps({
-            "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "scripted-demo", "DISABLE_TELEMETRY": "1",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        })  # fmt: skip
+        self.agent_env["HIVE_CLAUDE_ENV"] = json.dumps(
+            {
+                "ANTHROPIC_BASE_URL": api.url,
+                "ANTHROPIC_API_KEY": "scripted-demo",
+                "DISABLE_TELEMETRY": "1",
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            }
+        )
 
     def _service_env(self, name: str, database_url: str) -> dict[str, str]:
         env = {
@@ -211,12 +215,16 @@ class LocalHive:
             recent = [t for t in failures.get(child.name, []) if now - t < 60] + [now]
             failures[child.name] = recent
             if len(recent) > RESTARTS_PER_MINUTE:
-                self._say(f"{child.name} failed {len(recent)} times within a minute (last exit code "
-                          f"{child.returncode}); stopping the hive. Its log: the [{child.name}] lines.")  # fmt: skip
+                self._say(
+                    f"{child.name} failed {len(recent)} times within a minute (last exit code "
+                    f"{child.returncode}); stopping the hive. Its log: the [{child.name}] lines."
+                )
                 return 1
             delay = min(0.5 * 2 ** (len(recent) - 1), 8.0)
-            self._say(f"{child.name} exited with code {child.returncode}; starting it again in {delay:g} s "
-                      f"({len(recent)} of {RESTARTS_PER_MINUTE} allowed a minute).")  # fmt: skip
+            self._say(
+                f"{child.name} exited with code {child.returncode}; starting it again in {delay:g} s "
+                f"({len(recent)} of {RESTARTS_PER_MINUTE} allowed a minute)."
+            )
             if self._stop_requested_within(delay):
                 return 0
             try:

@@ -49,8 +49,11 @@ def _send(to: str, body: str) -> Reply:
 
 def _manager(prompt: str) -> Reply:
     if "From operator" in prompt:
-        hello = _send("operator", f"Hello, operator: the manager here. I will ask you to spawn a helper agent, "
-                      f"{SCOUT!r}; approve it with `hivectl approvals` and `hivectl approve <id>`.")  # fmt: skip
+        hello = _send(
+            "operator",
+            f"Hello, operator: the manager here. I will ask you to spawn a helper agent, "
+            f"{SCOUT!r}; approve it with `hivectl approvals` and `hivectl approve <id>`.",
+        )
         spawn = ToolUse("mcp__hyperhive__request_spawn", {"name": SCOUT, "description": "a helper for the demo"})
         return [*hello, spawn]  # type: ignore[misc]
     if f"From {SCOUT}" in prompt:

@@ -252,8 +252,9 @@ async def _handle(endpoint: Endpoint[Any], subject: str, data: bytes) -> bytes:
             log.exception("endpoint=%s subject=%s outcome=bug", endpoint.name, subject)  # JetStream refused us
             raise HiveError(ErrorCode.INTERNAL, f"Internal error in {endpoint.name}; see the service log.") from exc
         log.warning("endpoint=%s subject=%s outcome=unavailable error=%r", endpoint.name, subject, exc)
-        raise HiveError(ErrorCode.UNAVAILABLE, f"{endpoint.name}: NATS or JetStream is not available ({exc!r}); "
-                                               "try again.") from exc  # fmt: skip
+        raise HiveError(
+            ErrorCode.UNAVAILABLE, f"{endpoint.name}: NATS or JetStream is not available ({exc!r}); try again."
+        ) from exc
     except Exception as exc:
         log.exception("endpoint=%s subject=%s outcome=bug", endpoint.name, subject)
         raise HiveError(ErrorCode.INTERNAL, f"Internal error in {endpoint.name}; see the service log.") from exc
@@ -439,14 +440,21 @@ async def set_aside(nc: Client, msg: Msg, error: str, *, about: str | None = "sy
     (the operator's tools): the log line only."""
     meta = msg.metadata
     error = error.splitlines()[0][:500] if error else "unreadable"
-    log.error("stream=%s seq=%d subject=%s consumer=%s outcome=set_aside error=%s",
-              meta.stream, meta.sequence.stream, msg.subject, meta.consumer, error)  # fmt: skip
+    log.error(
+        "stream=%s seq=%d subject=%s consumer=%s outcome=set_aside error=%s",
+        meta.stream,
+        meta.sequence.stream,
+        msg.subject,
+        meta.consumer,
+        error,
+    )
     with contextlib.suppress(nats.errors.Error):  # confirmed: once set aside, it is gone before we go on
         await nc.request(msg.reply, b"+TERM", timeout=2)
     if about is None:
         return
-    record = PoisonMessage(stream=meta.stream, seq=meta.sequence.stream, subject=msg.subject,
-                           consumer=meta.consumer or "", error=error)  # fmt: skip
+    record = PoisonMessage(
+        stream=meta.stream, seq=meta.sequence.stream, subject=msg.subject, consumer=meta.consumer or "", error=error
+    )
     try:
         await events.publish(nc, "poison_message", record, about=about, by_agent=about != SYSTEM)
     except HiveError as exc:

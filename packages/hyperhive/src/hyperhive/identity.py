@@ -126,10 +126,14 @@ def accounts(principals: list[Principal], system_key: str) -> dict[str, Any]:
         account = agent_account(p.name)
         harness_plane = f"{subjects.HARNESS_PREFIX}.{p.name}.>"
         hive["exports"] += [
-            {"service": subject, "accounts": [account], "response_type": "stream" if "MSG.NEXT" in subject else
-             "singleton", "response_threshold": RESPONSE_THRESHOLD}
+            {
+                "service": subject,
+                "accounts": [account],
+                "response_type": "stream" if "MSG.NEXT" in subject else "singleton",
+                "response_threshold": RESPONSE_THRESHOLD,
+            }
             for subject in agent_plane(p.name)
-        ]  # fmt: skip
+        ]
         hive["imports"].append({"service": {"account": account, "subject": harness_plane}})
         found[account] = {
             "users": [user],
@@ -202,8 +206,9 @@ class Identities:
         the hive's account, so the new agent's requests find no responders until the next reload; a second reload,
         with nothing else changed, connects them (tests/foundation/test_identity.py proves an agent added this way
         is reachable at once)."""
-        nc = await nats.connect(nats_url, nkeys_seed=str(self.seed_path(SYSTEM)), allow_reconnect=False,
-                                name="hive-reload")  # fmt: skip
+        nc = await nats.connect(
+            nats_url, nkeys_seed=str(self.seed_path(SYSTEM)), allow_reconnect=False, name="hive-reload"
+        )
         try:
             server = json.loads((await nc.request("$SYS.REQ.SERVER.PING", b"", timeout=5)).data)["server"]["id"]
             for _ in range(2):

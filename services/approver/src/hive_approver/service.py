@@ -213,9 +213,13 @@ class Approver:
     async def ask(self, subject: str, req: AskRequest) -> AskReply:
         caller = subjects.caller(subject)
         q = await self.store.add_question(
-            caller, req.question, req.options, req.multi, timedelta(seconds=req.ttl_seconds),
+            caller,
+            req.question,
+            req.options,
+            req.multi,
+            timedelta(seconds=req.ttl_seconds),
             then=lambda q: [_event("question_added", q.asker, q)],
-        )  # fmt: skip
+        )
         await self.store.audit(caller, "ask", caller, "pending", question=q.id)
         self._deadline_changed.set()
         await self.outbox.flush()
@@ -255,9 +259,14 @@ class Approver:
     async def outcome(self, subject: str, req: OutcomeRequest) -> Approval:
         to = "deployed" if req.ok else "failed"
         a = await self.store.transition(
-            req.approval_id, expect=("applying",), to=to, by="spawner", note=req.reason or None, resolve=False,
+            req.approval_id,
+            expect=("applying",),
+            to=to,
+            by="spawner",
+            note=req.reason or None,
+            resolve=False,
             then=self._resolved("approval_applied"),
-        )  # fmt: skip
+        )
         await self.store.audit("spawner", "apply", a.agent, to, approval=a.id, reason=req.reason)
         await self.outbox.flush()
         return a

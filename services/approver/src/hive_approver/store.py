@@ -30,8 +30,14 @@ async def connect(database_url: str) -> asyncpg.Pool:
 
 
 # What a database outage looks like from asyncpg: no connection can be made, or the one in use went away.
-OUTAGE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-          asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError)  # fmt: skip
+OUTAGE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InternalClientError,
+)
 
 
 @dataclass(frozen=True)

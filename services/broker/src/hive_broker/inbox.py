@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -108,8 +109,9 @@ class Inboxes:
         removed = 0
         for owner, floor in (await self._floors(None)).items():
             # The first message stored at or after the cutoff, by the server's clock (no need to trust a body).
-            newer = await self._probe(owner, deliver_policy=js_api.DeliverPolicy.BY_START_TIME,
-                                      opt_start_time=cutoff.isoformat())  # fmt: skip
+            newer = await self._probe(
+                owner, deliver_policy=js_api.DeliverPolicy.BY_START_TIME, opt_start_time=cutoff.isoformat()
+            )
             removed += await self._purge(owner, keep_from=min(floor + 1, _next_seq(newer)))
         return removed
 
@@ -174,10 +176,15 @@ class Inboxes:
         info = await self._probe(owner, deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq)
         return info.num_pending or 0
 
-    async def _probe(self, owner: str, **where: object) -> js_api.ConsumerInfo:
+    async def _probe(self, owner: str, **where: Any) -> js_api.ConsumerInfo:
         """Ask the server where a consumer of `owner`'s inbox starting `where` would begin, without reading."""
-        config = js_api.ConsumerConfig(filter_subject=subjects.inbox(owner), ack_policy=js_api.AckPolicy.NONE,
-                                       mem_storage=True, inactive_threshold=10.0, **where)  # type: ignore[arg-type]  # fmt: skip
+        config = js_api.ConsumerConfig(
+            filter_subject=subjects.inbox(owner),
+            ack_policy=js_api.AckPolicy.NONE,
+            mem_storage=True,
+            inactive_threshold=10.0,
+            **where,
+        )
         info = await self._js.add_consumer(STREAM, config)
         await self._js.delete_consumer(STREAM, info.name)
         return info

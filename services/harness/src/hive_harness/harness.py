@@ -118,13 +118,21 @@ class Harness:
 
     def state(self) -> HarnessState:
         model = self.model()
-        note = self._note or (f"Bash is off: the policy could not be read ({self._policy_problem})."
-                              if self._policy_problem else "")  # fmt: skip
+        note = self._note or (
+            f"Bash is off: the policy could not be read ({self._policy_problem})." if self._policy_problem else ""
+        )
         return HarnessState(
-            agent=self.agent, state=self._state, since=self._since, model=model,
-            model_overridden=self.files.read("hyperhive-model") is not None, paused=self.paused, note=note,
-            turns=self.turns, last_turn_at=self._last_turn, heartbeat_seconds=self.settings.heartbeat_seconds,
-        )  # fmt: skip
+            agent=self.agent,
+            state=self._state,
+            since=self._since,
+            model=model,
+            model_overridden=self.files.read("hyperhive-model") is not None,
+            paused=self.paused,
+            note=note,
+            turns=self.turns,
+            last_turn_at=self._last_turn,
+            heartbeat_seconds=self.settings.heartbeat_seconds,
+        )
 
     async def _set(self, state: TurnState, note: str = "") -> None:
         """Enter `state` and tell the hive (HIVE_EVENTS keeps it, so a dashboard that reconnects catches up)."""
@@ -371,10 +379,17 @@ class Harness:
         for name in CLI_RUN_DIRS:
             shutil.rmtree(self.settings.state_dir / ".claude" / name, ignore_errors=True)
         return await run_turn(
-            agent=self.agent, claude=self.settings.claude, prompt=prompt, model=self.model(policy),
-            flags=cli_flags(self.settings.state_dir, policy, self.tools), session=self.files.read("session-id"),
-            cwd=self.settings.state_dir, env=cli_env(self.settings), on_event=on_event, **turn,
-        )  # fmt: skip
+            agent=self.agent,
+            claude=self.settings.claude,
+            prompt=prompt,
+            model=self.model(policy),
+            flags=cli_flags(self.settings.state_dir, policy, self.tools),
+            session=self.files.read("session-id"),
+            cwd=self.settings.state_dir,
+            env=cli_env(self.settings),
+            on_event=on_event,
+            **turn,
+        )
 
     async def compact_session(self) -> str:
         """Compact the agent's session with the CLI's own `/compact` (the caller holds the busy lock)."""
@@ -395,10 +410,20 @@ class Harness:
         await self._set("compacting", "Compacting the agent's notes.")
         t = time.monotonic()
         record = await compact_notes(
-            notes, agent=self.agent, claude=self.settings.claude, model=self.model(policy), env=cli_env(self.settings),
+            notes,
+            agent=self.agent,
+            claude=self.settings.claude,
+            model=self.model(policy),
+            env=cli_env(self.settings),
             threshold=policy.notes_threshold,
-        )  # fmt: skip
-        log.info("agent=%s notes before=%d after=%d ok=%s %.0f ms", self.agent, record.before_bytes,
-                 record.after_bytes, record.ok, (time.monotonic() - t) * 1000)  # fmt: skip
+        )
+        log.info(
+            "agent=%s notes before=%d after=%d ok=%s %.0f ms",
+            self.agent,
+            record.before_bytes,
+            record.after_bytes,
+            record.ok,
+            (time.monotonic() - t) * 1000,
+        )
         await self.nc.publish(subjects.agent(self.agent, subjects.STATS), bus.encode(record))
         await self._set("idle", "" if record.ok else f"Notes compaction failed: {record.reason}")

@@ -53,8 +53,8 @@ def hook_settings(url: str, auth_file: Path, curl: str | None = CURL) -> dict[st
     """The CLI's inline `--settings`: every tool call goes to the harness first; no answer blocks it. `auth_file`
     holds the `Authorization` header (0600: the token never appears in a command line other users can read)."""
     if curl:  # -q first: no .curlrc; no proxy from the environment
-        args = ["-q", "-sS", "--fail", "--noproxy", "*", "--max-time", "600", "--data-binary", "@-",
-                "-H", f"@{auth_file}", url]  # fmt: skip
+        args = ["-q", "-sS", "--fail", "--noproxy", "*", "--max-time", "600"]
+        args += ["--data-binary", "@-", "-H", f"@{auth_file}", url]
         hook: dict[str, Any] = {"type": "command", "command": curl, "args": args}
     else:
         hook = {"type": "command", "command": sys.executable, "args": ["-I", "-S", "-c", CLIENT, url, str(auth_file)]}
@@ -126,8 +126,13 @@ class BashGate:
     async def ask_operator(self, command: str, reason: str) -> Verdict:
         """A `tool_permission` approval, waited for with the agent shown as waiting."""
         try:
-            request = ApprovalRequest(agent=self.agent, tool="Bash", input={"command": command}, description=reason,
-                                      ttl_seconds=ASK_TTL_SECONDS)  # fmt: skip
+            request = ApprovalRequest(
+                agent=self.agent,
+                tool="Bash",
+                input={"command": command},
+                description=reason,
+                ttl_seconds=ASK_TTL_SECONDS,
+            )
             asked = await bus.call(self.nc, subjects.agent(self.agent, "request.tool_permission"), request, Approval)
             await self.waiting(asked.id)
             decided = asked
@@ -156,6 +161,5 @@ class BashGate:
             if not message.get("more_body") or len(body) > MAX_BODY:
                 break
         answer = json.dumps(await self.decide(body)).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": answer})

@@ -41,33 +41,51 @@ async def compact_notes(
     original = await asyncio.to_thread(notes.read_bytes)
     after, reason = len(original), ""
     try:
-        rewritten = await _rewrite(original, agent=agent, claude=claude, model=model, env=env, threshold=threshold,
-                                   cwd=notes.parent)  # fmt: skip
+        rewritten = await _rewrite(
+            original, agent=agent, claude=claude, model=model, env=env, threshold=threshold, cwd=notes.parent
+        )
         if len(rewritten) >= len(original):
             raise Failed("the rewrite was not shorter than the notes")
         await asyncio.to_thread(_replace, notes, original, rewritten)
         after = len(rewritten)
     except Failed as exc:
         reason = str(exc)
-    return NotesCompacted(agent=agent, at=started, before_bytes=len(original), after_bytes=after,
-                          duration_ms=int((time.monotonic() - t) * 1000), ok=not reason, reason=reason)  # fmt: skip
+    return NotesCompacted(
+        agent=agent,
+        at=started,
+        before_bytes=len(original),
+        after_bytes=after,
+        duration_ms=int((time.monotonic() - t) * 1000),
+        ok=not reason,
+        reason=reason,
+    )
 
 
 async def _rewrite(
-    original: bytes, *, agent: str, claude: Sequence[str], model: str, env: Mapping[str, str], threshold: int,
+    original: bytes,
+    *,
+    agent: str,
+    claude: Sequence[str],
+    model: str,
+    env: Mapping[str, str],
+    threshold: int,
     cwd: Path,
-) -> bytes:  # fmt: skip
+) -> bytes:
     """The secondary session: no tools, no MCP servers, nothing saved; its answer is the new notes."""
     prompt = INSTRUCTIONS.format(
         agent=agent, size=len(original), target=threshold // 2, notes=original.decode(errors="replace")
     )
-    argv = [*claude, "-p", prompt, "--output-format", "json", "--model", model, "--tools", "",
-            "--no-session-persistence", "--strict-mcp-config", "--system-prompt", SYSTEM]  # fmt: skip
+    argv = [*claude, "-p", prompt, "--output-format", "json", "--model", model, "--tools", ""]
+    argv += ["--no-session-persistence", "--strict-mcp-config", "--system-prompt", SYSTEM]
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
     except OSError as exc:
         raise Failed(f"the claude CLI could not be started ({exc.strerror})") from None
     try:

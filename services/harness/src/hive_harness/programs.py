@@ -9,7 +9,7 @@ Programs that only run other programs (xargs, sudo, interactive editors and page
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from hive_harness.shell import words
 
@@ -31,15 +31,22 @@ GIT_COMMANDS = words(
     "restore revert rev-list rev-parse rm shortlog show show-branch show-ref stash status switch tag version "
     "whatchanged"
 )
-GIT_DENIED_OPTIONS = (
-    "--upload-pack", "--receive-pack", "--exec", "--output", "--output-directory", "--ext-diff", "--textconv",
-    "--open-files-in-pager", "--template", "--config", "--separate-git-dir", "--git-dir", "--work-tree", "--extcmd",
-    "--tool", "--run", "--strategy-option", "--gpg-sign", "--signoff-command",
-)  # fmt: skip
+GIT_DENIED_OPTIONS = words(
+    "--upload-pack --receive-pack --exec --output --output-directory --ext-diff --textconv "
+    "--open-files-in-pager --template --config --separate-git-dir --git-dir --work-tree --extcmd --tool "
+    "--run --strategy-option --gpg-sign --signoff-command"
+)
 GIT_DENIED_SHORT = {  # subcommand → short options that run code or write outside the work tree
-    "clone": "uc", "fetch": "u", "pull": "u", "ls-remote": "u", "archive": "o", "format-patch": "o",
-    "rebase": "x", "grep": "O", "push": "",
-}  # fmt: skip
+    "clone": "uc",
+    "fetch": "u",
+    "pull": "u",
+    "ls-remote": "u",
+    "archive": "o",
+    "format-patch": "o",
+    "rebase": "x",
+    "grep": "O",
+    "push": "",
+}
 OPTIONS: dict[str, tuple[Sequence[str], str]] = {  # program → (long options or single-dash words, short letters)
     "find": (("-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"), ""),
     "tar": (
@@ -115,10 +122,11 @@ def kind(program: str) -> str:
     return ALIASES.get(name, name)
 
 
-def _long(arg: str, options: Sequence[str]) -> str | None:
-    """The refused option `arg` spells, in full, abbreviated, or with `=value` (single-dash words exactly)."""
+def _long(arg: str, options: Collection[str]) -> str | None:
+    """The refused option `arg` spells, in full, abbreviated, or with `=value` (single-dash words exactly); the
+    first in sorted order when an abbreviation fits several, so the sentence is always the same."""
     name = arg.split("=", 1)[0]
-    for option in options:
+    for option in sorted(options):
         if option.startswith("--") and name.startswith("--") and len(name) > 3 and option.startswith(name):
             return option
         if not option.startswith("--") and arg == option:

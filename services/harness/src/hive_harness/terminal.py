@@ -79,9 +79,15 @@ class Terminals:
         env = {"TERM": "xterm-256color", "HOME": str(self.cwd), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self.shell, cwd=self.cwd, env=env, stdin=slave, stdout=slave, stderr=slave, pass_fds=(slave,),
+                *self.shell,
+                cwd=self.cwd,
+                env=env,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                pass_fds=(slave,),
                 preexec_fn=lambda: _own_terminal(slave),
-            )  # fmt: skip
+            )
         except OSError as exc:
             os.close(master)
             await self._closed(opened)

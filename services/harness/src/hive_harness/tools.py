@@ -224,8 +224,11 @@ class ToolServer:
 
     def entry(self) -> dict[str, Any]:
         """This server in the CLI's --mcp-config."""
-        return {"type": "http", "url": f"http://127.0.0.1:{self.port}/mcp",
-                "headers": {"Authorization": f"Bearer {self.token}"}}  # fmt: skip
+        return {
+            "type": "http",
+            "url": f"http://127.0.0.1:{self.port}/mcp",
+            "headers": {"Authorization": f"Bearer {self.token}"},
+        }
 
     async def turn_ended(self) -> None:
         """What `recv` handed to the model during the turn has reached it: acknowledge it."""
@@ -258,8 +261,9 @@ def bearer_only(app: ASGIApp, token: str) -> ASGIApp:
         if scope["type"] == "http":
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(given, expected):
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+                await send(
+                    {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]}
+                )
                 await send({"type": "http.response.body", "body": b"hyperhive tools: the bearer token is wrong"})
                 return
         await app(scope, receive, send)

@@ -59,13 +59,16 @@ def cli_flags(state: Path, policy: AgentPolicy, tools: ToolServer) -> list[str]:
     servers["hyperhive"] = tools.entry()
     write_secret(state / "mcp.json", json.dumps({"mcpServers": servers}, indent=2).encode())
     write_secret(state / "hook-auth", f"Authorization: Bearer {tools.token}\n".encode())
-    extra = [f"mcp__{name}__{tool}" for name, s in policy.mcp_servers.items() if name != "hyperhive"
-             for tool in s.allowed_tools]  # fmt: skip
-    return [
-        "--mcp-config", str(state / "mcp.json"), "--strict-mcp-config",
-        "--allowedTools", ",".join(["mcp__hyperhive", *extra]),
-        "--setting-sources", "", "--settings", json.dumps(hook_settings(tools.hook_url, state / "hook-auth")),
-    ]  # fmt: skip
+    extra = [
+        f"mcp__{name}__{tool}"
+        for name, s in policy.mcp_servers.items()
+        if name != "hyperhive"
+        for tool in s.allowed_tools
+    ]
+    hook = json.dumps(hook_settings(tools.hook_url, state / "hook-auth"))
+    flags = ["--mcp-config", str(state / "mcp.json"), "--strict-mcp-config"]
+    flags += ["--allowedTools", ",".join(["mcp__hyperhive", *extra])]
+    return [*flags, "--setting-sources", "", "--settings", hook]
 
 
 def cli_env(settings: HarnessSettings) -> dict[str, str]:
@@ -143,12 +146,18 @@ async def run_turn(
     started, t = datetime.now(UTC), time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
     except OSError as exc:
-        stats = TurnStats(agent=agent, model=model, started_at=started, duration_ms=0, exit_class="crashed",
-                          messages=messages)  # fmt: skip
+        stats = TurnStats(
+            agent=agent, model=model, started_at=started, duration_ms=0, exit_class="crashed", messages=messages
+        )
         return TurnResult(stats, f"The claude CLI could not be started ({exc.strerror}: {argv[0]}).", session)
     interrupter = asyncio.create_task(_interrupt_on(cancel, proc)) if cancel is not None else None
     assert proc.stderr is not None
