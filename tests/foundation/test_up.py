@@ -89,7 +89,7 @@ def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path
         pids = server_pids(layout)
         status = hivectl(state, "--json", "status")
         assert status.returncode == 0, status.stderr
-        listed = {s["name"] for s in json.loads(status.stdout)}
+        listed = {s["name"] for s in json.loads(status.stdout)["services"]}
         assert listed == set(installed_services())
         assert asyncio.run(write_and_read_back(layout, pg_port, write=True)) == (1, 1)
         with pytest.raises(ConnectionRefusedError):  # only its unix socket, which no sandbox sees
@@ -97,12 +97,12 @@ def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path
 
         sent = hivectl(state, "send", "manager", "hello from the operator")
         assert sent.returncode == 0, sent.stderr
-        assert json.loads(hivectl(state, "--json", "depths").stdout) == {"manager": 1}
+        assert json.loads(hivectl(state, "--json", "depths").stdout)["depths"] == {"manager": 1}
         inbox = json.loads(hivectl(state, "--json", "inbox", "manager").stdout)
         assert [e["message"]["body"] for e in inbox["entries"]] == ["hello from the operator"]
-        assert json.loads(hivectl(state, "--json", "approvals").stdout) == []
+        assert json.loads(hivectl(state, "--json", "approvals").stdout)["approvals"] == []
         # A hive comes with its manager (it cannot run from pytest's private tmp dir, which is another test's matter).
-        assert [a["name"] for a in json.loads(hivectl(state, "--json", "agents").stdout)] == ["manager"]
+        assert [a["name"] for a in json.loads(hivectl(state, "--json", "agents").stdout)["agents"]] == ["manager"]
         unknown = hivectl(state, "logs", "ghost")
         assert unknown.returncode == 1
         assert "not_found" in unknown.stderr

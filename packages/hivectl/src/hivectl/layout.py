@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hyperhive.settings import HiveSettings, load
+from hyperhive.settings import HiveSettings, SettingsError, load
 from hyperhive.wire import subjects
 from hyperhive.wire.names import OPERATOR
 
@@ -44,12 +44,20 @@ def installed_services() -> list[str]:
     ]
 
 
-def operator_settings() -> HiveSettings:
-    """The operator's connection: `HIVE_NATS_URL`/`HIVE_NATS_CREDS` when set, else the local hive's files."""
+def operator_settings(state_dir: Path | None = None) -> HiveSettings:
+    """The operator's connection: `HIVE_NATS_URL`/`HIVE_NATS_CREDS` when set, else the files of the local hive in
+    `state_dir` (by default `HIVE_STATE_DIR`'s)."""
     settings = load(HiveSettings)
+    if state_dir is not None:
+        settings = settings.model_copy(update={"state_dir": state_dir})
     layout = Layout(settings.state_dir)
     updates: dict[str, object] = {}
-    if "HIVE_NATS_URL" not in os.environ and layout.hive_file.exists():
+    if "HIVE_NATS_URL" not in os.environ:
+        if not layout.hive_file.exists():
+            raise SettingsError(
+                f"There is no local hive in {settings.state_dir} (no hive.json): start one with `hivectl up`, "
+                "name its --state-dir, or set HIVE_NATS_URL."
+            )
         updates["nats_url"] = json.loads(layout.hive_file.read_text())["nats_url"]
     if settings.nats_creds is None and layout.seed(OPERATOR).exists():
         updates["nats_creds"] = layout.seed(OPERATOR)
