@@ -109,6 +109,17 @@ def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path
         missing = hivectl(state, "approve", "999")
         assert missing.returncode == 1
         assert "not_found" in missing.stderr
+        # The servers' chatter is in their log files, not on the terminal; the terminal has the hive's own events.
+        assert not [line for line in up.lines if line.startswith(("[nats]", "[postgres]"))], up.lines
+        assert any("[broker]" in line and "event=ready" in line for line in up.lines), up.lines
+        nats_log = json.loads(hivectl(state, "logs", "--service", "nats", "--lines", "500", "--json").stdout)
+        assert any("Server is ready" in line for line in nats_log["lines"])
+        assert any(
+            "ready" in line
+            for line in json.loads(hivectl(state, "--json", "logs", "--service", "broker").stdout)["lines"]
+        )
+        bogus = hivectl(state, "logs", "--service", "nginx")
+        assert (bogus.returncode, bogus.stderr.count("\n")) == (2, 1), bogus.stderr
     finally:
         up.stop(signal.SIGINT)
     assert up.returncode == 0, "\n".join(up.lines[-20:])

@@ -19,7 +19,7 @@ from hivectl import commands
 from hivectl.layout import operator_settings
 from hivectl.up import UpOptions, up
 from hyperhive import bus
-from hyperhive.settings import SettingsError, default_state_dir
+from hyperhive.settings import HiveSettings, SettingsError, default_state_dir, load
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import OPERATOR
@@ -60,6 +60,7 @@ def parser() -> Parser:
     )
     u.add_argument("--database-url", default=None, help="use this PostgreSQL instead of the embedded one")
     u.add_argument("--demo", action="store_true", help="agents talk to a scripted model, not Anthropic")
+    u.add_argument("-v", "--verbose", action="store_true", help="show every line of every process, not only events")
 
     commands.register(sub, common)
     return p
@@ -79,9 +80,14 @@ def main(argv: list[str] | None = None) -> int:
                 postgres_tcp=args.postgres_tcp,
                 database_url=args.database_url,
                 demo=args.demo,
+                verbose=args.verbose,
             )
         )
     try:
+        if args.command == "logs" and args.service:  # read here, from the files: the hive may well be down
+            result: BaseModel = commands.service_log(args.state_dir or load(HiveSettings).state_dir, args)
+            print(result.model_dump_json(indent=2) if args.json else args.render(result))
+            return 0
         call = args.run(args)
         result = asyncio.run(_over_nats(call, args.state_dir))
     except ValidationError as exc:

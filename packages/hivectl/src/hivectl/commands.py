@@ -8,13 +8,17 @@ import argparse
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
 from pydantic import BaseModel, Field
 
+from hivectl.console import tail
+from hivectl.layout import Layout
 from hyperhive import bus
 from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
     AgentConfigReply,
     AgentRequest,
@@ -44,6 +48,8 @@ from hyperhive.wire.models import (
 )
 
 Call = Callable[[Client], Awaitable[BaseModel]]
+PROCESSES = ("nats", "postgres", *subjects.SERVICES)
+MAX_LOG_LINES = 2000  # as LogsRequest
 Run = Callable[[argparse.Namespace], Call]
 
 
@@ -209,7 +215,18 @@ def render_agents(reply: AgentsReply) -> str:
 
 
 def logs(args: argparse.Namespace) -> Call:
+    if args.agent is None:
+        raise HiveError(ErrorCode.INVALID_REQUEST, "Name an agent, or a process of the local hive with --service.")
     return asking(_spawner("logs"), LogsRequest(agent=args.agent, lines=args.lines), LogsReply)
+
+
+def service_log(state_dir: Path, args: argparse.Namespace) -> LogsReply:
+    """The last lines a process of the local hive printed (nats, postgres, broker, …), from its log file."""
+    if args.service not in PROCESSES:
+        raise HiveError(ErrorCode.INVALID_NAME, f"There is no process {args.service!r}; one of {', '.join(PROCESSES)}.")
+    if not 1 <= args.lines <= MAX_LOG_LINES:
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"--lines must be 1-{MAX_LOG_LINES}, not {args.lines}.")
+    return LogsReply(agent=args.service, lines=tail(Layout(state_dir).logs / f"{args.service}.log", args.lines))
 
 
 def render_logs(reply: LogsReply) -> str:
@@ -295,8 +312,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     command("agents", "the hive's agents and their states", agents, render_agents)
     command("config", "an agent's applied agent.nix", agent_config, render_config).add_argument("agent")
-    p = command("logs", "the last lines of an agent's journal", logs, render_logs)
-    p.add_argument("agent")
+    p = command("logs", "the last lines of an agent's journal, or with --service of a process", logs, render_logs)
+    p.add_argument("agent", nargs="?", default=None)
+    p.add_argument("--service", default=None, help=f"a process of the local hive: {', '.join(PROCESSES)}")
     p.add_argument("--lines", type=int, default=100)
     for verb, what in LIFECYCLE.items():
         command(verb, what, lifecycle, render_status_of).add_argument("agent")

@@ -26,6 +26,11 @@ class Layout:
         return self.state_dir / "postgres"
 
     @property
+    def logs(self) -> Path:
+        """Every process's output, one file each (`hivectl logs --service <name>`)."""
+        return self.state_dir / "logs"
+
+    @property
     def hive_file(self) -> Path:
         """Written by `hivectl up`: where the running hive listens, so other hivectl calls find it."""
         return self.state_dir / "hive.json"

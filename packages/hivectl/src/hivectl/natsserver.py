@@ -10,11 +10,10 @@ import sysconfig
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
 
 from hyperhive import identity
 from hyperhive.identity import Identities
-from hyperhive.process import Child
+from hyperhive.process import Child, Echo
 
 
 def nats_server_binary() -> str:
@@ -39,7 +38,7 @@ class NatsServer:
         *,
         host: str = "127.0.0.1",
         port: int = 4222,
-        echo: TextIO | None = None,
+        echo: Echo | None = None,
         on_exit: Callable[[Child], None] | None = None,
         max_file_store: int | None = None,
     ):

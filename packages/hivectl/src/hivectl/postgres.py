@@ -16,11 +16,10 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from hyperhive.files import write_secret
-from hyperhive.process import Child
+from hyperhive.process import Child, Echo
 
 NOBODY = 65534
 SUPERUSER = "postgres"
@@ -51,7 +50,7 @@ class Postgres:
         *,
         port: int = 5433,
         host: str | None = None,
-        echo: TextIO | None = None,
+        echo: Echo | None = None,
         on_exit: Callable[[Child], None] | None = None,
     ):
         self.data_dir = data_dir

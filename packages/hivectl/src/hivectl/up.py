@@ -22,6 +22,7 @@ from typing import TextIO
 
 import asyncpg
 
+from hivectl.console import Console
 from hivectl.layout import Layout, installed_services
 from hivectl.natsserver import NatsServer
 from hivectl.postgres import Postgres, with_database
@@ -48,6 +49,7 @@ class UpOptions:
     postgres_tcp: bool = False
     database_url: str | None = None
     demo: bool = False
+    verbose: bool = False
 
 
 async def prepare_database(admin_url: str, services: list[str]) -> str:
@@ -80,12 +82,12 @@ async def ping(settings: HiveSettings, service: str) -> None:
 class LocalHive:
     """The processes of one local hive, started in order and stopped in reverse."""
 
-    def __init__(self, options: UpOptions, echo: TextIO = sys.stderr) -> None:
+    def __init__(self, options: UpOptions, terminal: TextIO = sys.stderr) -> None:
         self.options = options
         self.layout = Layout(options.state_dir)
-        self.echo = echo
+        self.echo = Console(self.layout.logs, verbose=options.verbose, terminal=terminal)
         self.nats = NatsServer(
-            self.layout.nats_root, host=options.host, port=options.nats_port, echo=echo, on_exit=self._exited
+            self.layout.nats_root, host=options.host, port=options.nats_port, echo=self.echo, on_exit=self._exited
         )
         self.postgres: Postgres | None = None
         self.services: dict[str, Child] = {}
@@ -103,12 +105,17 @@ class LocalHive:
         if o.database_url is None and o.postgres_tcp:
             check_port_free(o.host, o.postgres_port, "PostgreSQL", "--postgres-port")
         self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        self._say(f"starting nats-server on {o.host}:{o.nats_port} (its log: {self.echo.log_of('nats')})")
         self.nats.start()
         asyncio.run(declare_streams(self.operator_settings()))
         if o.database_url is None:
             host = o.host if o.postgres_tcp else None
             self.postgres = Postgres(
                 self.layout.postgres_data, host=host, port=o.postgres_port, echo=self.echo, on_exit=self._exited
+            )
+            first = not (self.layout.postgres_data / "PG_VERSION").exists()
+            self._say(
+                "creating the PostgreSQL cluster (first start only: a few seconds)" if first else "starting PostgreSQL"
             )
             self.postgres.start()
             admin_url = self.postgres.url()
@@ -118,6 +125,7 @@ class LocalHive:
         database_url = self.database_url = asyncio.run(prepare_database(admin_url, names))
         write_atomic(self.layout.hive_file, json.dumps({"nats_url": self.nats.url}) + "\n")
         for name in names:
+            self._say(f"starting {name}" + (" (it starts the agents that were running)" if name == "spawner" else ""))
             self._start_service(name, database_url)
 
     def _start_demo_model(self) -> None:
@@ -217,7 +225,7 @@ class LocalHive:
             if len(recent) > RESTARTS_PER_MINUTE:
                 self._say(
                     f"{child.name} failed {len(recent)} times within a minute (last exit code "
-                    f"{child.returncode}); stopping the hive. Its log: the [{child.name}] lines."
+                    f"{child.returncode}); stopping the hive. Its log: `hivectl logs --service {child.name}`."
                 )
                 return 1
             delay = min(0.5 * 2 ** (len(recent) - 1), 8.0)
@@ -252,7 +260,7 @@ class LocalHive:
                 self.events.put(event)
 
     def _say(self, line: str) -> None:
-        print(f"hivectl: {line}", file=self.echo, flush=True)
+        self.echo.say(line)
 
     def stop(self) -> None:
         self.stopping = True
@@ -263,6 +271,7 @@ class LocalHive:
             self.postgres.stop()
         self.nats.stop()
         self._demo_stack.close()
+        self.echo.close()
 
 
 def claude_command() -> list[str]:

@@ -13,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
 
 PR_SET_PDEATHSIG = 1
+Echo = Callable[[str, str], None]
+"""Where a child's lines go as they come: `echo(name, line)`."""
 
 
 def _die_with_parent() -> None:
@@ -28,7 +29,7 @@ class ChildFailed(RuntimeError):
 
 
 class Child:
-    """Run `argv`, keep its output lines, echo them with a `[name]` prefix, and let callers wait for a line."""
+    """Run `argv`, keep its output lines, hand each to `echo(name, line)`, and let callers wait for a line."""
 
     def __init__(
         self,
@@ -37,7 +38,7 @@ class Child:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
-        echo: TextIO | None = None,
+        echo: Echo | None = None,
         on_exit: Callable[[Child], None] | None = None,
         user: int | None = None,
         keep: int = 10_000,
@@ -92,7 +93,7 @@ class Child:
         for raw in self._proc.stdout:
             line = raw.rstrip("\n")
             if self.echo is not None:
-                print(f"[{self.name}] {line}", file=self.echo, flush=True)
+                self.echo(self.name, line)
             if self.on_line is not None:
                 self.on_line(line)
             with self._changed:
@@ -166,7 +167,7 @@ def start_service(
     *,
     python: str = sys.executable,
     timeout: float = 30.0,
-    echo: TextIO | None = None,
+    echo: Echo | None = None,
     on_exit: Callable[[Child], None] | None = None,
 ) -> Child:
     """`python -m hive_<name>` with `env` on top of ours, returned once it says it is ready (the way `hivectl up`,
