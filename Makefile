@@ -12,7 +12,7 @@ ifeq ($(shell /usr/bin/python3 -c 'import sys; print(sys.version_info >= (3, 11)
 export UV_PYTHON := /usr/bin/python3
 endif
 
-.PHONY: install up demo test bench lint wire-docs
+.PHONY: install system up demo test bench lint wire-docs
 
 install: .venv/.installed $(NODE_DEP)
 
@@ -27,13 +27,17 @@ node_modules/.installed: package.json $(wildcard package-lock.json)
 	npm ci --no-audit --no-fund
 	touch $@
 
-up: install
+# The system packages of scripts/system-packages.txt: installed as root on Debian/Ubuntu, else named, and make stops.
+system:
+	@scripts/system-packages
+
+up: system install
 	$(UV) run hivectl up
 
-demo: install
+demo: system install
 	$(UV) run hivectl up --demo
 
-test: install
+test: system install
 	$(UV) run pytest
 
 bench: install

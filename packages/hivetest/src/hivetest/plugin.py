@@ -31,6 +31,28 @@ from hyperhive.process import free_port
 TEMPLATE = "hive_template"
 
 
+def missing_system_packages(listing: Path) -> list[str]:
+    """The packages of scripts/system-packages.txt whose command is not on PATH."""
+    missing = []
+    for line in listing.read_text().splitlines():
+        fields = line.split()
+        if fields and not fields[0].startswith("#") and shutil.which(fields[0]) is None:
+            missing.append(fields[1])
+    return missing
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A test that lacks a tool fails with the sentence that names it, before any test runs: never with a side
+    effect of its absence halfway through a test."""
+    listing = Path(session.config.rootpath) / "scripts" / "system-packages.txt"
+    if listing.exists() and (missing := missing_system_packages(listing)):
+        pytest.exit(
+            f"hyperhive needs these system packages: {' '.join(missing)}; install them with: "
+            f"sudo apt-get install {' '.join(missing)} (or run `make test` as root on Debian/Ubuntu)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
