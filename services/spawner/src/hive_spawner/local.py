@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import sys
@@ -79,7 +80,7 @@ class LocalBackend(AgentDirs):
         super().__init__(state_root, proposed_root, base=UID_BASE, step=1)
         self._on_exit = on_exit
         self._running: dict[str, Child] = {}
-        self._stopping: set[str] = set()
+        self._stopping: set[Child] = set()
 
     def argv(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> list[str]:
         bwrap = shutil.which("bwrap")
@@ -130,17 +131,22 @@ class LocalBackend(AgentDirs):
         self._running[name] = child.start()
 
     def _exited(self, child: Child) -> None:
-        if child.name in self._stopping:
-            self._stopping.discard(child.name)
+        if child in self._stopping:
+            self._stopping.discard(child)
             return
         self._on_exit(child.name, child.returncode)  # nobody asked it to stop: a crash
 
     def stop(self, name: str) -> None:
+        """End the agent's sandbox whole: every bwrap that binds its state dir, the pid-1 one among them (which takes
+        its pid namespace down at once, as bwrap's own parent-death signal would) — bwrap ended as it starts can
+        leave a child that has no parent-death signal yet, which would run on beside the next start."""
         child = self._running.get(name)
-        if child is None or not child.alive():
-            return
-        self._stopping.add(name)
-        child.stop(signal.SIGTERM, timeout=10)
+        if child is not None and child.alive():
+            self._stopping.add(child)  # the child, not the name: a restart's new child must still report its crash
+        self._end([name])
+        if child is not None:  # gone already: this waits for its output's end (its reader may have reaped it first)
+            with contextlib.suppress(ProcessLookupError):
+                child.stop(signal.SIGTERM, timeout=10)
 
     def destroy(self, name: str) -> None:
         """A sandbox leaves nothing behind once stopped."""
@@ -154,12 +160,35 @@ class LocalBackend(AgentDirs):
         """End the sandboxes of our agents that an earlier spawner left running (killed with SIGKILL, its children
         were not told): found by the state dir bwrap binds at /state, they would otherwise run twice once this
         spawner starts the agent again. Returns whose were ended."""
-        ours = {str(self.state_dir(n.name)): n.name for n in self.state_root.iterdir() if n.is_dir() and
-                not n.name.startswith(".")} if self.state_root.is_dir() else {}  # fmt: skip
-        mine = {child.pid for child in self._running.values()}
-        reaped = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) in mine:
+        ours = [n.name for n in self.state_root.iterdir() if n.is_dir() and not n.name.startswith(".")] if (
+            self.state_root.is_dir()) else []  # fmt: skip
+        return self._end([name for name in ours if not self.running(name)])
+
+    def _end(self, names: list[str]) -> list[str]:
+        """SIGKILL every bwrap that binds one of `names`' state dirs, wait for each to be gone (on its pidfd), and
+        look again until none is left (one may have been forking as its parent was ended); return whose were."""
+        ended: set[str] = set()
+        for _ in range(10):  # a sandbox forks a bounded number of bwraps
+            found = self._sandboxes(names)
+            if not found:
+                break
+            for pid, name in found.items():
+                with contextlib.suppress(ProcessLookupError):
+                    pidfd = os.pidfd_open(pid)
+                    try:
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # this process, even if its pid is reused
+                        select.select([pidfd], [], [], 10)  # readable once it has exited
+                    finally:
+                        os.close(pidfd)
+                ended.add(name)
+        return sorted(ended)
+
+    def _sandboxes(self, names: list[str]) -> dict[int, str]:
+        """The live bwrap processes that bind one of `names`' state dirs at /state, by pid."""
+        dirs = {str(self.state_dir(name)): name for name in names}
+        found = {}
+        for proc in Path("/proc").iterdir() if dirs else ():
+            if not proc.name.isdigit():
                 continue
             try:
                 argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -168,11 +197,9 @@ class LocalBackend(AgentDirs):
             if not argv or not argv[0].endswith("bwrap"):
                 continue
             bound = {argv[i + 1] for i in range(len(argv) - 2) if argv[i] == "--bind" and argv[i + 2] == "/state"}
-            if name := next((ours[b] for b in bound if b in ours), None):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGKILL)  # its sandbox dies with it (--die-with-parent)
-                reaped.append(name)
-        return sorted(set(reaped))
+            if name := next((dirs[b] for b in bound if b in dirs), None):
+                found[int(proc.name)] = name
+        return found
 
     def running(self, name: str) -> bool:
         child = self._running.get(name)
