@@ -30,12 +30,12 @@ def kill_and_restart(server: NatsServer) -> None:
     server.start()  # the same port and store
 
 
-async def test_a_waiting_harness_gets_the_first_message_after_a_nats_restart(secured: TestHive) -> None:
-    server = secured.server
+async def test_a_waiting_harness_gets_the_first_message_after_a_nats_restart(hive: TestHive) -> None:
+    server = hive.server
     assert isinstance(server, NatsServer)
     async with AsyncExitStack() as stack:
-        broker, alice = await alice_writes_to_bob(stack, secured)
-        bob = Inbox(await secured.connect("bob"), "bob")
+        broker, alice = await alice_writes_to_bob(stack, hive)
+        bob = Inbox(await hive.connect("bob"), "bob")
         await bob.open()
         waiting = asyncio.ensure_future(bob.take(wait=LONG_POLL))
         await bob._nc.flush()  # the pull is on the server before it dies
@@ -53,17 +53,17 @@ async def test_a_waiting_harness_gets_the_first_message_after_a_nats_restart(sec
         assert [m.body for m in messages] == ["after"]
 
 
-async def test_the_system_message_relay_goes_on_after_a_nats_restart(secured: TestHive) -> None:
-    server = secured.server
+async def test_the_system_message_relay_goes_on_after_a_nats_restart(hive: TestHive) -> None:
+    server = hive.server
     assert isinstance(server, NatsServer)
     async with AsyncExitStack() as stack:
-        await start_broker(stack, broker_settings(secured))
-        secured.add_agent("alice")
-        alice = Inbox(await secured.connect("alice"), "alice")
+        await start_broker(stack, broker_settings(hive))
+        hive.add_agent("alice")
+        alice = Inbox(await hive.connect("alice"), "alice")
         await alice.open()
         kill_and_restart(server)
         restarted = time.monotonic()
-        approver = (await secured.connect(subjects.APPROVER)).jetstream()
+        approver = (await hive.connect(subjects.APPROVER)).jetstream()
         resolved = ApprovalResolved(id=3, kind="spawn", agent="bob", status="denied", requested_by="alice")  # type: ignore[call-arg]
         event = Event(type="approval_resolved", agent="bob", at=datetime.now(UTC), data=resolved.model_dump())
         await approver.publish(subjects.event("approval_resolved", "bob"), bus.encode(event))

@@ -16,8 +16,8 @@ from hyperhive.settings import HiveSettings
 
 
 @pytest.fixture
-async def authed(own_nats_server: NatsServer, tmp_path: Path):
-    async with TestHive(own_nats_server, tmp_path) as hive:
+async def authed(nats_server: NatsServer, tmp_path: Path):
+    async with TestHive(nats_server, tmp_path) as hive:
         yield hive
 
 

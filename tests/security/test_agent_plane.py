@@ -104,13 +104,13 @@ async def record_damage(hive: TestHive, attacks: Attacks) -> None:
         attacks.record(finding, succeeded=True)
 
 
-async def test_no_reply_subject_lets_an_agent_publish_outside_its_plane(secured: TestHive, attacks: Attacks) -> None:
+async def test_no_reply_subject_lets_an_agent_publish_outside_its_plane(hive: TestHive, attacks: Attacks) -> None:
     async with AsyncExitStack() as stack:
-        alice, watcher, spy = await scene(stack, secured)
+        alice, watcher, spy = await scene(stack, hive)
         inbox = f"{subjects.INBOX_STREAM}.inbox-alice"
         own = await alice.subscribe(subjects.reply_prefix("alice") + ".token")
         # A delivery token of alice's own, to ack with a reply.
-        bob = await secured.connect("bob")
+        bob = await hive.connect("bob")
         await bus.call(bob, subjects.agent("bob", "send"), SendRequest(to="alice", body="for alice"), SendReply)
         await alice.publish(f"$JS.API.CONSUMER.MSG.NEXT.{inbox}", b'{"batch":1}', reply=own.subject)
         token = (await own.next_msg(timeout=5)).reply
@@ -145,18 +145,18 @@ async def test_no_reply_subject_lets_an_agent_publish_outside_its_plane(secured:
             await watcher.flush()
             for target in TARGETS:
                 attacks.record(f"{way} with reply {target}", succeeded=spy.reached(target))
-        await record_damage(secured, attacks)
+        await record_damage(hive, attacks)
     attacks.none_succeeded()
 
 
-async def test_an_agent_cannot_publish_outside_its_plane_directly(secured: TestHive, attacks: Attacks) -> None:
+async def test_an_agent_cannot_publish_outside_its_plane_directly(hive: TestHive, attacks: Attacks) -> None:
     async with AsyncExitStack() as stack:
-        alice, watcher, spy = await scene(stack, secured)
+        alice, watcher, spy = await scene(stack, hive)
         for target in TARGETS:
             await alice.publish(target, json.dumps({"to": "alice", "body": "forged"}).encode())
         await alice.request(subjects.agent("alice", "send"), b'{"to":"alice","body":"marker"}', timeout=5)
         await watcher.flush()
         for target in TARGETS:
             attacks.record(f"a plain publish on {target}", succeeded=spy.reached(target))
-        await record_damage(secured, attacks)
+        await record_damage(hive, attacks)
     attacks.none_succeeded()

@@ -84,16 +84,16 @@ async def test_bad_input_is_refused_as_invalid_never_internal(
     attacks.none_succeeded()
 
 
-async def test_unicode_arrives_whole_and_nul_never_reaches_an_inbox(secured: TestHive, attacks: Attacks) -> None:
+async def test_unicode_arrives_whole_and_nul_never_reaches_an_inbox(hive: TestHive, attacks: Attacks) -> None:
     async with AsyncExitStack() as stack:
-        broker = await start_broker(stack, broker_settings(secured))
-        kv = await (await secured.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+        broker = await start_broker(stack, broker_settings(hive))
+        kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
         for name in ("alice", "bob"):
-            secured.add_agent(name)
+            hive.add_agent(name)
             await kv.put(name, json.dumps({"agent": name, "allowedRecipients": ["bob"]}).encode())
         await broker.policy.caught_up((await kv.status()).stream_info.state.last_seq)
-        alice = await secured.connect("alice")
-        bob = Inbox(await secured.connect("bob"), "bob")
+        alice = await hive.connect("alice")
+        bob = Inbox(await hive.connect("bob"), "bob")
         await bob.open()
         strange = "héllo 🐝 \u202eevil\u202c \u0301 \U0010ffff 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 " + "ß" * 1000
         for what, body in {

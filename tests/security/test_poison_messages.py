@@ -53,21 +53,21 @@ async def poison_events(hive: TestHive, where: str) -> list[dict[str, object]]:
     return found
 
 
-async def test_a_harness_inbox_sets_aside_what_it_cannot_read(secured: TestHive, attacks: Attacks) -> None:
+async def test_a_harness_inbox_sets_aside_what_it_cannot_read(hive: TestHive, attacks: Attacks) -> None:
     """An empty message ends the pull that carries it across the account boundary (nats-server takes an empty
     answer for the end of a streamed response), so what followed it in that batch comes again after ack_wait, kept
     short here; the broker itself never stores one (its messages carry headers)."""
     async with AsyncExitStack() as stack:
-        await start_broker(stack, broker_settings(secured, ack_wait_seconds=2))
-        secured.add_agent("bob")
-        kv = await (await secured.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+        await start_broker(stack, broker_settings(hive, ack_wait_seconds=2))
+        hive.add_agent("bob")
+        kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
         await kv.put("bob", bus.encode(AgentPolicy(agent="bob")))
-        bob_nc = await secured.connect("bob")
-        held = secured.tmp_path / "bob-held.json"
+        bob_nc = await hive.connect("bob")
+        held = hive.tmp_path / "bob-held.json"
         held.write_text('[1, "$JS.ACK.HIVE_INBOX.inbox-alice.1.1.1.1.0", "../../x", {"a": 1}')  # agent-written junk
         bob = Inbox(bob_nc, "bob", held_file=held)
         await bob.open()  # an unreadable held-tokens file is no reason not to start
-        js = (await secured.connect(subjects.BROKER)).jetstream()
+        js = (await hive.connect(subjects.BROKER)).jetstream()
         for body in POISONS.values():
             await js.publish(subjects.inbox("bob"), body)
         await js.publish(
@@ -88,10 +88,10 @@ async def test_a_harness_inbox_sets_aside_what_it_cannot_read(secured: TestHive,
         left = consumer.num_pending > 0 or consumer.ack_floor.stream_seq < len(POISONS)
         attacks.record("a poison is left pending", succeeded=left)
         # The operator's view of bob's inbox reads past them too.
-        op = await secured.connect("operator")
+        op = await hive.connect("operator")
         view = await bus.call(op, subjects.operator(subjects.BROKER, "inbox"), InboxRequest(owner="bob"), InboxReply)
         attacks.record("the inbox view fails on a poison", succeeded=[e.message.body for e in view.entries] != ["real"])
-        recorded = await poison_events(secured, subjects.agent_event("bob", "poison_message"))
+        recorded = await poison_events(hive, subjects.agent_event("bob", "poison_message"))
         seqs = {r["seq"] for r in recorded}  # an empty one may be set aside twice: it can come again before its term
         for seq, what in enumerate(POISONS, start=1):
             attacks.record(f"{what} in an inbox goes unrecorded", succeeded=seq not in seqs)
@@ -99,13 +99,13 @@ async def test_a_harness_inbox_sets_aside_what_it_cannot_read(secured: TestHive,
     attacks.none_succeeded()
 
 
-async def test_the_system_message_relay_sets_aside_what_it_cannot_read(secured: TestHive, attacks: Attacks) -> None:
+async def test_the_system_message_relay_sets_aside_what_it_cannot_read(hive: TestHive, attacks: Attacks) -> None:
     async with AsyncExitStack() as stack:
-        await start_broker(stack, broker_settings(secured))
-        secured.add_agent("alice")
-        alice = Inbox(await secured.connect("alice"), "alice")
+        await start_broker(stack, broker_settings(hive))
+        hive.add_agent("alice")
+        alice = Inbox(await hive.connect("alice"), "alice")
         await alice.open()
-        approver = (await secured.connect(subjects.APPROVER)).jetstream()
+        approver = (await hive.connect(subjects.APPROVER)).jetstream()
         for body in [*POISONS.values(), b'{"type":"approval_resolved","at":"2026-01-01T00:00:00Z","data":{}}']:
             await approver.publish(subjects.event("approval_resolved", "alice"), body)
         resolved = ApprovalResolved(id=7, kind="spawn", agent="bob", status="denied", requested_by="alice")  # type: ignore[call-arg]
@@ -113,24 +113,24 @@ async def test_the_system_message_relay_sets_aside_what_it_cannot_read(secured: 
         await approver.publish(subjects.event("approval_resolved", "bob"), bus.encode(event))
         got, _ = await alice.take(wait=10)
         attacks.record("poison events stop the relay", succeeded=not got or "#7" not in got[0].body)
-        recorded = await poison_events(secured, subjects.event("poison_message", "system"))
+        recorded = await poison_events(hive, subjects.event("poison_message", "system"))
         attacks.record("poison events go unrecorded", succeeded=len(recorded) != len(POISONS) + 1)
     attacks.none_succeeded()
 
 
 async def test_a_spawner_sets_aside_commands_it_cannot_read_and_starts_again(
-    secured: TestHive, database_url: str, spawner_state: Path, attacks: Attacks
+    hive: TestHive, database_url: str, spawner_state: Path, attacks: Attacks
 ) -> None:
-    queue = (await secured.connect(subjects.APPROVER)).jetstream()
+    queue = (await hive.connect(subjects.APPROVER)).jetstream()
     for body in [*POISONS.values(), b'{"approval_id":1,"action":"spawn","agent":"../../etc"}']:
         await queue.publish(subjects.spawner_cmd(), body)
     async with AsyncExitStack() as stack:
-        await start_spawner(stack, spawner_settings(secured, spawner_state))
-        await start_broker(stack, broker_settings(secured))
-        approver = await start_approver(stack, approver_settings(secured, database_url))
-        manager = await make_agent(secured, approver, "manager")
-        op = await secured.connect("operator")
-        applied = await (await secured.connect(subjects.DASHBOARD)).subscribe(
+        await start_spawner(stack, spawner_settings(hive, spawner_state))
+        await start_broker(stack, broker_settings(hive))
+        approver = await start_approver(stack, approver_settings(hive, database_url))
+        manager = await make_agent(hive, approver, "manager")
+        op = await hive.connect("operator")
+        applied = await (await hive.connect(subjects.DASHBOARD)).subscribe(
             f"{subjects.EVENTS_PREFIX}.approval_applied.>"
         )
         pending = await manager.request("spawn", agent="bob", description="after the poison")
@@ -142,7 +142,7 @@ async def test_a_spawner_sets_aside_commands_it_cannot_read_and_starts_again(
     commands = await queue.stream_info(subjects.SPAWNER_CMD_STREAM)
     attacks.record("a poison command stays queued for the next start", succeeded=commands.state.messages != 0)
     async with AsyncExitStack() as stack:  # and the next start is a start
-        await start_spawner(stack, spawner_settings(secured, spawner_state))
-    recorded = await poison_events(secured, subjects.event("poison_message", "system"))
+        await start_spawner(stack, spawner_settings(hive, spawner_state))
+    recorded = await poison_events(hive, subjects.event("poison_message", "system"))
     attacks.record("poison commands go unrecorded", succeeded=len(recorded) != len(POISONS) + 1)
     attacks.none_succeeded()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
-from nats.js.errors import NotFoundError
 
 from hivectl.natsserver import NatsServer
 from hyperhive import bus
@@ -19,19 +17,12 @@ from hyperhive.wire import subjects
 from hyperhive.wire.names import OPERATOR
 
 
-@dataclass(frozen=True)
-class ExternalNats:
-    """A server from $NATS_URL (e.g. docker-compose.test.yml): open, so every principal connects without creds."""
-
-    url: str
-
-
 class TestHive:
     """Connect as services, the operator or agents; every connection is closed when the test ends."""
 
     __test__ = False  # not a test class, whatever its name says
 
-    def __init__(self, server: NatsServer | ExternalNats, tmp_path: Path) -> None:
+    def __init__(self, server: NatsServer, tmp_path: Path) -> None:
         self.server = server
         self.tmp_path = tmp_path
         self.agent_seeds: dict[str, Path] = {}
@@ -42,12 +33,7 @@ class TestHive:
         return self.server.url
 
     async def __aenter__(self) -> TestHive:
-        js = (await self.connect(subjects.SPAWNER)).jetstream()
-        if isinstance(self.server, ExternalNats):  # shared between tests: start from empty streams
-            for name in [*(str(s.name) for s in bus.STREAMS), f"KV_{subjects.POLICY_BUCKET}"]:
-                with contextlib.suppress(NotFoundError):
-                    await js.delete_stream(name)
-        await bus.declare(js)
+        await bus.declare((await self.connect(subjects.SPAWNER)).jetstream())
         return self
 
     async def __aexit__(
@@ -61,18 +47,13 @@ class TestHive:
 
     def settings(self, principal: str) -> HiveSettings:
         """Settings as a service (`broker`, …), `operator`, or an agent added with `add_agent`."""
-        creds: Path | None = None
-        if isinstance(self.server, NatsServer):
-            creds = self.agent_seeds.get(principal) or self.server.identities.seed_path(principal)
+        creds = self.agent_seeds.get(principal) or self.server.identities.seed_path(principal)
         return HiveSettings(nats_url=self.url, nats_creds=creds, state_dir=self.tmp_path / "state")
 
     def service_env(self, principal: str) -> dict[str, str]:
         """The environment a process of `principal` is started with: where NATS is and its credential."""
         settings = self.settings(principal)
-        env = {"HIVE_NATS_URL": settings.nats_url}
-        if settings.nats_creds is not None:
-            env["HIVE_NATS_CREDS"] = str(settings.nats_creds)
-        return env
+        return {"HIVE_NATS_URL": settings.nats_url, "HIVE_NATS_CREDS": str(settings.nats_creds)}
 
     async def connect(self, principal: str, **options: Any) -> Client:
         agentish = principal == OPERATOR or principal in self.agent_seeds
@@ -85,13 +66,11 @@ class TestHive:
         """Mint and authorize agent `name` (a real credential, a real reload); return its seed file."""
         seed = self.tmp_path / "agents" / name / "nats.nk"
         self.agent_seeds[name] = seed
-        if isinstance(self.server, NatsServer):
-            self.server.identities.add_agent(name, seed)
-            self.server.reload()
+        self.server.identities.add_agent(name, seed)
+        self.server.reload()
         return seed
 
     def remove_agent(self, name: str) -> None:
         self.agent_seeds.pop(name, None)
-        if isinstance(self.server, NatsServer):
-            self.server.identities.remove_agent(name)
-            self.server.reload()
+        self.server.identities.remove_agent(name)
+        self.server.reload()

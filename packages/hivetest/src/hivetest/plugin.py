@@ -1,7 +1,7 @@
-"""pytest fixtures that start a real nats-server and a real PostgreSQL once per session.
-
-`NATS_URL` / `DATABASE_URL` in the environment use existing servers instead (docker-compose.test.yml). Every test
-gets a clean JetStream (streams deleted and declared again) and a fresh database cloned from a migrated template.
+"""pytest fixtures that start real servers: a nats-server of the hive's own (its generated accounts and
+permissions) for each test, and one PostgreSQL per session with a fresh database per test cloned from a migrated
+template. `DATABASE_URL` uses an existing PostgreSQL instead (docker-compose.test.yml); NATS is always the hive's own,
+because what the hive is — an account per agent — is in its server's configuration.
 A skipped test fails the session: what a test needs gets installed, not skipped.
 """
 
@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from hivectl.layout import installed_services
 from hivectl.natsserver import NatsServer
 from hivectl.postgres import Postgres, with_database
-from hivetest.hive import ExternalNats, TestHive
+from hivetest.hive import TestHive
 from hyperhive.migrate import migrate_services
 from hyperhive.process import free_port
 
@@ -61,24 +61,13 @@ def pytest_asyncio_loop_factories(
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer | ExternalNats]:
-    """This test's nats-server: a fresh one of ours (with the hive's generated auth), or the one at $NATS_URL.
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """This test's nats-server, with the hive's generated accounts and permissions.
 
     A fresh server per test (about 50 ms) isolates JetStream completely: deleting and re-creating a stream of the
     same name races with the server's removal of the old store, and purging keeps the de-duplication window.
     """
-    if url := os.environ.get("NATS_URL"):
-        yield ExternalNats(url)
-        return
     server = NatsServer(tmp_path / "nats", port=-1).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """Always our own nats-server, even with $NATS_URL: for tests of the auth configuration itself."""
-    server = NatsServer(tmp_path / "nats-own", port=-1).start()
     yield server
     server.stop()
 
@@ -94,17 +83,9 @@ def spawner_state() -> Iterator[Path]:
 
 
 @pytest.fixture
-async def hive(nats_server: NatsServer | ExternalNats, tmp_path: Path) -> AsyncIterator[TestHive]:
-    """A clean hive on the session's NATS: connect as any principal, add and remove agents."""
+async def hive(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[TestHive]:
+    """A clean hive on this test's nats-server: connect as any principal, add and remove agents for real."""
     async with TestHive(nats_server, tmp_path) as test_hive:
-        yield test_hive
-
-
-@pytest.fixture
-async def secured(own_nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[TestHive]:
-    """A hive on a nats-server of our own with the hive's generated accounts and permissions (never $NATS_URL's):
-    for attacks on them, and for faults of the server itself."""
-    async with TestHive(own_nats_server, tmp_path) as test_hive:
         yield test_hive
 
 
