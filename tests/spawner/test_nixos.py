@@ -7,28 +7,38 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hive_spawner.nixos import ENV_IN_CONTAINER, NixosBackend, exec_start, nix_string
 from hive_spawner.repos import ConfigRepos, git
+from hive_spawner.service import Spawner
+from hive_spawner.settings import SpawnerSettings
+from hivetest.hive import TestHive
+from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import Empty
 
 from .conftest import Exits
 
 STANDIN = r"""#!/bin/sh
 # Recording stand-in: logs its argv as one JSON line (one write, so concurrent calls never interleave), and keeps
-# just enough state to answer list/status.
+# just enough state to answer as the real tools do: a container exists while its conf file does (what
+# `nixos-container list` lists), and its unit's ActiveState is what `nixos-container status` reads.
 rec='import json,os,sys; os.write(1, (json.dumps(sys.argv[1:]) + chr(10)).encode())'
 python3 -c "$rec" "$(basename "$0")" "$@" >> "$RECORD"
 state="$STANDIN_STATE"
 case "$(basename "$0") $1" in
-  "nixos-container list") ls "$state" 2>/dev/null | grep -v '\.up$' ;;
-  "nixos-container create") touch "$state/$2"; printf 'PRIVATE_NETWORK=0\nHOST_ADDRESS=\n' > "$CONF_DIR/$2.conf" ;;
+  "nixos-container create") printf 'PRIVATE_NETWORK=0\nHOST_ADDRESS=\n' > "$CONF_DIR/$2.conf" ;;
   "nixos-container start") touch "$state/$2.up" ;;
   "nixos-container stop") rm -f "$state/$2.up" ;;
-  "nixos-container status") if [ -e "$state/$2.up" ]; then echo up; else echo down; fi ;;
-  "nixos-container destroy") rm -f "$state/$2" "$state/$2.up" "$CONF_DIR/$2.conf" ;;
+  "nixos-container destroy") rm -f "$state/$2.up" "$CONF_DIR/$2.conf" ;;
+  "systemctl show") shift 2; for unit in "$@"; do
+      name="${unit#container@}"; name="${name%.service}"
+      [ -n "$apart" ] && echo; apart=1
+      echo "Id=$unit"; if [ -e "$state/$name.up" ]; then echo ActiveState=active; else echo ActiveState=inactive; fi
+    done ;;
   "journalctl -M") echo "harness line 1"; echo "harness line 2" ;;
   "journalctl -f") exec tail -n +1 -f "$JOURNAL" ;;
 esac
@@ -87,7 +97,6 @@ def test_starting_an_agent_creates_limits_and_starts_its_container(
     backend.start("alice", ["/run/current-system/sw/bin/hive-harness"], {"HIVE_AGENT": "alice"})
     flake = tmp_path / "containers" / "alice"
     assert calls(standins) == [
-        ["nixos-container", "list"],
         ["nixos-container", "create", "alice", "--flake", f"{flake}#agent"],
         ["systemctl", "set-property", "--runtime", "container@alice.service", "CPUQuota=150%", "MemoryMax=2G"],
         ["nixos-container", "start", "alice"],
@@ -123,7 +132,7 @@ def test_a_second_start_updates_and_the_manager_gets_the_proposed_repos(
     assert not backend.running("manager")
     backend.start("manager", ["hive-harness"], {})
     verbs = [c[1] for c in calls(standins) if c[0] == "nixos-container"]
-    assert verbs == ["list", "create", "start", "list", "stop", "list", "status", "list", "update", "start"]
+    assert verbs == ["create", "start", "stop", "update", "start"]
     conf = (tmp_path / "conf" / "manager.conf").read_text()
     assert f"--bind={tmp_path / 'config' / 'proposed'}:/agents" in conf
     assert conf.count("EXTRA_NSPAWN_FLAGS=") == 1
@@ -213,3 +222,51 @@ def test_exec_start_keeps_every_argument_whole_through_nix_and_systemd() -> None
     assert line.count('" "') == len(argv) - 1  # one quoted word per argument
     assert "$$HOME" in line  # systemd would expand it otherwise
     assert "100%%" in line
+
+
+def test_which_of_several_agents_run_is_one_systemctl_call(backend: NixosBackend, standins: Path) -> None:
+    """`nixos-container list` and `status` per agent were two processes per agent listed; the conf files say which
+    containers exist, and one `systemctl show` reads every unit's ActiveState (what `status` reads)."""
+    backend.start("alice", ["hive-harness"], {})
+    backend.start("manager", ["hive-harness"], {})
+    backend.stop("manager")
+    before = len(calls(standins))
+    assert backend.running("alice", "manager", "bob") == {"alice"}  # bob has no container
+    assert calls(standins)[before:] == [
+        ["systemctl", "show", "--property=Id,ActiveState", "container@alice.service", "container@manager.service"]
+    ]
+
+
+async def test_listing_agents_costs_one_process_whatever_their_number(
+    tmp_path: Path, standins: Path, hive: TestHive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agents` asked git for each agent's applied commit and nixos-container twice per agent; now it reads files
+    and asks systemd once."""
+    repos = ConfigRepos(tmp_path / "config")
+    names = [f"agent{i}" for i in range(5)]
+    for name in names:
+        frozen = repos.freeze(name, repos.create(name), approval_id=1)
+        repos.apply(name, frozen.tag, frozen.sha)
+    nc = await hive.connect(subjects.SPAWNER)
+    settings = SpawnerSettings(state_dir=tmp_path, backend="nixos", containers_dir=tmp_path / "containers",
+                               nixos_conf_dir=tmp_path / "conf")  # fmt: skip
+    spawner = Spawner(nc, nc.jetstream(), repos, tmp_path / "agents", settings)
+    try:
+        for name in names[:3]:
+            spawner.backend.start(name, ["hive-harness"], {})
+        started: list[list[str]] = []
+
+        class Counted(subprocess.Popen):  # type: ignore[type-arg]
+            def __init__(self, args: list[str], *rest: Any, **options: Any) -> None:
+                started.append(list(args))
+                super().__init__(args, *rest, **options)
+
+        monkeypatch.setattr(subprocess, "Popen", Counted)
+        listed = await spawner.agents("", Empty())
+    finally:
+        spawner.backend.stop_all()
+    print(f"agents listed: {len(names)}, processes: {len(started)}")
+    assert [(a.name, a.state) for a in listed.agents] == [(n, "running") for n in names[:3]] + [
+        (n, "stopped") for n in names[3:]
+    ]
+    assert [argv[:2] for argv in started] == [["systemctl", "show"]]

@@ -1,6 +1,7 @@
 """Config repos and policy evaluation with real git and real nix-instantiate."""
 
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -189,3 +190,32 @@ def test_the_spawner_runs_no_git_in_a_repo_another_uid_owns(repos: ConfigRepos) 
         git(proposed, "log")
     assert "another uid owns it" in err.value.message
     assert repos.freeze("alice", head, approval_id=1).sha == head
+
+
+def test_repos_a_killed_spawner_left_half_made_are_finished_by_the_next_create(repos: ConfigRepos) -> None:
+    """What a spawner killed inside `create` left: a scratch build, or (before repos were moved in whole) a proposed
+    repo beside an applied folder git was never run in — whose every freeze then failed for good."""
+    first = repos.create("alice")
+    shutil.rmtree(repos.applied("alice") / ".git")  # an applied folder that was made but never initialised
+    (repos.root / ".new-applied-bob" / "junk").mkdir(parents=True)  # a scratch build of bob's, killed
+
+    assert repos.create("alice") == first  # finished, not refused
+    assert repos.freeze("alice", first, approval_id=1).sha == first
+    repos.create("bob")
+    assert [p.name for p in repos.root.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_ref_lock_a_killed_git_left_is_cleared_before_the_next_spawner_applies(repos: ConfigRepos) -> None:
+    """git holds `<ref>.lock` while it moves a ref; killed there, it leaves the lock, which refused every later
+    apply of that agent."""
+    first = repos.create("alice")
+    frozen = repos.freeze("alice", first, approval_id=1)
+    lock = repos.applied("alice") / ".git" / "refs" / "heads" / "main.lock"
+    lock.write_text(first + "\n")
+    with pytest.raises(HiveError) as refused:
+        repos.apply("alice", frozen.tag, frozen.sha)
+    assert refused.value.code == ErrorCode.INVALID_REQUEST
+
+    assert ConfigRepos(repos.root).clear_stale_locks() == [lock]  # a starting spawner's
+    repos.apply("alice", frozen.tag, frozen.sha)
+    assert repos.applied_head("alice") == first

@@ -111,7 +111,7 @@ class LocalBackend(AgentDirs):
                 )
 
     def start(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> None:
-        if self.running(name):
+        if name in self.running(name):
             raise HiveError(ErrorCode.CONFLICT, f"Agent {name!r} is running already.")
         state = self.prepare(name)
         as_root = os.geteuid() == 0
@@ -162,7 +162,7 @@ class LocalBackend(AgentDirs):
         spawner starts the agent again. Returns whose were ended."""
         ours = [n.name for n in self.state_root.iterdir() if n.is_dir() and not n.name.startswith(".")] if (
             self.state_root.is_dir()) else []  # fmt: skip
-        return self._end([name for name in ours if not self.running(name)])
+        return self._end([name for name in ours if name not in self.running(*ours)])
 
     def _end(self, names: list[str]) -> list[str]:
         """SIGKILL every bwrap that binds one of `names`' state dirs, wait for each to be gone (on its pidfd), and
@@ -201,9 +201,9 @@ class LocalBackend(AgentDirs):
                 found[int(proc.name)] = name
         return found
 
-    def running(self, name: str) -> bool:
-        child = self._running.get(name)
-        return child is not None and child.alive()
+    def running(self, *names: str) -> set[str]:
+        """Which of `names` have a live sandbox."""
+        return {name for name in names if (child := self._running.get(name)) is not None and child.alive()}
 
     def journal(self, name: str, lines: int) -> list[str]:
         child = self._running.get(name)

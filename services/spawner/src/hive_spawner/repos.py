@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import unicodedata
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -71,7 +71,9 @@ def run_git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
     argv = ["prlimit", f"--as={GIT_MEMORY}", "--", "git", "-c", "core.hooksPath=/dev/null",
             "-c", "core.fsmonitor=false", "-C", str(repo), *args]  # fmt: skip
     try:
-        done = subprocess.run(argv, input=stdin, capture_output=True, env=git_env(), timeout=GIT_TIMEOUT, check=False)
+        # Never a repo above `repo`: a folder that is not (yet) a repo must fail, not run git in whatever encloses it.
+        env = {**git_env(), "GIT_CEILING_DIRECTORIES": str(repo.parent)}
+        done = subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=GIT_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         raise HiveError(ErrorCode.INVALID_REQUEST, f"git {args[0]} took over {GIT_TIMEOUT}s in {repo.name}.") from None
     if done.returncode != 0:
@@ -112,37 +114,69 @@ class ConfigRepos:
     def applied(self, name: str) -> Path:
         return self.root / "applied" / check_agent_ref(name)
 
-    def create(self, name: str) -> str:
-        """A proposed repo from the template (one commit) and an empty applied repo; return the first commit. The
-        proposed repo is built where only the spawner writes and then moved in: the manager owns `proposed/`, so git
-        never runs in a directory it could have swapped."""
-        proposed, applied = self.proposed(name), self.applied(name)
-        if proposed.exists():
-            raise HiveError(ErrorCode.CONFLICT, f"Agent {name!r} has a proposed repo already.")
-        self.root.mkdir(parents=True, exist_ok=True)
-        new = Path(tempfile.mkdtemp(prefix=".new-", dir=self.root))
+    def create(self, name: str, *, grant: Callable[[Path], None] | None = None) -> str:
+        """An agent's repos, made or finished: an empty applied repo, then a proposed repo from the template (one
+        commit), given to the manager by `grant`; return the proposed repo's HEAD.
+
+        Each repo is built in a scratch folder of the spawner's and renamed into place whole, the proposed one last:
+        a kill at any point leaves no half-made repo in place, an agent (its proposed repo) always has its applied
+        repo, and calling this again finishes what a killed call began. The proposed repo is given away only
+        there, before it is moved in: the manager owns `proposed/`, so git never runs in a directory it could swap."""
+        self._place(self.applied(name), lambda new: run_git(new, "init", "-q", "--template=", "-b", "main"))
+        self._place(self.proposed(name), lambda new: self._from_template(new, name, grant))
+        return read_head(self.proposed(name))
+
+    def _place(self, repo: Path, build: Callable[[Path], object]) -> None:
+        """`repo` built by `build` in a scratch folder and renamed into place, unless it is a repo already; what is
+        there without `.git` (the folder of a build an earlier spawner did not finish) is replaced."""
+        if (repo / ".git").is_dir():
+            return
+        scratch = self.root / f".new-{repo.parent.name}-{repo.name}"  # a fixed name: a killed build is redone
+        for leftover in (scratch, repo):
+            shutil.rmtree(leftover, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        build(scratch)
+        repo.parent.mkdir(parents=True, exist_ok=True)
         try:
-            run_git(new, "init", "-q", "--template=", "-b", "main")
-            template = resources.files("hive_spawner") / "template"
-            for item in template.iterdir():
-                if item.is_file():
-                    (new / item.name).write_text(item.read_text())
-            run_git(new, "add", "-A")
-            run_git(new, "commit", "-q", "-m", f"{name}: from the template")
-            first = run_git(new, "rev-parse", "HEAD").decode().strip()
-            new.chmod(0o755)
-            proposed.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(new, proposed)
-        except OSError as exc:
-            raise HiveError(ErrorCode.CONFLICT, f"Agent {name!r} has a proposed repo already ({exc}).") from None
-        finally:
-            shutil.rmtree(new, ignore_errors=True)
-        applied.mkdir(parents=True, exist_ok=True)
-        run_git(applied, "init", "-q", "--template=", "-b", "main")
-        return first
+            os.rename(scratch, repo)
+        except OSError as exc:  # something else took the name meanwhile (the manager owns proposed/)
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise HiveError(ErrorCode.CONFLICT, f"{repo.parent.name}/{repo.name} is taken ({exc}).") from None
+
+    @staticmethod
+    def _from_template(new: Path, name: str, grant: Callable[[Path], None] | None) -> None:
+        run_git(new, "init", "-q", "--template=", "-b", "main")
+        template = resources.files("hive_spawner") / "template"
+        for item in template.iterdir():
+            if item.is_file():
+                (new / item.name).write_text(item.read_text())
+        run_git(new, "add", "-A")
+        run_git(new, "commit", "-q", "-m", f"{name}: from the template")
+        new.chmod(0o755)
+        if grant is not None:
+            grant(new)
 
     def exists(self, name: str) -> bool:
         return self.proposed(name).is_dir()
+
+    def applied_head(self, name: str) -> str | None:
+        """The applied commit, read from the applied repo's files: no git process (listing agents reads every
+        agent's)."""
+        try:
+            return read_head(self.applied(name))
+        except (HiveError, OSError):
+            return None
+
+    def clear_stale_locks(self) -> list[Path]:
+        """Remove the lock files a killed git left in applied repos (git takes `<ref>.lock` while it updates a ref
+        and removes it when done, unless it is killed): each would refuse every later update of its ref. Only for a
+        spawner that is starting, before it runs git; an orphaned git of a killed spawner that still runs just
+        fails its update, which the command's next run makes again."""
+        applied = self.root / "applied"
+        locks = sorted([*applied.glob("*/.git/*.lock"), *applied.glob("*/.git/refs/**/*.lock")])
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        return locks
 
     def head(self, name: str) -> str:
         """The commit the proposed repo's HEAD names, read from its files (no git runs there)."""
@@ -155,7 +189,7 @@ class ConfigRepos:
             raise HiveError(ErrorCode.INVALID_REQUEST, f"{ref!r} is not a commit id (7-40 lowercase hex).")
         if not self.exists(name):
             raise HiveError(ErrorCode.NOT_FOUND, f"Agent {name!r} has no proposed repo.")
-        applied, tag = self.applied(name), f"proposal/{approval_id}"
+        applied, tag = self.applied(name), proposal_tag(approval_id)
         with tempfile.TemporaryDirectory(prefix="hive-quarantine-") as tmp:
             quarantine = Path(tmp)
             run_git(quarantine, "init", "-q", "--bare", "--template=")
@@ -165,7 +199,7 @@ class ConfigRepos:
             except HiveError:
                 raise HiveError(ErrorCode.NOT_FOUND, f"{ref} is not a commit of {name}'s proposed repo.") from None
             files_of(quarantine, sha)  # a commit the spawner would not check out is refused now, not at approval
-            existing = self._tagged(name, tag)
+            existing = self.tagged(name, tag)
             if existing and existing != sha:
                 raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} already freezes another commit ({existing[:12]}).")
             if not existing:
@@ -175,11 +209,12 @@ class ConfigRepos:
         diff = run_git(applied, "diff", *DIFF_OPTIONS, base, sha, "--")
         return Frozen(sha=sha, tag=tag, diff=visible(diff.decode(errors="backslashreplace")))
 
-    def _tagged(self, name: str, tag: str) -> str:
+    def tagged(self, name: str, tag: str) -> str:
+        """The commit `tag` freezes in the applied repo, or ""."""
         return git(self.applied(name), "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False)
 
     def _frozen(self, name: str, tag: str, sha: str) -> None:
-        if self._tagged(name, tag) != sha:
+        if self.tagged(name, tag) != sha:
             raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} of {name} does not name the frozen commit {sha[:12]}.")
 
     @contextmanager
@@ -203,6 +238,11 @@ class ConfigRepos:
         self._frozen(name, tag, sha)
         git(self.applied(name), "update-ref", "refs/heads/main", sha)
         git(self.applied(name), "symbolic-ref", "HEAD", "refs/heads/main")
+
+
+def proposal_tag(approval_id: int) -> str:
+    """The tag that freezes approval `approval_id`'s commit in an applied repo."""
+    return f"proposal/{approval_id}"
 
 
 def visible(text: str) -> str:

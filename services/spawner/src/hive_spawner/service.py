@@ -1,7 +1,9 @@
 """The spawner's wiring: freezing commits for the approver, and applying approved commands from its work queue.
 
 A command is acknowledged only after its outcome is reported, so a spawner that dies mid-way gets it again; every
-step is idempotent (the same frozen commit, the same policy), and an outcome the approver already has is not an error.
+step is idempotent (the same frozen commit, the same policy, repos built aside and moved in whole, an agent running
+already is started, not a conflict), and an outcome the approver already has is not an error. git, file work and the
+backend run in threads, so no request waits behind another's `create`; one agent changes one step at a time.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import contextlib
 import json
 import logging
 import shutil
+import threading
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +30,7 @@ from pydantic import BaseModel
 from hive_spawner.evaluate import evaluate
 from hive_spawner.local import LocalBackend
 from hive_spawner.nixos import NixosBackend
-from hive_spawner.repos import ConfigRepos, git
+from hive_spawner.repos import ConfigRepos, git, proposal_tag
 from hive_spawner.settings import SpawnerSettings
 from hive_spawner.uids import POLICY_FILE, POLICY_IN_SANDBOX, Uids
 from hyperhive import bus
@@ -78,7 +82,7 @@ class Backend(Protocol):
     def start(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> None: ...
     def stop(self, name: str) -> None: ...
     def stop_all(self) -> None: ...
-    def running(self, name: str) -> bool: ...
+    def running(self, *names: str) -> set[str]: ...
     def journal(self, name: str, lines: int) -> list[str]: ...
     def destroy(self, name: str) -> None: ...
     def grant_manager(self, repo: Path) -> None: ...
@@ -129,6 +133,11 @@ class Spawner:
             )
         self._crashed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one change of an agent at a time
+        self._auth = asyncio.Lock()  # auth.conf is rendered whole from the registry: one change, then its reload
+        self._marks_lock = threading.Lock()
+        for lock in self.repos.clear_stale_locks():
+            log.warning("lock=%s outcome=stale_git_lock_removed", lock)
 
     async def freeze(self, subject: str, req: FreezeRequest) -> FreezeReply:
         # git runs in a thread: the event loop keeps serving while it works.
@@ -137,36 +146,40 @@ class Spawner:
         return FreezeReply(sha=frozen.sha, tag=frozen.tag, diff=frozen.diff)
 
     async def apply(self, command: SpawnerCommand) -> None:
-        """Carry out one approved command."""
-        await self._transient(command.agent, "rebuilding" if command.action == "apply_commit" else "spawning")
-        if command.action == "apply_commit":
-            if command.tag is None or command.sha is None:
-                raise HiveError(ErrorCode.INVALID_REQUEST, f"Approval #{command.approval_id} has no frozen commit.")
-            policy = await asyncio.to_thread(self._evaluate_and_apply, command.agent, command.tag, command.sha)
-            kv = await self._js.key_value(subjects.POLICY_BUCKET)
-            await kv.put(command.agent, bus.encode(policy))
-        elif command.action == "spawn_draft":
-            await asyncio.to_thread(self._draft, command.agent)
-        else:  # spawn (from the template as it is) or spawn_commit (from a reviewed, frozen commit)
-            await self._spawn(command)
-        await self._state_changed(command.agent)
+        """Carry out one approved command. Run again after a kill at any step, it ends where one run would have."""
+        async with self._busy[command.agent]:
+            await self._transient(command.agent, "rebuilding" if command.action == "apply_commit" else "spawning")
+            if command.action == "apply_commit":
+                if command.tag is None or command.sha is None:
+                    raise HiveError(ErrorCode.INVALID_REQUEST, f"Approval #{command.approval_id} has no frozen commit.")
+                policy = await asyncio.to_thread(self._evaluate_and_apply, command.agent, command.tag, command.sha)
+                await self._publish_policy(command.agent, policy)
+            elif command.action == "spawn_draft":
+                await asyncio.to_thread(self._draft, command.agent)
+            else:  # spawn (from the template as it is) or spawn_commit (from a reviewed, frozen commit)
+                await self._spawn(command)
+            await self._state_changed(command.agent)
 
     async def _spawn(self, command: SpawnerCommand) -> None:
         """spawn (from the template as it is) or spawn_commit (from a reviewed, frozen commit)."""
         if command.action == "spawn":
-            await asyncio.to_thread(self._draft, command.agent, bootstrap=command.approval_id == BOOTSTRAP)
-            head = await asyncio.to_thread(self.repos.head, command.agent)
-            frozen = await asyncio.to_thread(self.repos.freeze, command.agent, head, command.approval_id)
-            tag, sha = frozen.tag, frozen.sha
+            tag, sha = await asyncio.to_thread(self._draft_frozen, command.agent, command.approval_id)
         elif command.tag is None or command.sha is None:
             raise HiveError(ErrorCode.INVALID_REQUEST, f"Approval #{command.approval_id} has no frozen commit.")
         else:
             tag, sha = command.tag, command.sha
         policy = await asyncio.to_thread(self._evaluate_and_apply, command.agent, tag, sha)
         await self._admit(command.agent)
-        kv = await self._js.key_value(subjects.POLICY_BUCKET)
-        await kv.put(command.agent, bus.encode(policy))
+        await self._publish_policy(command.agent, policy)
         await self.start_agent(command.agent, restarted=False)
+
+    def _draft_frozen(self, agent: str, approval_id: int) -> tuple[str, str]:
+        """spawn: the new agent's repos, and its template commit frozen for this approval — or what an earlier run
+        of the command froze (the manager may have committed since: the approval was for the template)."""
+        self._draft(agent, bootstrap=approval_id == BOOTSTRAP)
+        tag = proposal_tag(approval_id)
+        sha = self.repos.tagged(agent, tag) or self.repos.freeze(agent, self.repos.head(agent), approval_id).sha
+        return tag, sha
 
     def _evaluate_and_apply(self, agent: str, tag: str, sha: str) -> AgentPolicy:
         """Evaluate the frozen commit first; only a commit that evaluates and validates is applied."""
@@ -176,30 +189,52 @@ class Spawner:
         self._hand_over(agent, policy)
         return policy
 
+    def _evaluate_applied(self, agent: str) -> AgentPolicy:
+        """revive: the applied commit evaluated again, and its policy handed over."""
+        with self.repos.checkout_applied(agent) as files:
+            policy = evaluate(files, agent)
+        self._hand_over(agent, policy)
+        return policy
+
     def _hand_over(self, agent: str, policy: AgentPolicy) -> None:
         """The harness reads its policy from a read-only bind (agents cannot read the KV bucket, and must not be
         able to change what restrains them)."""
         self.backend.hand_over_policy(agent, policy.model_dump_json(by_alias=True, indent=2))
 
+    async def _publish_policy(self, agent: str, policy: AgentPolicy) -> None:
+        kv = await self._js.key_value(subjects.POLICY_BUCKET)
+        await kv.put(agent, bus.encode(policy))
+
     async def _admit(self, agent: str) -> None:
-        """Mint the agent's NATS credential into its state dir (0600, its own uid) and reload the server."""
+        """Mint the agent's NATS credential into its state dir (0600, its own uid; one minted before is kept) and
+        reload the server."""
         auth = self.settings.nats_auth_dir
         if auth is None:
             return  # an open server (tests against $NATS_URL): agents connect without credentials
-        seed = self.backend.prepare(agent) / "nats.nk"
         identities = Identities(auth)
-        await asyncio.to_thread(identities.add_agent, agent, seed)
+        async with self._auth:
+            await asyncio.to_thread(self._mint, agent, identities)
+            await identities.reload(self.settings.nats_url)
+
+    def _mint(self, agent: str, identities: Identities) -> None:
+        identities.add_agent(agent, self.backend.prepare(agent) / "nats.nk")
         self.backend.prepare(agent)  # the new seed file belongs to the agent's uid too
-        await identities.reload(self.settings.nats_url)
 
     async def start_agent(self, agent: str, *, restarted: bool) -> None:
+        """Start the agent, unless it runs already (started by the resume of a spawner that a kill interrupted, or
+        by the run of this command before the kill): that is the end state, not a conflict."""
         self._mark(agent, "running")
+        self._crashed.discard(agent)
+        if agent in await asyncio.to_thread(self.backend.running, agent):
+            log.info("agent=%s outcome=running_already", agent)
+            return
         env = {**self.settings.agent_env, "HIVE_NATS_URL": self.settings.nats_url, "HIVE_AGENT": agent,
                "HIVE_STATE_DIR": "/state", "HIVE_POLICY_FILE": f"{POLICY_IN_SANDBOX}/{POLICY_FILE}"}  # fmt: skip
         if self.settings.nats_auth_dir is not None:
             env["HIVE_NATS_CREDS"] = "/state/nats.nk"
-        self._crashed.discard(agent)
-        self.backend.start(agent, self.settings.agent_command, env)
+        # A thread of the loop's executor, which lives as long as the loop: a sandbox ends when the thread that
+        # started it does (the parent-death signal, PR_SET_PDEATHSIG, follows the thread, not the process).
+        await asyncio.to_thread(self.backend.start, agent, self.settings.agent_command, env)
         await self._event("agent_started", agent, AgentStarted(agent=agent, restarted=restarted))
 
     def _exited_in_thread(self, agent: str, code: int | None) -> None:
@@ -221,7 +256,8 @@ class Spawner:
         await self._event("agent_transient", agent, AgentTransient(agent=agent, transient=transient))
 
     async def _state_changed(self, agent: str) -> None:
-        await self._event("agent_state", agent, AgentStateChanged(agent=agent, state=self.status(agent).state))
+        state = (await self.status(agent)).state
+        await self._event("agent_state", agent, AgentStateChanged(agent=agent, state=state))
 
     async def _event(self, type_: str, agent: str, data: BaseModel) -> None:
         event = Event(type=type_, agent=agent, at=datetime.now(UTC), data=data.model_dump())
@@ -235,95 +271,117 @@ class Spawner:
         return marks
 
     def _mark(self, agent: str, desired: str | None) -> None:
-        marks = self._marks()
-        if desired is None:
-            marks.pop(agent, None)
-        else:
-            marks[agent] = desired
-        write_atomic(self.state_root / ".desired.json", json.dumps(marks, indent=2))
+        with self._marks_lock:
+            marks = self._marks()
+            if marks.get(agent) == desired:
+                return
+            if desired is None:
+                del marks[agent]
+            else:
+                marks[agent] = desired
+            write_atomic(self.state_root / ".desired.json", json.dumps(marks, indent=2))
 
     async def resume(self) -> None:
-        """Start again the agents that were running when the spawner stopped (they stop with it); on a hive's first
-        start, create its manager (the operator who started the hive asked for it: no approval, tag proposal/0)."""
+        """Start again the agents that were running when the spawner stopped (they stop with it); until the hive's
+        manager has been started once, create it (the operator who started the hive asked for it: no approval, tag
+        proposal/0) — also when a kill interrupted its creation."""
         for agent in await asyncio.to_thread(self.backend.reap_orphans):
             log.warning("agent=%s outcome=orphan_ended (left running by an earlier spawner)", agent)
-        if self.settings.bootstrap_manager and not self.repos.exists(MANAGER):
+        if self.settings.bootstrap_manager and MANAGER not in self._marks():
             log.info("agent=%s outcome=bootstrapping", MANAGER)
             await self._resuming(MANAGER, self._spawn(SpawnerCommand(action="spawn", agent=MANAGER,
                                                                      approval_id=BOOTSTRAP)))  # fmt: skip
             return
-        for agent, desired in sorted(self._marks().items()):
-            if desired == "running" and not self.backend.running(agent):
+        wanted = [agent for agent, desired in sorted(self._marks().items()) if desired == "running"]
+        up = await asyncio.to_thread(self.backend.running, *wanted)
+        for agent in wanted:
+            if agent not in up:
                 await self._resuming(agent, self.start_agent(agent, restarted=True))
 
     async def _resuming(self, agent: str, work: Coroutine[Any, Any, None]) -> None:
         """One agent that cannot start (its state dir unreachable, say) must not keep the spawner from serving the
         rest: it is marked crashed, with the reason in the log, for the operator to fix and restart."""
-        try:
-            await work
-        except HiveError as exc:
-            log.error("agent=%s outcome=start_failed error=%s", agent, exc)
-            self._crashed.add(agent)
-        await self._state_changed(agent)
+        async with self._busy[agent]:
+            try:
+                await work
+            except HiveError as exc:
+                log.error("agent=%s outcome=start_failed error=%s", agent, exc)
+                self._crashed.add(agent)
+            await self._state_changed(agent)
 
-    def status(self, agent: str) -> AgentStatus:
-        applied = git(self.repos.applied(agent), "rev-parse", "--verify", "--quiet", "HEAD", check=False) or None
-        desired = self._marks().get(agent)
-        state: AgentState
-        if desired == "destroyed":
-            state = "destroyed"
-        elif self.backend.running(agent):
-            state = "running"
-        elif agent in self._crashed:
-            state = "crashed"
-        else:
-            state = "stopped" if applied else "draft"
-        return AgentStatus(name=agent, state=state, applied=applied, uid=self.backend.uid(agent))
+    async def status(self, agent: str) -> AgentStatus:
+        [status] = await asyncio.to_thread(self._statuses, [agent])
+        return status
+
+    def _statuses(self, agents: list[str]) -> list[AgentStatus]:
+        """Each agent's state from files, and one backend query for all of them: no process per agent."""
+        marks, up = self._marks(), self.backend.running(*agents)
+        found = []
+        for agent in agents:
+            applied = self.repos.applied_head(agent)
+            state: AgentState
+            if marks.get(agent) == "destroyed":
+                state = "destroyed"
+            elif agent in up:
+                state = "running"
+            elif agent in self._crashed:
+                state = "crashed"
+            else:
+                state = "stopped" if applied else "draft"
+            found.append(AgentStatus(name=agent, state=state, applied=applied, uid=self.backend.uid(agent)))
+        return found
+
+    def _names(self) -> list[str]:
+        """The agents: every proposed repo, and every tombstone (a purge killed at its end leaves only the mark)."""
+        root = self.repos.root / "proposed"
+        proposed = {p.name for p in root.iterdir()} if root.is_dir() else set()
+        return sorted(proposed | {agent for agent, desired in self._marks().items() if desired == "destroyed"})
 
     def _known(self, agent: str) -> str:
-        if not self.repos.exists(agent):
+        if agent not in self._names():
             raise HiveError(ErrorCode.NOT_FOUND, f"There is no agent {agent!r}.")
         return agent
 
     async def act(self, agent: str, verb: str) -> AgentStatus:
-        """start, stop, restart, destroy (a tombstone: state and applied config kept), revive, purge."""
-        state = self.status(self._known(agent)).state
-        try:
-            return await self._act(agent, verb, state)
-        finally:
-            if verb != "purge":
-                await self._state_changed(agent)
+        """start, stop, restart, destroy (a tombstone: state and applied config kept), revive, purge. Each may be
+        asked again after a spawner was killed doing it, and ends where one would have."""
+        async with self._busy[self._known(agent)]:
+            state = (await self.status(agent)).state
+            try:
+                return await self._act(agent, verb, state)
+            finally:
+                if verb != "purge":
+                    await self._state_changed(agent)
 
     async def _act(self, agent: str, verb: str, state: str) -> AgentStatus:
-        if verb in ("start", "restart", "stop", "destroy") and state in ("draft", "destroyed"):
+        if state == "draft" or (verb in MANAGER_VERBS and state == "destroyed"):
             raise HiveError(ErrorCode.CONFLICT, f"Agent {agent!r} is {state}; it cannot {verb}.")
-        if verb in ("revive", "purge") and state != "destroyed":
+        if verb == "purge" and state != "destroyed":
             raise HiveError(ErrorCode.CONFLICT, f"Agent {agent!r} is {state}, not destroyed; it cannot {verb}.")
         if verb in TRANSIENTS:
             await self._transient(agent, TRANSIENTS[verb])
         if verb in ("stop", "restart", "destroy"):
+            if state != "destroyed":  # what it should be is written first: a resumed spawner must not start it again
+                self._mark(agent, "stopped")
             await asyncio.to_thread(self.backend.stop, agent)
             self._crashed.discard(agent)
-            self._mark(agent, "stopped")
         if verb in ("start", "restart"):
             await self.start_agent(agent, restarted=verb == "restart")
         elif verb == "destroy":
             await self._revoke(agent)
             self._mark(agent, "destroyed")
             await self._event("agent_destroyed", agent, AgentDestroyed(agent=agent))
-        elif verb == "revive":
-            with self.repos.checkout_applied(agent) as files:
-                policy = await asyncio.to_thread(evaluate, files, agent)
-            self._hand_over(agent, policy)
+        elif verb == "revive":  # also of an agent a revive left half-way, which is no longer marked destroyed
+            policy = await asyncio.to_thread(self._evaluate_applied, agent)
             await self._admit(agent)
-            kv = await self._js.key_value(subjects.POLICY_BUCKET)
-            await kv.put(agent, bus.encode(policy))
+            await self._publish_policy(agent, policy)
             await self.start_agent(agent, restarted=True)
         elif verb == "purge":
             await asyncio.to_thread(self._purge, agent)
             return AgentStatus(name=agent, state="destroyed")
-        log.info("agent=%s verb=%s outcome=%s", agent, verb, self.status(agent).state)
-        return self.status(agent)
+        status = await self.status(agent)
+        log.info("agent=%s verb=%s outcome=%s", agent, verb, status.state)
+        return status
 
     async def _revoke(self, agent: str) -> None:
         """Its credential stops working (the reload closes its connections) and it leaves the recipient lists."""
@@ -331,32 +389,39 @@ class Spawner:
         await kv.delete(agent)
         if self.settings.nats_auth_dir is not None:
             identities = Identities(self.settings.nats_auth_dir)
-            await asyncio.to_thread(identities.remove_agent, agent)
-            await identities.reload(self.settings.nats_url)
+            async with self._auth:
+                await asyncio.to_thread(identities.remove_agent, agent)
+                await identities.reload(self.settings.nats_url)
 
     def _purge(self, agent: str) -> None:
+        """The tombstone's mark goes last: until then the agent is known and destroyed, so a purge a kill
+        interrupted can be asked again."""
         self.backend.destroy(agent)
-        for path in (self.backend.state_dir(agent), self.repos.proposed(agent), self.repos.applied(agent)):
+        for path in (self.backend.state_dir(agent), self.repos.applied(agent)):
             shutil.rmtree(path, ignore_errors=True)
         self.backend.uids.forget(agent)
+        shutil.rmtree(self.repos.proposed(agent), ignore_errors=True)
         self._mark(agent, None)
 
     # ── operator plane ──
 
     async def agents(self, subject: str, req: Empty) -> AgentsReply:
-        root = self.repos.root / "proposed"
-        names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-        return AgentsReply(agents=[self.status(n) for n in names])
+        return AgentsReply(agents=await asyncio.to_thread(lambda: self._statuses(self._names())))
 
     async def logs(self, subject: str, req: LogsRequest) -> LogsReply:
-        return LogsReply(agent=req.agent, lines=self.backend.journal(self._known(req.agent), req.lines))
+        lines = await asyncio.to_thread(self.backend.journal, self._known(req.agent), req.lines)
+        return LogsReply(agent=req.agent, lines=lines)
 
     async def agent_config(self, subject: str, req: AgentRequest) -> AgentConfigReply:
-        applied = self.repos.applied(self._known(req.agent))
-        sha = git(applied, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
-        if not sha:
-            raise HiveError(ErrorCode.NOT_FOUND, f"Agent {req.agent!r} has no applied config yet.")
-        return AgentConfigReply(agent=req.agent, sha=sha, agent_nix=git(applied, "show", f"{sha}:agent.nix"))
+        return await asyncio.to_thread(self._applied_config, self._known(req.agent))
+
+    def _applied_config(self, agent: str) -> AgentConfigReply:
+        sha = self.repos.applied_head(agent)
+        if sha is None:
+            raise HiveError(ErrorCode.NOT_FOUND, f"Agent {agent!r} has no applied config yet.")
+        return AgentConfigReply(
+            agent=agent, sha=sha, agent_nix=git(self.repos.applied(agent), "show", f"{sha}:agent.nix")
+        )
 
     def operator_verb(self, verb: str) -> Callable[[str, AgentRequest], Awaitable[AgentStatus]]:
         async def handle(subject: str, req: AgentRequest) -> AgentStatus:
@@ -377,11 +442,12 @@ class Spawner:
         return await self.act(req.agent, verb)
 
     def _draft(self, agent: str, *, bootstrap: bool = False) -> None:
-        """A new agent's repos and state dir. Only the hive's own bootstrap may create the manager."""
+        """A new agent's repos and state dir, made or finished. Only the hive's own bootstrap may create the
+        manager."""
         name = check_agent_ref(agent) if bootstrap and agent == MANAGER else check_agent_name(agent)
         if not self.repos.exists(name):
-            self.repos.create(name)
-            self.backend.grant_manager(self.repos.proposed(name))
+            self._mark(name, None)  # what a purge killed at its very end left of an earlier agent of this name
+        self.repos.create(name, grant=self.backend.grant_manager)
         (self.state_root / name).mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def work(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from hyperhive.files import write_atomic
@@ -22,19 +23,22 @@ class Uids:
         self.registry = registry
         self.base = base
         self.step = step
+        self._lock = threading.Lock()  # the spawner's threads ask at once; two agents must never get one uid
 
     def of(self, name: str) -> int:
-        uids: dict[str, int] = json.loads(self.registry.read_text()) if self.registry.exists() else {}
-        if check_agent_ref(name) not in uids:
-            uids[name] = max(uids.values(), default=self.base) + self.step
-            write_atomic(self.registry, json.dumps(uids, indent=2))
-        return uids[name]
+        with self._lock:
+            uids: dict[str, int] = json.loads(self.registry.read_text()) if self.registry.exists() else {}
+            if check_agent_ref(name) not in uids:
+                uids[name] = max(uids.values(), default=self.base) + self.step
+                write_atomic(self.registry, json.dumps(uids, indent=2))
+            return uids[name]
 
     def forget(self, name: str) -> None:
-        if self.registry.exists():
-            uids = json.loads(self.registry.read_text())
-            uids.pop(name, None)
-            write_atomic(self.registry, json.dumps(uids, indent=2))
+        with self._lock:
+            if self.registry.exists():
+                uids = json.loads(self.registry.read_text())
+                uids.pop(name, None)
+                write_atomic(self.registry, json.dumps(uids, indent=2))
 
 
 def own(folder: Path, uid: int) -> None:
@@ -78,8 +82,10 @@ class AgentDirs:
         folder and the file, the agent's group may read them, nobody else may (not even list the folder), and the
         sandbox sees it only through a read-only bind."""
         folder = self.policy_folder(name)
-        write_atomic(folder / POLICY_FILE, text)
-        self._restrict(name, folder / POLICY_FILE, 0o640)
+        new = folder / f".{POLICY_FILE}.new"
+        new.write_text(text)
+        self._restrict(name, new, 0o640)
+        os.replace(new, folder / POLICY_FILE)  # whole, and with its owner and mode, from the first moment it is there
 
     def policy_folder(self, name: str) -> Path:
         """The agent's policy folder, made when missing (a sandbox binds it even before a policy is handed over:
