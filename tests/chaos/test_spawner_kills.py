@@ -2,8 +2,9 @@
 same state takes the command up again (the operator asks again), and it ends where one uninterrupted run would have —
 the agent running once or not at all, its repos whole, its credential and policy there or gone, the approval deployed.
 
-Each kill is real (the spawner process kills itself, SIGKILL, just before the k-th step), so what it leaves behind is
-what a kill leaves: half-made folders, a sandbox it started, a token it kept, no `finally` run. The steps are every
+Each kill is real: the spawner process stops itself (SIGSTOP) just before its k-th step and says which, and the test
+kills it by its pid (SIGKILL), so what it leaves behind is what a kill leaves: half-made folders, a sandbox it started,
+a token it kept, no `finally` run, and no sleep to find the moment. The steps are every
 change the spawner makes outside itself: a git command that writes, a folder moved into place, a file it replaces, a
 subprocess it starts, a message it publishes; a sweep goes on until a spawner gets through the whole command or verb.
 """
@@ -52,7 +53,7 @@ from hyperhive.wire.models import (
 from ..approver.conftest import approver_settings, make_agent, operator_call
 from ..e2e.test_spawn import spawner_settings
 
-# The spawner as `python -m hive_spawner` runs it, but killing itself (SIGKILL) just before the k-th step it takes once
+# The spawner as `python -m hive_spawner` runs it, but stopping itself (SIGSTOP) just before the k-th step it takes once
 # it has a command or an operator's verb (argv[1] = k), after saying which step that is.
 KILLER = r"""
 import os, shutil, signal, sys, tempfile
@@ -69,8 +70,8 @@ def step(owner, name, label, when=lambda *a, **kw: True):
         if armed and when(*args, **kwargs):
             steps.append(label(*args, **kwargs))
             if len(steps) == kill_at:
-                print("killed before:", steps[-1], flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
+                print("at:", steps[-1], flush=True)
+                os.kill(os.getpid(), signal.SIGSTOP)
         return real(*args, **kwargs)
     setattr(owner, name, before)
 
@@ -151,29 +152,35 @@ def sandboxes(state: Path) -> int:
 
 
 async def killed(hive: TestHive, state: Path, kill_at: int, work: Callable[[], Awaitable[object]]) -> str | None:
-    """Run a spawner on `state` that kills itself before step `kill_at` of the work it is given once it serves;
-    return that step, or None when the work was done first (it got through it whole, and is stopped)."""
+    """Run a spawner on `state`, give it `work` once it serves, and kill it (SIGKILL, by its pid) when it stands
+    before its step `kill_at`; return that step, or None when the work was done first (it got through it whole, and
+    is stopped)."""
     settings = spawner_settings(hive, state)
     env = {**os.environ, "HIVE_NATS_URL": settings.nats_url, "HIVE_NATS_CREDS": str(settings.nats_creds),
            "HIVE_STATE_DIR": str(state), "HIVE_NATS_AUTH_DIR": str(settings.nats_auth_dir),
            "HIVE_AGENT_COMMAND": json.dumps(settings.agent_command)}  # fmt: skip
     argv = [sys.executable, "-c", KILLER, str(kill_at)]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, env=env)
-    assert proc.stdout is not None
-    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"serving\n"
-    said, done = asyncio.ensure_future(proc.stdout.readline()), asyncio.ensure_future(work())
-    await asyncio.wait({said, done}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-    if done.done():
-        said.cancel()
-        proc.terminate()
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"serving\n"
+        said, done = asyncio.ensure_future(proc.stdout.readline()), asyncio.ensure_future(work())
+        await asyncio.wait({said, done}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if done.done():
+            said.cancel()
+            proc.terminate()
+            done.result()
+            return None
+        done.cancel()
+        line = (await said).decode().strip()
+        assert line.startswith("at:"), line
+        proc.kill()  # kill -9, where it stands
+        assert await proc.wait() == -signal.SIGKILL
+        return line.removeprefix("at:").strip()
+    finally:
+        if proc.returncode is None:  # a test that failed meanwhile leaves no spawner behind
+            proc.kill()
         await proc.wait()
-        done.result()
-        return None
-    done.cancel()
-    line = (await said).decode().strip()
-    assert line.startswith("killed before:"), line
-    assert await proc.wait() == -signal.SIGKILL
-    return line.removeprefix("killed before:").strip()
 
 
 async def test_a_spawn_killed_at_any_step_ends_right_when_the_next_spawner_takes_it_up(
