@@ -8,12 +8,12 @@ import pytest
 from nats.aio.client import Client
 
 from hive_approver.service import Approver
+from hivetest.agents import Caller, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import TestSpawner
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import Approval, ApprovalsReply, ApprovalsRequest, DecisionRequest, WaitRequest
-
-from .conftest import Caller, TestSpawner, operator_call
 
 
 async def events(hive: TestHive, kind: str) -> list[dict[str, object]]:

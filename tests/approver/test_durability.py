@@ -8,11 +8,11 @@ import asyncpg
 from nats.aio.client import Client
 
 from hive_approver.__main__ import start
+from hivetest.agents import make_agent, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import TestSpawner, approver_settings
 from hyperhive.process import Child, start_service
 from hyperhive.wire.models import Approval, ApprovalsReply, ApprovalsRequest, DecisionRequest
-
-from .conftest import TestSpawner, approver_settings, make_agent, operator_call
 
 
 def start_approver(hive: TestHive, database_url: str) -> Child:

@@ -10,7 +10,9 @@ from nats.aio.client import Client
 from hive_approver.__main__ import start
 from hive_approver.service import Approver
 from hive_broker.__main__ import start as start_broker
+from hivetest.agents import Caller, make_agent, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import approver_settings, broker_settings
 from hyperhive.inbox import Inbox
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
@@ -22,9 +24,6 @@ from hyperhive.wire.models import (
     QuestionsReply,
     QuestionsRequest,
 )
-
-from ..broker.conftest import broker_settings
-from .conftest import Caller, approver_settings, make_agent, operator_call
 
 
 async def ask(agent: Caller, question: str, **fields: object) -> AskReply:

@@ -2,10 +2,9 @@
 
 import signal
 
+from hivetest.agents import Agents
 from hivetest.hive import TestHive
 from hyperhive.process import Child, start_service
-
-from .conftest import Agents
 
 
 def start_broker(hive: TestHive) -> Child:

@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client
 
+from hivetest.agents import Agents
 from hivetest.hive import TestHive
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import InboxReply, InboxRequest, Message
-
-from .conftest import Agents
 
 HUGE = 200_000
 

@@ -7,12 +7,12 @@ from contextlib import AsyncExitStack
 import pytest
 
 from hive_broker.__main__ import start
+from hivetest.agents import Agents
 from hivetest.hive import TestHive
+from hivetest.services import broker_settings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import MAX_BODY_BYTES
-
-from .conftest import Agents, broker_settings
 
 
 async def test_round_trip(agents: Agents) -> None:

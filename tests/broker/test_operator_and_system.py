@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from nats.aio.client import Client
 
+from hivetest.agents import Agents
 from hivetest.hive import TestHive
 from hyperhive import bus
 from hyperhive.inbox import Inbox
@@ -23,8 +24,6 @@ from hyperhive.wire.models import (
     QuestionAnswered,
     SendReply,
 )
-
-from .conftest import Agents
 
 
 def op(verb: str) -> str:

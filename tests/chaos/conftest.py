@@ -9,11 +9,10 @@ from nats.aio.client import Client
 from hive_broker.__main__ import start as start_broker
 from hive_broker.service import Broker
 from hivetest.hive import TestHive
+from hivetest.services import broker_settings
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy
-
-from ..broker.conftest import broker_settings
 
 
 async def alice_writes_to_bob(

@@ -11,29 +11,20 @@ from nats.aio.client import Client
 
 from hive_approver.__main__ import start as start_approver
 from hive_approver.service import Approver
+from hivetest.agents import Caller, make_agent, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import TestSpawner, approver_settings
 from hyperhive.wire import subjects
 from hyperhive.wire.models import Approval, ApprovalResolved, DecisionRequest, Event
 from hyperhive.wire.names import OPERATOR
-
-from ..approver.conftest import (  # noqa: F401 - approver, manager, spawner: fixtures
-    Caller,
-    TestSpawner,
-    approver,
-    approver_settings,
-    make_agent,
-    manager,
-    operator_call,
-    spawner,
-)
 
 
 async def test_what_a_killed_approver_committed_is_published_by_the_next(
     hive: TestHive,
     database_url: str,
-    approver: Approver,  # noqa: F811 - the fixture
-    manager: Caller,  # noqa: F811 - the fixture
-    spawner: TestSpawner,  # noqa: F811 - the fixture
+    approver: Approver,
+    manager: Caller,
+    spawner: TestSpawner,
     operator_nc: Client,
 ) -> None:
     spawner.knows("abc1234")

@@ -13,21 +13,15 @@ from nats.aio.client import Client
 
 from hive_approver.service import Approver
 from hivectl.natsserver import NatsServer
+from hivetest.agents import Caller, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import TestSpawner
 from hyperhive import bus
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import AgentPolicy, Approval, DecisionRequest, SendReply, SendRequest
 
-from ..approver.conftest import (  # noqa: F401 - approver, manager, spawner: fixtures
-    Caller,
-    TestSpawner,
-    approver,
-    manager,
-    operator_call,
-    spawner,
-)
 from .conftest import alice_writes_to_bob
 
 STORE_BYTES = 1 << 20
@@ -58,9 +52,9 @@ async def read_all(inbox: Inbox) -> int:
 
 async def test_a_full_store_refuses_sends_clearly_keeps_decisions_and_recovers_once_read(
     hive: TestHive,
-    approver: Approver,  # noqa: F811 - the fixture
-    manager: Caller,  # noqa: F811 - the fixture
-    spawner: TestSpawner,  # noqa: F811 - the fixture
+    approver: Approver,
+    manager: Caller,
+    spawner: TestSpawner,
     operator_nc: Client,
 ) -> None:
     async with AsyncExitStack() as stack:

@@ -12,13 +12,13 @@ import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from hivetest.claude import CLAUDE, SCRIPTED_ENV
+from hivetest.harness import alice_and_bob, policy_file
 from hivetest.hive import TestHive
 from hivetest.messages_api import Hold, Text, ToolUse, serve_messages_api
 from hyperhive.process import Child
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, TurnStats
-
-from ..harness.conftest import CLAUDE, SCRIPTED_ENV, alice_and_bob, policy_file
 
 
 def harness_process(hive: TestHive, seed: Path, state: Path, api_url: str) -> Child:

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from hive_broker.__main__ import start as start_broker
 from hivectl.natsserver import NatsServer
 from hivetest.hive import TestHive
+from hivetest.services import broker_settings
 from hyperhive import bus
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.models import ApprovalResolved, Event, SendReply, SendRequest
 
-from ..broker.conftest import broker_settings
 from .conftest import alice_writes_to_bob
 
 LONG_POLL = 120  # what a harness waits for; before the fix the message came only when it ran out

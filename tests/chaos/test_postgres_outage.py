@@ -14,14 +14,14 @@ import pytest
 
 from hive_approver.__main__ import start as start_approver
 from hivectl.postgres import Postgres
+from hivetest.agents import make_agent
 from hivetest.hive import TestHive
+from hivetest.services import approver_settings
 from hyperhive import bus
 from hyperhive.process import free_port
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import AskReply, AskRequest, QuestionsReply, QuestionsRequest
-
-from ..approver.conftest import approver_settings, make_agent
 
 
 @pytest.fixture

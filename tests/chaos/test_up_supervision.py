@@ -10,9 +10,8 @@ import signal
 from pathlib import Path
 
 from hivectl.layout import Layout
+from hivetest.up import hivectl, start_up
 from hyperhive.process import Child, free_port
-
-from ..foundation.test_up import hivectl, start_up
 
 
 def child_pid(up: Child, module: str) -> int:

@@ -12,14 +12,13 @@ from hive_spawner.__main__ import start as start_spawner
 from hive_spawner.repos import git
 from hive_spawner.service import Spawner
 from hive_spawner.settings import SpawnerSettings
+from hivetest.agents import Agents, make_agent, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import approver_settings, broker_settings
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import AgentPolicy, Approval, ApprovalsReply, ApprovalsRequest, DecisionRequest
-
-from ..approver.conftest import approver_settings, make_agent, operator_call
-from ..broker.conftest import Agents, broker_settings
 
 
 async def test_an_approved_config_change_reaches_the_broker(

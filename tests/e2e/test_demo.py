@@ -11,14 +11,13 @@ from pathlib import Path
 
 from hivectl.cli import main as hivectl_main
 from hivectl.layout import Layout
+from hivetest.up import HIVECTL, hivectl
 from hyperhive import bus
 from hyperhive.inbox import Inbox
 from hyperhive.process import Child, free_port
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.names import OPERATOR
-
-from ..foundation.test_up import HIVECTL, hivectl
 
 
 async def read_until(inbox: Inbox, text: str) -> list[str]:

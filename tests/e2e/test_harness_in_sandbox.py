@@ -13,8 +13,13 @@ from hive_broker.__main__ import start as start_broker
 from hive_spawner.__main__ import start as start_spawner
 from hive_spawner.settings import SpawnerSettings
 from hivectl.natsserver import NatsServer
+from hivetest.agents import Agents, make_agent, operator_call
+from hivetest.bypasses import FAMILIES
+from hivetest.claude import CLAUDE, SCRIPTED_ENV
+from hivetest.harness import plant_everything
 from hivetest.hive import TestHive
 from hivetest.messages_api import MessagesApi, Text, ToolUse, serve_messages_api
+from hivetest.services import approver_settings, broker_settings
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import (
@@ -28,12 +33,6 @@ from hyperhive.wire.models import (
     PtySession,
     TurnStats,
 )
-
-from ..approver.conftest import approver_settings, make_agent, operator_call
-from ..broker.conftest import Agents, broker_settings
-from ..harness.bypasses import FAMILIES
-from ..harness.conftest import CLAUDE, SCRIPTED_ENV
-from ..harness.test_bash_enforced import plant_everything
 
 
 def real_harness_spawner(hive: TestHive, state: Path, api: MessagesApi, **agent_env: str) -> SpawnerSettings:

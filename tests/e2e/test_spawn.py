@@ -14,9 +14,10 @@ from nats.js.errors import KeyNotFoundError
 from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
 from hive_spawner.__main__ import start as start_spawner
-from hive_spawner.settings import SpawnerSettings
 from hivectl.natsserver import NatsServer
+from hivetest.agents import Agents, make_agent, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import approver_settings, broker_settings, spawner_settings
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -35,24 +36,6 @@ from hyperhive.wire.models import (
     LogsRequest,
     Message,
 )
-
-from ..approver.conftest import approver_settings, make_agent, operator_call
-from ..broker.conftest import Agents, broker_settings
-
-SCRIPT = "id -u > /state/whoami; echo ready; exec sleep 600"
-
-
-def spawner_settings(hive: TestHive, state: Path) -> SpawnerSettings:
-    """A spawner on this test's NATS, minting real credentials, running a stand-in agent that says "ready"."""
-    assert isinstance(hive.server, NatsServer)
-    base = hive.settings(subjects.SPAWNER)
-    return SpawnerSettings(
-        nats_url=base.nats_url,
-        nats_creds=base.nats_creds,
-        state_dir=state,
-        nats_auth_dir=hive.server.root,
-        agent_command=["/bin/sh", "-c", SCRIPT],
-    )
 
 
 def spawner(op: Client, verb: str, payload: object, reply: type) -> object:

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -14,34 +13,11 @@ import pytest
 
 from hivectl.layout import Layout, installed_services
 from hivectl.postgres import Postgres
+from hivetest.up import HIVECTL, hivectl, start_up
 from hyperhive import bus
-from hyperhive.process import Child, free_port
+from hyperhive.process import free_port
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
-
-HIVECTL = [sys.executable, "-m", "hivectl"]
-
-
-def start_up(state: Path, nats_port: int, pg_port: int) -> Child:
-    argv = [
-        *HIVECTL,
-        "up",
-        "--state-dir",
-        str(state),
-        "--nats-port",
-        str(nats_port),
-        "--postgres-port",
-        str(pg_port),
-    ]
-    child = Child("up", argv).start()
-    child.wait_for(r"hyperhive is up", 120)
-    return child
-
-
-def hivectl(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HIVE_STATE_DIR": str(state)}
-    env.pop("HIVE_NATS_URL", None)
-    return subprocess.run([*HIVECTL, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def pid_alive(pid: int) -> bool:

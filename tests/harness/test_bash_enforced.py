@@ -12,13 +12,13 @@ from typing import Any
 from hive_approver.__main__ import start as start_approver
 from hive_harness.hook import CURL, hook_settings
 from hive_harness.turn import cli_flags
+from hivetest.agents import operator_call
+from hivetest.bypasses import FAMILIES, GIT_AND_LS
+from hivetest.harness import States, alice_and_bob, harness_for, plant_everything, policy_file, run_bash_calls, scene
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
+from hivetest.services import approver_settings
 from hyperhive.wire.models import AgentPolicy, Approval, BashPolicy, DecisionRequest
-
-from ..approver.conftest import approver_settings, operator_call
-from .bypasses import FAMILIES, GIT_AND_LS
-from .conftest import States, alice_and_bob, harness_for, policy_file, run_bash_calls, scene
 
 
 async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) -> None:
@@ -43,22 +43,6 @@ async def test_only_allowed_bash_commands_run(hive: TestHive, tmp_path: Path) ->
         assert len(refused) == 4  # ls, echo, the && line, the redirection
         assert run.result.stats.bash_denied == 4
         assert [e["command"] for e in run.denied_events] == commands[1:5]
-
-
-def plant_everything(state: Path) -> None:
-    """What an agent that could write its state dir would leave: startup files, settings with hooks, a program named
-    ls, a module that shadows the hook's imports."""
-    marker = state / "planted-ran"
-    for rc in (".bashrc", ".bash_profile", ".profile", ".bash_login", ".zshrc"):
-        (state / rc).write_text(f"touch {marker}-{rc}\n")
-    hook = {"type": "command", "command": f"touch {marker}-hook"}
-    settings = json.dumps({"hooks": {"PreToolUse": [{"matcher": "*", "hooks": [hook]}]}})
-    (state / ".claude").mkdir()  # the CLI's config dir and the working dir's project settings, both
-    for name in ("settings.json", "settings.local.json"):
-        (state / ".claude" / name).write_text(settings)
-    (state / "ls").write_text(f"#!/bin/sh\ntouch {marker}-ls\n")
-    (state / "ls").chmod(0o755)
-    (state / "asyncio.py").write_text(f"open({str(marker)!r} + '-asyncio', 'w')\n")
 
 
 async def test_bypass_families_never_run_and_nothing_planted_runs(hive: TestHive, tmp_path: Path) -> None:

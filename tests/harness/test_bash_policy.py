@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hive_harness.bash_policy import WRITE, check, parts
+from hivetest.bypasses import ALLOWED, FAMILIES, GIT_AND_LS, WIDE
 from hyperhive.wire.models import BashPolicy
 
-from .bypasses import ALLOWED, FAMILIES, GIT_AND_LS, WIDE
 
 ATTEMPTS = [(family, line) for family, lines in FAMILIES.items() for line in lines]
 

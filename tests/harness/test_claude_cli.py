@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hivetest.claude import CLAUDE, SCRIPTED_ENV
 from hivetest.messages_api import ApiError, MessagesApi, Text, serve_messages_api
-
-from .conftest import CLAUDE, SCRIPTED_ENV
 
 
 @pytest.fixture(scope="module")

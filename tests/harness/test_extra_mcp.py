@@ -5,11 +5,10 @@ import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from hivetest.harness import alice_and_bob, harness_for
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.wire.models import AgentPolicy
-
-from .conftest import alice_and_bob, harness_for
 
 ECHO = str(Path(__file__).parent / "fixtures" / "echo_server.py")
 

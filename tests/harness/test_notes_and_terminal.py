@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 from hive_harness.terminal import MAX_SESSIONS, Terminals
+from hivetest.harness import alice_and_bob, harness_for
 from hivetest.hive import TestHive
 from hivetest.messages_api import ApiError, Text, serve_messages_api
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import AgentPolicy, Event, NotesCompacted, PtyOpen, PtyResize, PtySession
-
-from .conftest import alice_and_bob, harness_for
 
 POLICY = AgentPolicy(agent="alice", notesThreshold=600)  # type: ignore[call-arg]
 SHORT_NOTES = "# Notes\n- all 40 steps done\n"

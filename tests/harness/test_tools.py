@@ -9,11 +9,12 @@ from pathlib import Path
 
 from hive_broker.__main__ import start as start_broker
 from hive_harness.tools import ToolServer
+from hivetest.agents import Agents
 from hivetest.hive import TestHive
 from hivetest.messages_api import MessagesApi, Text, ToolUse, serve_messages_api
+from hivetest.services import broker_settings
 from hyperhive.files import write_atomic
 
-from ..broker.conftest import Agents, broker_settings
 from .test_claude_cli import run_claude
 
 

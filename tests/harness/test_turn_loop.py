@@ -5,13 +5,12 @@ import json
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from hivetest.harness import alice_and_bob, harness_for
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, TurnStats
-
-from .conftest import alice_and_bob, harness_for
 
 
 async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: TestHive, tmp_path: Path) -> None:

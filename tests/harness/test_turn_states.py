@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from hive_harness.harness import NEEDS_LOGIN
+from hivetest.harness import harness_call, scene
 from hivetest.hive import TestHive
 from hivetest.messages_api import ApiError, Hold, Text
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import AgentPolicy, Empty, HarnessState, ModelRequest, PauseRequest, TurnStats
-
-from .conftest import harness_call, scene
 
 POLICY = AgentPolicy(agent="alice", model="scripted-model-a", allowedRecipients=["bob"])  # type: ignore[call-arg]
 

@@ -15,12 +15,12 @@ from nats.aio.msg import Msg
 
 from hive_broker.__main__ import start as start_broker
 from hivetest.hive import TestHive
+from hivetest.services import broker_settings
 from hyperhive import bus
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
 
-from ..broker.conftest import broker_settings
 from .conftest import Attacks
 
 # What a redirected answer would break: every one of these was reached through the reply subject before.

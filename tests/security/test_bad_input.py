@@ -12,12 +12,12 @@ from nats.micro.request import ERROR_CODE_HEADER
 
 from hive_approver.service import Approver
 from hive_broker.__main__ import start as start_broker
+from hivetest.agents import make_agent
 from hivetest.hive import TestHive
+from hivetest.services import broker_settings
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
 
-from ..approver.conftest import approver, make_agent, spawner  # noqa: F401 - fixtures
-from ..broker.conftest import broker_settings
 from .conftest import Attacks
 
 BIG = 2**63
@@ -33,7 +33,7 @@ async def raw(nc: Client, subject: str, body: dict[str, object] | bytes) -> str 
 
 async def test_bad_input_is_refused_as_invalid_never_internal(
     hive: TestHive,
-    approver: Approver,  # noqa: F811 - the fixture
+    approver: Approver,
     attacks: Attacks,
 ) -> None:
     alice = (await make_agent(hive, approver, "alice")).nc

@@ -7,13 +7,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from hive_harness.bash_policy import check
+from hivetest.bypasses import FAMILIES, GIT_AND_LS, WIDE
+from hivetest.harness import plant_everything, run_bash_calls
 from hivetest.hive import TestHive
 from hivetest.messages_api import ToolUse
 from hyperhive.wire.models import AgentPolicy
 
-from ..harness.bypasses import FAMILIES, GIT_AND_LS, WIDE
-from ..harness.conftest import run_bash_calls
-from ..harness.test_bash_enforced import plant_everything
 from .conftest import Attacks
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
 from hive_spawner.__main__ import start as start_spawner
+from hivetest.agents import make_agent, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import approver_settings, broker_settings, spawner_settings
 from hyperhive import bus
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
@@ -25,9 +27,6 @@ from hyperhive.wire.models import (
     InboxRequest,
 )
 
-from ..approver.conftest import approver_settings, make_agent, operator_call
-from ..broker.conftest import broker_settings
-from ..e2e.test_spawn import spawner_settings
 from .conftest import Attacks
 
 POISONS = {

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from hive_spawner.local import LocalBackend
+from hivetest.claude import CLAUDE
 from hyperhive.files import write_secret
 
 from ..spawner.conftest import Exits
 from .conftest import Attacks
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-CLAUDE = CHECKOUT / "node_modules" / ".bin" / "claude"
 
 
 @pytest.fixture

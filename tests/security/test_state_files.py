@@ -9,11 +9,12 @@ import os
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from hivetest.claude import CLAUDE
+from hivetest.harness import alice_and_bob, harness_for
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, serve_messages_api
 from hyperhive.wire.models import AgentPolicy
 
-from ..harness.conftest import CLAUDE, alice_and_bob, harness_for
 from .conftest import Attacks
 
 PLANTED = {

@@ -39,6 +39,11 @@ class Layout:
         return self.nats_root / "seeds" / f"{principal}.nk"
 
 
+def checkout_claude() -> Path:
+    """The claude CLI of this checkout's npm install (`make install`)."""
+    return Path(__file__).resolve().parents[4] / "node_modules" / ".bin" / "claude"
+
+
 def installed_services() -> list[str]:
     """The host services that are installed and runnable (`python -m hive_<name>`), in start order."""
     return [

@@ -23,7 +23,7 @@ from typing import TextIO
 import asyncpg
 
 from hivectl.console import Console
-from hivectl.layout import Layout, installed_services
+from hivectl.layout import Layout, checkout_claude, installed_services
 from hivectl.natsserver import NatsServer
 from hivectl.postgres import Postgres, with_database
 from hyperhive import bus
@@ -278,8 +278,7 @@ def claude_command() -> list[str]:
     """How agents run the claude CLI: `HIVE_CLAUDE` (a JSON list), else this checkout's npm install, else PATH."""
     if "HIVE_CLAUDE" in os.environ:
         return list(json.loads(os.environ["HIVE_CLAUDE"]))
-    checkout = Path(__file__).resolve().parents[4] / "node_modules" / ".bin" / "claude"
-    if checkout.exists():
+    if (checkout := checkout_claude()).exists():
         return [str(checkout)]
     return [shutil.which("claude") or "claude"]
 

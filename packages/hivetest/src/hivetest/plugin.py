@@ -31,6 +31,9 @@ from hyperhive.process import free_port
 TEMPLATE = "hive_template"
 
 
+pytest_plugins = ["hivetest.fixtures"]  # the services as fixtures, for every test folder
+
+
 def missing_system_packages(listing: Path) -> list[str]:
     """The packages of scripts/system-packages.txt whose command is not on PATH."""
     missing = []

@@ -1,4 +1,5 @@
-"""Harness test helpers: a harness for an agent, running the real claude CLI against the scripted Messages API."""
+"""Harnesses on a test hive: an agent's real harness running the real claude CLI against the scripted Messages API,
+its states as the dashboard sees them, and what an agent could leave in its state dir."""
 
 from __future__ import annotations
 
@@ -16,21 +17,14 @@ from hive_broker.__main__ import start as start_broker
 from hive_harness.harness import Harness
 from hive_harness.settings import HarnessSettings
 from hive_harness.turn import TurnResult
+from hivetest.agents import Agent, Agents
+from hivetest.claude import CLAUDE, SCRIPTED_ENV
 from hivetest.hive import TestHive
-from hivetest.messages_api import MessagesApi, Text, ToolUse, serve_messages_api
+from hivetest.messages_api import MessagesApi, Reply, Text, ToolUse, serve_messages_api
+from hivetest.services import broker_settings
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, Empty, Event, HarnessReply, HarnessState
-
-from ..broker.conftest import Agent, Agents, broker_settings
-
-CLAUDE = Path(__file__).parents[2] / "node_modules" / ".bin" / "claude"
-SCRIPTED_ENV = {
-    "ANTHROPIC_API_KEY": "scripted",
-    "DISABLE_TELEMETRY": "1",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "CLAUDE_CODE_MAX_RETRIES": "0",
-}
 
 
 async def harness_for(
@@ -148,7 +142,8 @@ async def run_bash_calls(
     plant(state)
     events = await (await hive.connect("dashboard")).subscribe(subjects.agent_event("alice", "bash_denied"))
     with serve_messages_api() as api:
-        api.script(*([call] for call in calls), [Text("Done.")])
+        turns: list[Reply] = [[call] for call in calls]
+        api.script(*turns, [Text("Done.")])
         harness = await harness_for(stack, hive, "alice", seed, state, api)
         await bob.send("alice", "run your commands")
         result = await harness.run_once(wait=10)
@@ -165,3 +160,19 @@ def _tool_result(message: dict[str, Any]) -> str:
     blocks = [b for b in message.get("content") or [] if isinstance(b, dict) and b.get("type") == "tool_result"]
     content = blocks[0].get("content") if blocks else ""
     return content if isinstance(content, str) else json.dumps(content)
+
+
+def plant_everything(state: Path) -> None:
+    """What an agent that could write its state dir would leave: startup files, settings with hooks, a program named
+    ls, a module that shadows the hook's imports."""
+    marker = state / "planted-ran"
+    for rc in (".bashrc", ".bash_profile", ".profile", ".bash_login", ".zshrc"):
+        (state / rc).write_text(f"touch {marker}-{rc}\n")
+    hook = {"type": "command", "command": f"touch {marker}-hook"}
+    settings = json.dumps({"hooks": {"PreToolUse": [{"matcher": "*", "hooks": [hook]}]}})
+    (state / ".claude").mkdir()  # the CLI's config dir and the working dir's project settings, both
+    for name in ("settings.json", "settings.local.json"):
+        (state / ".claude" / name).write_text(settings)
+    (state / "ls").write_text(f"#!/bin/sh\ntouch {marker}-ls\n")
+    (state / "ls").chmod(0o755)
+    (state / "asyncio.py").write_text(f"open({str(marker)!r} + '-asyncio', 'w')\n")
