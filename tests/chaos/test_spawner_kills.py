@@ -33,7 +33,9 @@ from hive_approver.__main__ import start as start_approver
 from hive_spawner.__main__ import start as start_spawner
 from hive_spawner.repos import ConfigRepos, git, read_head
 from hivectl.natsserver import NatsServer
+from hivetest.agents import make_agent, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import approver_settings, spawner_settings
 from hyperhive import bus
 from hyperhive.identity import public_key
 from hyperhive.wire import subjects
@@ -49,9 +51,6 @@ from hyperhive.wire.models import (
     Empty,
     Event,
 )
-
-from ..approver.conftest import approver_settings, make_agent, operator_call
-from ..e2e.test_spawn import spawner_settings
 
 # The spawner as `python -m hive_spawner` runs it, but stopping itself (SIGSTOP) just before the k-th step it takes once
 # it has a command or an operator's verb (argv[1] = k), after saying which step that is.

@@ -12,11 +12,10 @@ from nats.aio.client import Client
 from hive_spawner.__main__ import start as start_spawner
 from hive_spawner.local import LocalBackend
 from hivetest.hive import TestHive
+from hivetest.services import spawner_settings
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentsReply, Empty, SpawnerCommand
-
-from ..e2e.test_spawn import spawner_settings
 
 
 async def test_a_slow_create_does_not_hold_up_the_agents_listing(
