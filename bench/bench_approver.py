@@ -16,7 +16,7 @@ from nats.js import api as js_api
 
 from hivectl.postgres import Postgres
 from hivectl.up import prepare_database
-from hyperhive import bus
+from hyperhive import bus, streams
 from hyperhive.process import free_port
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
@@ -41,7 +41,7 @@ async def measure(n: int, hive: BenchHive, pg: Postgres) -> dict[str, object]:
     settings = lambda who: HiveSettings(nats_url=server.url, nats_creds=server.identities.seed_path(who))  # noqa: E731
     spawner = await bus.connect(settings("spawner"), name="bench-spawner")
     js = spawner.jetstream()
-    await bus.declare(js)
+    await streams.declare(js)
     kv = await js.key_value(subjects.POLICY_BUCKET)
     await kv.put("manager", bus.encode(AgentPolicy(agent="manager")))
     hive.service("approver", HIVE_DATABASE_URL=database_url)

@@ -17,7 +17,7 @@ from benchhive import BenchFailed, arguments, bench_hive, run, summary
 from nats.aio.client import Client
 
 from hivectl.natsserver import NatsServer
-from hyperhive import bus
+from hyperhive import bus, streams
 from hyperhive.inbox import Inbox
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
@@ -203,7 +203,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         server.reload()
         setup = await bus.connect(b.settings("spawner"), name="setup")
         js = setup.jetstream()
-        await bus.declare(js)
+        await streams.declare(js)
         kv = await js.key_value(subjects.POLICY_BUCKET)
         for name in names:
             partner = {"alice": "bob"}.get(name) or (f"r{name[1:]}" if name.startswith("s") else None)

@@ -34,7 +34,7 @@ from hive_harness.settings import HarnessSettings
 from hive_harness.turn import cli_env, cli_flags
 from hivectl.natsserver import NatsServer
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
-from hyperhive import bus
+from hyperhive import bus, streams
 from hyperhive.process import Child
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
@@ -239,7 +239,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         server.reload()
         setup = await connect(server, server.identities.seed_path("spawner"), "setup")
         js = setup.jetstream()
-        await bus.declare(js)
+        await streams.declare(js)
         kv = await js.key_value(subjects.POLICY_BUCKET)
         for name, partner in (("alice", "bob"), ("bob", "alice")):
             policy = AgentPolicy(agent=name, allowedRecipients=[partner])  # type: ignore[call-arg]

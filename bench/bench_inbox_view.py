@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from benchhive import BenchFailed, BenchHive, arguments, bench_hive, run, summary
 from nats.aio.client import Client
 
-from hyperhive import bus
+from hyperhive import bus, streams
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, InboxReply, InboxRequest, Message
@@ -58,7 +58,7 @@ async def measure(
 
     setup = await bus.connect(settings(subjects.SPAWNER), name="bench-setup")
     js = setup.jetstream()
-    await bus.declare(js)
+    await streams.declare(js)
     kv = await js.key_value(subjects.POLICY_BUCKET)
     owners = {size: f"n{size}" for size in sizes}
     for owner in owners.values():

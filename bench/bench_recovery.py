@@ -13,7 +13,7 @@ import time
 
 from benchhive import BenchFailed, arguments, bench_hive, percentile, run
 
-from hyperhive import bus
+from hyperhive import bus, streams
 from hyperhive.inbox import Inbox
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
@@ -36,7 +36,7 @@ async def main(rounds: int) -> dict[str, object]:
             return HiveSettings(nats_url=server.url, nats_creds=creds)
 
         spawner = await bus.connect(settings(subjects.SPAWNER), name="bench")
-        await bus.declare(spawner.jetstream())
+        await streams.declare(spawner.jetstream())
         kv = await spawner.jetstream().key_value(subjects.POLICY_BUCKET)
         for name in ("alice", "bob"):
             await kv.put(name, bus.encode(AgentPolicy(agent=name, allowedRecipients=["bob"])))  # type: ignore[call-arg]

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from hive_spawner.repos import ConfigRepos
 from hive_spawner.service import Spawner
 from hive_spawner.settings import SpawnerSettings
-from hyperhive import bus
+from hyperhive import bus, streams
 from hyperhive.wire import subjects
 from hyperhive.wire.models import SpawnerCommand
 
@@ -97,7 +97,7 @@ async def main(n: int) -> dict[str, object]:
                                nats_auth_dir=server.root, agent_env=agent_env)  # fmt: skip
         nc = await bus.connect(base, name="bench")
         js = nc.jetstream()
-        await bus.declare(js)
+        await streams.declare(js)
         hive.service("broker")
 
         def spawner(settings: SpawnerSettings) -> Spawner:  # as `python -m hive_spawner` makes its own

@@ -54,7 +54,7 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
 
 
 def run(main: Coroutine[Any, Any, dict[str, object]], out: Path | None = None) -> None:
-    """Run a benchmark on uvloop, as `hyperhive.bus.run` runs every hive process, and write its JSON result to `out`
+    """Run a benchmark on uvloop, as `hyperhive.runtime.run` runs every hive process, and write its JSON result to `out`
     (stdout without). A benchmark that fails exits non-zero with its reason and writes no result."""
     try:
         result = uvloop.run(main)

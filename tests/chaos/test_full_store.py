@@ -97,7 +97,7 @@ async def test_a_full_store_refuses_sends_clearly_keeps_decisions_and_recovers_o
 
 
 async def inbox_limit(hive: TestHive, limit: int) -> None:
-    """Lower the inboxes' limit on this test's server (the hive's is `bus.INBOX_LIMIT`)."""
+    """Lower the inboxes' limit on this test's server (the hive's is `streams.INBOX_LIMIT`)."""
     js = (await hive.connect(subjects.BROKER)).jetstream()
     config = (await js.stream_info(subjects.INBOX_STREAM)).config
     config.max_msgs_per_subject = limit

@@ -5,7 +5,7 @@ from nats.js.api import RetentionPolicy
 from pydantic import Field
 
 from hivetest.hive import TestHive
-from hyperhive import bus
+from hyperhive import bus, streams
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import Empty, WireModel
@@ -84,8 +84,8 @@ async def test_call_without_a_service_says_nobody_answers(hive: TestHive) -> Non
 
 async def test_declare_is_idempotent_and_creates_the_designed_streams(hive: TestHive) -> None:
     js = (await hive.connect("spawner")).jetstream()
-    await bus.declare(js)
-    await bus.declare(js)
+    await streams.declare(js)
+    await streams.declare(js)
     names = {info.config.name for info in await js.streams_info()}
     assert {
         subjects.INBOX_STREAM,

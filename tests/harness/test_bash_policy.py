@@ -13,7 +13,6 @@ from hive_harness.bash_policy import WRITE, check, parts
 from hivetest.bypasses import ALLOWED, FAMILIES, GIT_AND_LS, WIDE
 from hyperhive.wire.models import BashPolicy
 
-
 ATTEMPTS = [(family, line) for family, lines in FAMILIES.items() for line in lines]
 
 

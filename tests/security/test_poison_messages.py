@@ -139,7 +139,10 @@ async def test_a_spawner_sets_aside_commands_it_cannot_read_and_starts_again(
         )
         attacks.record("poison commands stop the spawner", succeeded=(done.id, done.status) != (pending.id, "deployed"))
     commands = await queue.stream_info(subjects.SPAWNER_CMD_STREAM)
-    attacks.record("a poison command stays queued for the next start", succeeded=commands.state.messages != 0)
+    # Every poison is gone from the work queue (the real command after them may still be there if the spawner was
+    # stopped between reporting it and acknowledging it: the next one applies it again, idempotently).
+    poisons = len(POISONS) + 1
+    attacks.record("a poison command stays queued for the next start", succeeded=commands.state.first_seq <= poisons)
     async with AsyncExitStack() as stack:  # and the next start is a start
         await start_spawner(stack, spawner_settings(hive, spawner_state))
     recorded = await poison_events(hive, subjects.event("poison_message", "system"))

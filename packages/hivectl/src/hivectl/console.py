@@ -13,7 +13,7 @@ from typing import TextIO
 ROTATE_BYTES = 10 << 20  # a log past this at start is kept as `<name>.log.1`, once
 
 # What a line says about its importance, per kind of process.
-SERVICE_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) (?P<logger>\S+) ")  # hyperhive.bus.setup_logging
+SERVICE_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) (?P<logger>\S+) ")  # hyperhive.runtime.setup_logging
 NATS_LOUD = re.compile(r"\[(ERR|WRN|FTL)\]")
 POSTGRES_LOUD = re.compile(r"\b(WARNING|ERROR|FATAL|PANIC):")
 OWN_LOGGERS = ("hive_", "hyperhive")

@@ -26,7 +26,7 @@ from hivectl.console import Console
 from hivectl.layout import Layout, checkout_claude, installed_services
 from hivectl.natsserver import NatsServer
 from hivectl.postgres import Postgres, with_database
-from hyperhive import bus
+from hyperhive import bus, streams
 from hyperhive.files import write_atomic
 from hyperhive.migrate import migrate_services
 from hyperhive.process import Child, ChildFailed, check_port_free, start_service
@@ -71,7 +71,7 @@ async def prepare_database(admin_url: str, services: list[str]) -> str:
 
 async def declare_streams(settings: HiveSettings) -> None:
     async with bus.connected(settings, name="hivectl-up", inbox_prefix=subjects.reply_prefix(OPERATOR)) as nc:
-        await bus.declare(nc.jetstream())
+        await streams.declare(nc.jetstream())
 
 
 async def ping(settings: HiveSettings, service: str) -> None:

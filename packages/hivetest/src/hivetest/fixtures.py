@@ -16,7 +16,7 @@ from hive_broker.service import Broker
 from hivetest.agents import Agents, Caller, make_agent
 from hivetest.hive import TestHive
 from hivetest.services import TestSpawner, approver_settings, broker_settings
-from hyperhive import bus
+from hyperhive import bus, runtime
 from hyperhive.wire import subjects
 from hyperhive.wire.models import FreezeRequest
 
@@ -41,7 +41,7 @@ async def spawner(hive: TestHive) -> AsyncIterator[TestSpawner]:
         await stack.enter_async_context(
             bus.serve(nc, name="spawner", version="0.0.1", description="test", endpoints=endpoints)
         )
-        bus.background(stack, stand_in.work(), "test-spawner")
+        runtime.background(stack, stand_in.work(), "test-spawner")
         yield stand_in
 
 

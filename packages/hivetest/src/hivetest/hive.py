@@ -11,7 +11,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from hivectl.natsserver import NatsServer
-from hyperhive import bus
+from hyperhive import bus, streams
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.names import OPERATOR
@@ -33,7 +33,7 @@ class TestHive:
         return self.server.url
 
     async def __aenter__(self) -> TestHive:
-        await bus.declare((await self.connect(subjects.SPAWNER)).jetstream())
+        await streams.declare((await self.connect(subjects.SPAWNER)).jetstream())
         return self
 
     async def __aexit__(

@@ -59,7 +59,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Tests run on the event loop the hive's processes run on (`bus.run`: uvloop)."""
+    """Tests run on the event loop the hive's processes run on (`runtime.run`: uvloop)."""
     return {"uvloop": uvloop.new_event_loop}
 
 

@@ -1,7 +1,6 @@
-"""The NATS bus: connecting as a principal, calling and serving wire endpoints, and the hive's JetStream layout.
-
-A service is: connect, `serve()` its endpoints as one NATS micro service, wait for SIGINT/SIGTERM, drain. Everything
-is entered in one AsyncExitStack (see `run`), so shutdown runs in reverse order.
+"""The NATS bus, transport only: connecting as a principal, calling and serving wire endpoints, pulling from a
+durable consumer (`each`) and setting aside what cannot be read. How a service process runs is `hyperhive.runtime`;
+the hive's streams and buckets are `hyperhive.streams`.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,19 +17,16 @@ from typing import Any, Generic, TypeVar
 import nats
 import nats.errors
 import nats.js.errors
-import uvloop
 from nats import micro
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js.errors import BadRequestError, NotFoundError
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request, ServiceError
 from nats.micro.service import Service
 from pydantic import BaseModel, ValidationError
 
-from hyperhive import events
-from hyperhive.settings import HiveSettings, SettingsError, load
+from hyperhive import events, streams
+from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import PoisonMessage
@@ -42,8 +37,6 @@ log = logging.getLogger("hyperhive.bus")
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep", bound=BaseModel)
 S = TypeVar("S", bound=HiveSettings)
-
-DAY = 24 * 3600.0
 
 
 # ── connecting ───────────────────────────────────────────────────────────────
@@ -139,7 +132,7 @@ async def join(stack: AsyncExitStack, settings: HiveSettings, *, name: str) -> t
     """A service's connection for the life of `stack` (drained at the end), with the hive's streams declared."""
     nc = await stack.enter_async_context(connected(settings, name=name))
     js = nc.jetstream()
-    await declare(js)
+    await streams.declare(js)
     return nc, js
 
 
@@ -459,135 +452,3 @@ async def set_aside(nc: Client, msg: Msg, error: str, *, about: str | None = "sy
         await events.publish(nc, "poison_message", record, about=about, by_agent=about != SYSTEM)
     except HiveError as exc:
         log.warning("stream=%s seq=%d outcome=poison_event_unsent error=%s", meta.stream, meta.sequence.stream, exc)
-
-
-# ── running a process ────────────────────────────────────────────────────────
-
-
-def main(settings_type: type[S], start: Callable[[AsyncExitStack, S, asyncio.Event], Awaitable[object]]) -> None:
-    """A service's `__main__`: read its settings (failing with a sentence naming what is missing), log, and run
-    `start` until SIGINT/SIGTERM."""
-    try:
-        settings = load(settings_type)
-    except SettingsError as exc:
-        raise SystemExit(f"{settings_type.__name__}: {exc}") from None
-    setup_logging(settings.log_level)
-
-    async def started(stack: AsyncExitStack, stop: asyncio.Event) -> None:
-        await start(stack, settings, stop)
-
-    try:
-        run(started)
-    except HiveError as exc:  # a dependency is missing at start: one sentence, not a traceback
-        raise SystemExit(f"{settings_type.__name__}: cannot start: {exc}") from None
-
-
-def run(main: Callable[[AsyncExitStack, asyncio.Event], Awaitable[None]]) -> None:
-    """Run a service process: `main` enters what it needs into the stack; SIGINT/SIGTERM, or `stop` set by a
-    failed part, unwinds it."""
-
-    async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with AsyncExitStack() as stack:
-            await main(stack, stop)
-            await stop.wait()
-            log.info("event=stopping")
-
-    uvloop.run(runner())  # libuv's event loop: the same asyncio, less CPU per NATS message (docs/PERFORMANCE.md)
-
-
-def background(
-    stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str, stop: asyncio.Event | None = None
-) -> asyncio.Task[None]:
-    """Run `work` for the life of the stack. If it fails, `stop` is set: a service missing a part of itself
-    should be restarted whole by its supervisor, not limp on. (Without `stop`, as in tests, it is logged.)"""
-    task = asyncio.create_task(work, name=name)
-
-    def finished(t: asyncio.Task[None]) -> None:
-        if not t.cancelled() and t.exception() is not None:
-            log.error("task=%s outcome=failed error=%r; stopping", name, t.exception())
-            if stop is not None:
-                stop.set()
-
-    async def cancel() -> None:
-        task.remove_done_callback(finished)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    task.add_done_callback(finished)
-    stack.push_async_callback(cancel)
-    return task
-
-
-def setup_logging(level: str) -> None:
-    """One event per line to stderr, `key=value` style."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-
-# ── JetStream layout ─────────────────────────────────────────────────────────
-
-INBOX_LIMIT = 10_000
-"""Messages one inbox may hold; past it a send is refused (`inbox_full`) once its delivered ones have made way."""
-
-STREAMS = (
-    js_api.StreamConfig(
-        name=subjects.INBOX_STREAM,
-        description="Per-agent inboxes; one durable consumer per agent.",
-        subjects=[f"{subjects.INBOX_PREFIX}.>"],
-        retention=js_api.RetentionPolicy.LIMITS,
-        storage=js_api.StorageType.FILE,
-        duplicate_window=120.0,
-        max_msgs_per_subject=INBOX_LIMIT,
-        discard=js_api.DiscardPolicy.NEW,  # a full inbox refuses the new message; it never drops an unread one
-        discard_new_per_subject=True,
-    ),
-    js_api.StreamConfig(
-        name=subjects.EVENTS_STREAM,
-        description="Everything that happens in the hive, for live views that resume by sequence.",
-        subjects=[f"{subjects.EVENTS_PREFIX}.>", f"{subjects.AGENT_PREFIX}.*.event.>"],
-        retention=js_api.RetentionPolicy.LIMITS,
-        storage=js_api.StorageType.FILE,
-        max_age=7 * DAY,
-        duplicate_window=120.0,
-    ),
-    js_api.StreamConfig(
-        name=subjects.STATS_STREAM,
-        description="Stats samples on their way to PostgreSQL.",
-        subjects=[f"{subjects.STATS_PREFIX}.>", f"{subjects.AGENT_PREFIX}.*.{subjects.STATS}"],
-        retention=js_api.RetentionPolicy.LIMITS,
-        storage=js_api.StorageType.FILE,
-        max_age=1 * DAY,
-    ),
-    js_api.StreamConfig(
-        name=subjects.SPAWNER_CMD_STREAM,
-        description="Approved actions for the spawners; applied once, deduplicated by approval id.",
-        subjects=[f"{subjects.SPAWNER_CMD_PREFIX}.>"],
-        retention=js_api.RetentionPolicy.WORK_QUEUE,
-        storage=js_api.StorageType.FILE,
-        duplicate_window=DAY,
-    ),
-)
-
-
-async def declare(js: JetStreamContext) -> None:
-    """Create or update the hive's streams and KV buckets; safe to run from every service at every start."""
-    for config in STREAMS:
-        try:
-            await js.add_stream(config)
-        except BadRequestError:
-            await js.update_stream(config)
-    try:
-        await js.key_value(subjects.POLICY_BUCKET)
-    except (NotFoundError, nats.js.errors.BucketNotFoundError):
-        await js.create_key_value(
-            js_api.KeyValueConfig(
-                bucket=subjects.POLICY_BUCKET,
-                description="Applied agent policies, written by the spawner.",
-                history=5,
-                storage=js_api.StorageType.FILE,
-            )
-        )

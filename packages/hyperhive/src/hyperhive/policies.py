@@ -15,7 +15,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
-from hyperhive import bus
+from hyperhive import runtime
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import AgentPolicy
@@ -75,9 +75,9 @@ async def follow(stack: AsyncExitStack, js: JetStreamContext, stop: asyncio.Even
     try:
         kv = await js.key_value(bucket)
     except (BucketNotFoundError, NotFoundError):
-        why = "every service declares the hive's streams and buckets at its start (`bus.declare`); is JetStream on?"
+        why = "every service declares the hive's streams and buckets at its start (`streams.declare`); is JetStream on?"
         raise HiveError(ErrorCode.UNAVAILABLE, f"The policy bucket {bucket!r} does not exist: {why}") from None
-    bus.background(stack, book.follow(kv), "policy", stop)
+    runtime.background(stack, book.follow(kv), "policy", stop)
     try:
         await asyncio.wait_for(book.loaded.wait(), 30)
     except TimeoutError:

@@ -158,7 +158,7 @@ class Child:
         return self._proc.returncode
 
 
-SERVICE_READY = r"event=ready"  # what `hyperhive.bus.main` logs once a service answers on NATS
+SERVICE_READY = r"event=ready"  # what `hyperhive.bus.serve` logs once a service answers on NATS
 
 
 def start_service(

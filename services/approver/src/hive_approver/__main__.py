@@ -9,7 +9,7 @@ from hive_approver import __version__
 from hive_approver.service import Approver
 from hive_approver.settings import ApproverSettings
 from hive_approver.store import Store, connect
-from hyperhive import bus, policies
+from hyperhive import bus, policies, runtime
 from hyperhive.migrate import migrate
 from hyperhive.wire import subjects
 
@@ -23,8 +23,8 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
     agents = await policies.follow(stack, js, stop)
     approver = Approver(nc, js, Store(pool), agents, settings.spawner_host)
     await approver.follow_decisions()
-    bus.background(stack, approver.outbox.run(), "outbox", stop)  # first: what a killed approver left unpublished
-    bus.background(stack, approver.deadlines(), "deadlines", stop)
+    runtime.background(stack, approver.outbox.run(), "outbox", stop)  # first: what a killed approver left unpublished
+    runtime.background(stack, approver.deadlines(), "deadlines", stop)
     await stack.enter_async_context(
         bus.serve(
             nc,
@@ -40,7 +40,7 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
 
 
 def main() -> None:
-    bus.main(ApproverSettings, start)
+    runtime.main(ApproverSettings, start)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from hive_broker import __version__, system
 from hive_broker.inbox import Inboxes
 from hive_broker.service import Broker
 from hive_broker.settings import BrokerSettings
-from hyperhive import bus, policies
+from hyperhive import bus, policies, runtime
 from hyperhive.wire import subjects
 
 
@@ -18,8 +18,8 @@ async def start(stack: AsyncExitStack, settings: BrokerSettings, stop: asyncio.E
     nc, js = await bus.join(stack, settings, name=subjects.BROKER)
     policy = await policies.follow(stack, js, stop)
     broker = Broker(nc, Inboxes(nc, js, ack_wait=settings.ack_wait_seconds), policy)
-    bus.background(stack, system.relay(nc, js, broker.system_message), "system-messages", stop)
-    bus.background(stack, _janitor(broker, settings), "janitor", stop)
+    runtime.background(stack, system.relay(nc, js, broker.system_message), "system-messages", stop)
+    runtime.background(stack, _janitor(broker, settings), "janitor", stop)
     await stack.enter_async_context(
         bus.serve(
             nc,
@@ -40,7 +40,7 @@ async def _janitor(broker: Broker, settings: BrokerSettings) -> None:
 
 
 def main() -> None:
-    bus.main(BrokerSettings, start)
+    runtime.main(BrokerSettings, start)
 
 
 if __name__ == "__main__":

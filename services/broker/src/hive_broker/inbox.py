@@ -2,7 +2,7 @@
 or `operator`). The broker stores what is sent and shows inboxes to the operator; owners pull and acknowledge their
 own messages directly (`hyperhive.inbox`).
 
-Space: an inbox holds at most `hyperhive.bus.INBOX_LIMIT` messages (the stream's per-subject limit, enforced by the
+Space: an inbox holds at most `hyperhive.streams.INBOX_LIMIT` messages (the stream's per-subject limit, enforced by the
 server), and delivered messages are kept only while there is room. When an inbox or the whole store is full, the
 delivered messages make way (`reclaim`) before a send is refused: `inbox_full` when the owner has that many unread,
 and `unavailable` when the store is full of what nobody has read yet.

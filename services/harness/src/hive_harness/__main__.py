@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 from hive_harness.harness import Harness
 from hive_harness.settings import HarnessSettings
 from hive_harness.terminal import Terminals
-from hyperhive import bus
+from hyperhive import bus, runtime
 from hyperhive.wire import subjects
 
 
@@ -24,12 +24,12 @@ async def start(stack: AsyncExitStack, settings: HarnessSettings, stop: asyncio.
     await harness.open(stack)
     await harness.serve(stack)
     await Terminals(nc, agent, cwd=settings.state_dir).serve(stack)
-    bus.background(stack, harness.run_forever(), f"{agent}-turns", stop)
+    runtime.background(stack, harness.run_forever(), f"{agent}-turns", stop)
     return harness
 
 
 def main() -> None:
-    bus.main(HarnessSettings, start)
+    runtime.main(HarnessSettings, start)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from hive_harness.settings import HarnessSettings
 from hive_harness.state import StateFiles, read_policy
 from hive_harness.tools import ToolServer
 from hive_harness.turn import CLI_RUN_DIRS, TurnResult, cli_env, cli_flags, run_turn
-from hyperhive import bus, events
+from hyperhive import bus, events, runtime
 from hyperhive.backoff import Backoff
 from hyperhive.inbox import Handled, Inbox
 from hyperhive.wire import subjects
@@ -95,7 +95,7 @@ class Harness:
         await self.inbox.open()
         await self.tools.start(stack)
         for inbox in (self.inbox, self.tools.context.inbox):  # held while paused, or handed out by recv: kept alive
-            bus.background(stack, inbox.keep_alive(), f"{self.agent}-keep-alive")
+            runtime.background(stack, inbox.keep_alive(), f"{self.agent}-keep-alive")
 
     # ── state ────────────────────────────────────────────────────────────────
 
@@ -175,7 +175,7 @@ class Harness:
             verb("waiting", WaitingNotice, self._on_waiting),
         ]
         await stack.enter_async_context(bus.respond(self.nc, endpoints))
-        bus.background(stack, self.heartbeat(), f"{self.agent}-heartbeat")
+        runtime.background(stack, self.heartbeat(), f"{self.agent}-heartbeat")
         await self._publish_event("turn_state", self.state())
 
     def _reply(self, done: str) -> HarnessReply:

@@ -9,7 +9,7 @@ from hive_spawner import __version__
 from hive_spawner.repos import ConfigRepos
 from hive_spawner.service import Spawner
 from hive_spawner.settings import SpawnerSettings
-from hyperhive import bus
+from hyperhive import bus, runtime
 from hyperhive.wire import subjects
 
 
@@ -27,12 +27,12 @@ async def start(stack: AsyncExitStack, settings: SpawnerSettings, stop: asyncio.
         )
     )
     await spawner.resume()
-    bus.background(stack, spawner.work(), "commands", stop)
+    runtime.background(stack, spawner.work(), "commands", stop)
     return spawner
 
 
 def main() -> None:
-    bus.main(SpawnerSettings, start)
+    runtime.main(SpawnerSettings, start)
 
 
 if __name__ == "__main__":
