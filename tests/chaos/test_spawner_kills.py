@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -214,6 +215,65 @@ async def test_a_spawn_killed_at_any_step_ends_right_when_the_next_spawner_takes
     print(sweep.figures())
     assert (sweep.failed, sweep.twice) == ([], []), sweep.figures()
     assert len(sweep.steps) >= 15, sweep.steps  # every kind of step was reached
+
+
+async def test_a_config_change_killed_at_any_step_ends_right_when_the_next_spawner_takes_it_up(
+    hive: TestHive, database_url: str, operator_nc: Client, spawner_state: Path
+) -> None:
+    sweep = Sweep("spawner apply_commit kills")
+    state = spawner_state / "hive"
+    state.mkdir(mode=0o711)
+    agents, proposed = state / "agents", state / "config" / "proposed" / "alice"
+    async with AsyncExitStack() as stack:
+        approver = await start_approver(stack, approver_settings(hive, database_url))
+        manager = await make_agent(hive, approver, "manager")
+        applied = await (await hive.connect("dashboard")).subscribe(f"{subjects.EVENTS_PREFIX}.approval_applied.>")
+        acks = await acknowledged(hive)
+        async with AsyncExitStack() as first:
+            await start_spawner(first, spawner_settings(hive, state))
+            pending = await manager.request("spawn", agent="alice")
+            await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
+            await asyncio.wait_for(acks.get(), 60)
+        for kill_at in itertools.count(1):
+            model = f"model-{kill_at}"
+            (proposed / "agent.nix").write_text(f'{{...}}: {{ hyperhive.model = "{model}"; }}\n')
+            as_the_manager(proposed, "commit", "-q", "-am", model)
+            async with AsyncExitStack() as freezing:  # a spawner freezes the commit when the manager asks
+                await start_spawner(freezing, spawner_settings(hive, state))
+                pending = await manager.request("apply_commit", agent="alice", commit_ref=as_the_manager(
+                    proposed, "rev-parse", "HEAD"))  # fmt: skip
+            await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
+            step = await killed(hive, state, kill_at, acks.get)
+            if step is None:
+                break
+            sweep.steps.append(step)
+
+            async with AsyncExitStack() as next_one:
+                spawner = await start_spawner(next_one, spawner_settings(hive, state))
+                await asyncio.wait_for(acks.get(), 60)
+                outcome = await _outcome(applied, pending.id)
+                problems = [] if outcome.status == "deployed" else [f"approval {outcome.status}: {outcome.note}"]
+                if read_head(spawner.repos.applied("alice")) != pending.frozen_sha:
+                    problems.append("not the frozen commit applied")
+                kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+                published = AgentPolicy.model_validate_json((await kv.get("alice")).value or b"")
+                handed = AgentPolicy.model_validate_json((agents / ".policy" / "alice" / "policy.json").read_text())
+                if (published.model, handed.model) != (model, model):
+                    problems.append(f"policy published {published.model}, handed over {handed.model}")
+                running = sandboxes(agents / "alice")
+                if running != 1:
+                    problems.append(f"{running} sandboxes")
+            sweep.record(problems, running)
+    print(sweep.figures())
+    assert (sweep.failed, sweep.twice) == ([], []), sweep.figures()
+    assert len(sweep.steps) >= 8, sweep.steps
+
+
+def as_the_manager(repo: Path, *args: str) -> str:
+    """git as the manager runs it in a proposed repo, which it owns."""
+    argv = ["git", "-c", "safe.directory=*", "-c", "user.name=manager", "-c", "user.email=manager@hive.invalid",
+            "-C", str(repo), *args]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
 async def test_an_operator_verb_killed_at_any_step_ends_right_when_asked_again(
