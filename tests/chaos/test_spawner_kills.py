@@ -58,7 +58,7 @@ from hyperhive.wire.models import (
 KILLER = r"""
 import os, shutil, signal, sys, tempfile
 import nats.aio.msg, nats.js.kv
-from hive_spawner import __main__ as entry, local, repos, service, uids
+from hive_spawner import __main__ as entry, commands, dirs, lifecycle, local, repos, service
 from hyperhive import bus, identity
 
 kill_at, steps, armed = int(sys.argv[1]), [], []
@@ -88,9 +88,10 @@ step(repos, "run_git", lambda repo, *args, **kw: f"git {args[0]} {repo.name}", l
 step(os, "rename", lambda src, dst: f"move {os.path.basename(dst)} into place")
 step(shutil, "rmtree", lambda path, **kw: f"remove {os.path.relpath(path, os.path.dirname(os.path.dirname(path)))}",
      lambda path, **kw: os.path.exists(path) and not str(path).startswith(tempfile.gettempdir()))
-step(service, "evaluate", lambda files, agent: "evaluate agent.nix")
-step(uids.AgentDirs, "hand_over_policy", lambda self, name, text: "hand the policy over")
-step(uids.Uids, "forget", lambda self, name: "forget the uid")
+step(commands, "evaluate", lambda files, agent: "evaluate agent.nix")
+step(lifecycle, "evaluate", lambda files, agent: "evaluate agent.nix")
+step(dirs.AgentDirs, "hand_over_policy", lambda self, name, text: "hand the policy over")
+step(dirs.Uids, "forget", lambda self, name: "forget the uid")
 step(identity.Identities, "add_agent", lambda self, name, seed: "mint the credential")
 step(identity.Identities, "remove_agent", lambda self, name: "revoke the credential")
 step(identity.Identities, "reload", lambda self, url: "reload nats-server")
@@ -101,7 +102,7 @@ step(local.LocalBackend, "start", lambda self, name, command, env: "start the sa
 step(local.LocalBackend, "stop", lambda self, name: "stop the sandbox")
 step(service.Spawner, "_event", lambda self, type_, agent, data: f"event {type_}")
 step(bus, "call", lambda nc, subject, *a, **kw: "report the outcome")
-step(nats.aio.msg.Msg, "ack", lambda self: "acknowledge the command")
+step(nats.aio.msg.Msg, "ack_sync", lambda self, **kw: "acknowledge the command")
 serve = entry.start
 async def start(*args):
     spawner = await serve(*args)

@@ -12,7 +12,7 @@ from nats.js import api as js_api
 from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
 from hive_spawner.__main__ import start as start_spawner
-from hive_spawner.service import IN_FLIGHT
+from hive_spawner.commands import IN_FLIGHT
 from hivetest.hive import TestHive
 from hyperhive.wire import subjects
 from hyperhive.wire.models import Approval, ApprovalResolved, DecisionRequest, Event

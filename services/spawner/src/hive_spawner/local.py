@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from hive_spawner.uids import POLICY_IN_SANDBOX, AgentDirs
+from hive_spawner.dirs import POLICY_IN_SANDBOX, AgentDirs
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import MANAGER

@@ -19,8 +19,8 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from hive_spawner.repos import ConfigRepos, git
-from hive_spawner.uids import POLICY_IN_SANDBOX, AgentDirs
+from hive_spawner.dirs import POLICY_IN_SANDBOX, AgentDirs
+from hive_spawner.repos import ConfigRepos
 from hyperhive.files import write_atomic, write_secret
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -113,7 +113,7 @@ class NixosBackend(AgentDirs):
 
     def render(self, name: str, command: Sequence[str]) -> Path:
         """The agent's container flake, from its applied agent.nix: nothing secret goes in (see `write_env`)."""
-        sha = git(self.repos.applied(name), "rev-parse", "--verify", "--quiet", "refs/heads/main", check=False)
+        sha = self.repos.applied_head(name)
         if not sha:
             raise HiveError(ErrorCode.CONFLICT, f"Agent {name!r} has no applied config to build a container from.")
         with self.repos.checkout_applied(name) as files:

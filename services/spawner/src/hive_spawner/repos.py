@@ -205,7 +205,7 @@ class ConfigRepos:
             if not existing:
                 run_git(applied, "fetch", "-q", "--no-tags", "--no-write-fetch-head", str(quarantine),
                         f"{sha}:refs/tags/{tag}")  # fmt: skip
-        base = git(applied, "rev-parse", "--verify", "--quiet", "refs/heads/main", check=False) or EMPTY_TREE
+        base = self.applied_head(name) or EMPTY_TREE
         diff = run_git(applied, "diff", *DIFF_OPTIONS, base, sha, "--")
         return Frozen(sha=sha, tag=tag, diff=visible(diff.decode(errors="backslashreplace")))
 
@@ -227,7 +227,7 @@ class ConfigRepos:
     @contextmanager
     def checkout_applied(self, name: str) -> Iterator[Path]:
         """The applied commit's files in a temporary directory (to revive an agent, to render its container)."""
-        sha = git(self.applied(name), "rev-parse", "--verify", "--quiet", "refs/heads/main", check=False)
+        sha = self.applied_head(name)
         if not sha:
             raise HiveError(ErrorCode.NOT_FOUND, f"Agent {name!r} has no applied config.")
         with extract(self.applied(name), sha) as files:
