@@ -101,7 +101,8 @@ async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
     """`pairs` senders each send `per_sender` messages to their own receiver, which takes up to 32 at a time
     from its own inbox and acknowledges them."""
     senders = [await b.agent(f"s{i}") for i in range(pairs)]
-    receivers = [Inbox(await b.agent(f"r{i}"), f"r{i}") for i in range(pairs)]
+    receiving = [await b.agent(f"r{i}") for i in range(pairs)]
+    receivers = [Inbox(nc, f"r{i}") for i, nc in enumerate(receiving)]
     for inbox in receivers:
         await inbox.open()
 
@@ -126,7 +127,7 @@ async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
     t = time.perf_counter()
     await asyncio.gather(*(sender(i) for i in range(pairs)), *(receiver(inbox) for inbox in receivers))
     elapsed = time.perf_counter() - t
-    for nc in senders:
+    for nc in [*senders, *receiving]:
         await nc.close()
     total = pairs * per_sender
     return {
