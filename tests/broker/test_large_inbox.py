@@ -42,13 +42,13 @@ async def test_the_view_of_a_huge_inbox_answers_with_its_last_messages(
 
     # The same call `hivectl inbox bob` makes, with its own 5 s timeout; and what it cost the broker to answer.
     assert agents.broker is not None
-    received = agents.broker._nc.stats["in_msgs"]
+    received = agents.broker.nc.stats["in_msgs"]
     view = await bus.call(
         operator_nc, subjects.operator(subjects.BROKER, "inbox"), InboxRequest(owner="bob"), InboxReply
     )
     assert [e.message.body for e in view.entries] == [f"message {n}" for n in range(HUGE - 50, HUGE)]
     assert {e.state for e in view.entries} == {"pending"}
     assert view.pending == HUGE
-    read = agents.broker._nc.stats["in_msgs"] - received
+    read = agents.broker.nc.stats["in_msgs"] - received
     assert read < 500, f"the broker read {read} messages to show 50"
     print(f"inbox view: the last 50 of {HUGE} messages shown, {read} messages read by the broker to answer")

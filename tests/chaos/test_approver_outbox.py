@@ -33,7 +33,7 @@ async def test_what_a_killed_approver_committed_is_published_by_the_next(
     resolved = await (await hive.connect("dashboard")).subscribe(f"{subjects.EVENTS_PREFIX}.approval_resolved.>")
     # The operator's decision is committed — with what it calls for — and the approver dies before publishing it.
     decided = await approver.store.transition(
-        pending.id, expect=("pending",), to="applying", by=OPERATOR, then=approver._decided_calls_for
+        pending.id, expect=("pending",), to="applying", by=OPERATOR, then=approver.decided_calls_for
     )
     async with AsyncExitStack() as stack:
         await start_approver(stack, approver_settings(hive, database_url))  # the next approver (a replica, here)

@@ -38,14 +38,14 @@ async def test_a_waiting_harness_gets_the_first_message_after_a_nats_restart(hiv
         bob = Inbox(await hive.connect("bob"), "bob")
         await bob.open()
         waiting = asyncio.ensure_future(bob.take(wait=LONG_POLL))
-        await bob._nc.flush()  # the pull is on the server before it dies
+        await bob.nc.flush()  # the pull is on the server before it dies
         back = [asyncio.Event(), asyncio.Event()]
-        for nc, event in zip((alice, broker._nc), back, strict=True):
+        for nc, event in zip((alice, broker.nc), back, strict=True):
             bus.on_reconnect(nc, event.set)
         kill_and_restart(server)
         restarted = time.monotonic()
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in back)), 30)
-        await broker._nc.flush()  # the broker's endpoints are subscribed again
+        await broker.nc.flush()  # the broker's endpoints are subscribed again
         request = SendRequest(to="bob", body="after")
         await bus.call(alice, subjects.agent("alice", "send"), request, SendReply)
         messages, _ = await asyncio.wait_for(waiting, LONG_POLL / 2)

@@ -56,7 +56,7 @@ from hyperhive.wire.models import (
 # The spawner as `python -m hive_spawner` runs it, but stopping itself (SIGSTOP) just before the k-th step it takes once
 # it has a command or an operator's verb (argv[1] = k), after saying which step that is.
 KILLER = r"""
-import os, shutil, signal, sys, tempfile
+import os, shutil, signal, sys, tempfile, threading
 import nats.aio.msg, nats.js.kv
 from hive_spawner import __main__ as entry, commands, dirs, lifecycle, local, repos, service
 from hyperhive import bus, identity
@@ -71,7 +71,8 @@ def step(owner, name, label, when=lambda *a, **kw: True):
             steps.append(label(*args, **kwargs))
             if len(steps) == kill_at:
                 print("at:", steps[-1], flush=True)
-                os.kill(os.getpid(), signal.SIGSTOP)
+                # to this thread: a process-wide SIGSTOP can leave a worker thread running a step further
+                signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
         return real(*args, **kwargs)
     setattr(owner, name, before)
 
@@ -132,8 +133,10 @@ class Sweep:
             self.converged += 1
 
     def figures(self) -> str:
-        return (f"{self.what}: {len(self.steps)} steps, {self.converged} converged, {len(self.failed)} failed, "
-                f"{len(self.twice)} running twice")  # fmt: skip
+        return (
+            f"{self.what}: {len(self.steps)} steps, {self.converged} converged, {len(self.failed)} failed, "
+            f"{len(self.twice)} running twice"
+        )
 
 
 def sandboxes(state: Path) -> int:
@@ -157,9 +160,14 @@ async def killed(hive: TestHive, state: Path, kill_at: int, work: Callable[[], A
     before its step `kill_at`; return that step, or None when the work was done first (it got through it whole, and
     is stopped)."""
     settings = spawner_settings(hive, state)
-    env = {**os.environ, "HIVE_NATS_URL": settings.nats_url, "HIVE_NATS_CREDS": str(settings.nats_creds),
-           "HIVE_STATE_DIR": str(state), "HIVE_NATS_AUTH_DIR": str(settings.nats_auth_dir),
-           "HIVE_AGENT_COMMAND": json.dumps(settings.agent_command)}  # fmt: skip
+    env = {
+        **os.environ,
+        "HIVE_NATS_URL": settings.nats_url,
+        "HIVE_NATS_CREDS": str(settings.nats_creds),
+        "HIVE_STATE_DIR": str(state),
+        "HIVE_NATS_AUTH_DIR": str(settings.nats_auth_dir),
+        "HIVE_AGENT_COMMAND": json.dumps(settings.agent_command),
+    }
     argv = [sys.executable, "-c", KILLER, str(kill_at)]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, env=env)
     try:
@@ -241,8 +249,9 @@ async def test_a_config_change_killed_at_any_step_ends_right_when_the_next_spawn
             as_the_manager(proposed, "commit", "-q", "-am", model)
             async with AsyncExitStack() as freezing:  # a spawner freezes the commit when the manager asks
                 await start_spawner(freezing, spawner_settings(hive, state))
-                pending = await manager.request("apply_commit", agent="alice", commit_ref=as_the_manager(
-                    proposed, "rev-parse", "HEAD"))  # fmt: skip
+                pending = await manager.request(
+                    "apply_commit", agent="alice", commit_ref=as_the_manager(proposed, "rev-parse", "HEAD")
+                )
             await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
             step = await killed(hive, state, kill_at, acks.get)
             if step is None:
@@ -272,8 +281,18 @@ async def test_a_config_change_killed_at_any_step_ends_right_when_the_next_spawn
 
 def as_the_manager(repo: Path, *args: str) -> str:
     """git as the manager runs it in a proposed repo, which it owns."""
-    argv = ["git", "-c", "safe.directory=*", "-c", "user.name=manager", "-c", "user.email=manager@hive.invalid",
-            "-C", str(repo), *args]  # fmt: skip
+    argv = [
+        "git",
+        "-c",
+        "safe.directory=*",
+        "-c",
+        "user.name=manager",
+        "-c",
+        "user.email=manager@hive.invalid",
+        "-C",
+        str(repo),
+        *args,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -295,8 +314,13 @@ async def test_an_operator_verb_killed_at_any_step_ends_right_when_asked_again(
             await asyncio.wait_for(acks.get(), 60)
 
         async def ask(verb: str) -> None:
-            await bus.call(operator_nc, subjects.operator(subjects.SPAWNER, verb), AgentRequest(agent="bob"),
-                           AgentStatus, timeout=30)  # fmt: skip
+            await bus.call(
+                operator_nc,
+                subjects.operator(subjects.SPAWNER, verb),
+                AgentRequest(agent="bob"),
+                AgentStatus,
+                timeout=30,
+            )
 
         async def sweep_verb(verb: str, after: str | None, back: Callable[[], Awaitable[None]] | None) -> None:
             """Kill `verb` at each of its steps in turn, ask again of the next spawner, and take bob `back` to where

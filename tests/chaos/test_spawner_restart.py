@@ -13,13 +13,11 @@ from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
 from hive_spawner.__main__ import start as start_spawner
 from hive_spawner.commands import IN_FLIGHT
+from hivetest.agents import make_agent, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import approver_settings, broker_settings, spawner_settings
 from hyperhive.wire import subjects
 from hyperhive.wire.models import Approval, ApprovalResolved, DecisionRequest, Event
-
-from ..approver.conftest import approver_settings, make_agent, operator_call
-from ..broker.conftest import broker_settings
-from ..e2e.test_spawn import spawner_settings
 
 
 async def test_a_command_a_killed_spawner_was_applying_is_taken_up_at_once(
@@ -36,8 +34,9 @@ async def test_a_command_a_killed_spawner_was_applying_is_taken_up_at_once(
         # The first spawner took the command and died applying it: delivered, never acked, its token left behind.
         js = (await hive.connect(subjects.SPAWNER)).jetstream()
         config = js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=300)
-        taken = await js.pull_subscribe(subjects.spawner_cmd(), durable="spawner-local",
-                                        stream=subjects.SPAWNER_CMD_STREAM, config=config)  # fmt: skip
+        taken = await js.pull_subscribe(
+            subjects.spawner_cmd(), durable="spawner-local", stream=subjects.SPAWNER_CMD_STREAM, config=config
+        )
         [command] = await taken.fetch(1, timeout=10)
         (spawner_state / "agents").mkdir(parents=True, exist_ok=True)
         (spawner_state / "agents" / IN_FLIGHT).write_text(command.reply)

@@ -59,7 +59,7 @@ async def test_a_spawned_agent_runs_sandboxed_with_its_credential_and_policy_and
         pending = await manager.request("spawn", agent="bob", description="a helper")
         await operator_call(operator_nc, "approve", DecisionRequest(id=pending.id), Approval)
         await applied.next_msg(timeout=30)
-        the_spawner.backend._running["bob"].wait_for("ready", 30)
+        the_spawner.backend.sandbox("bob").wait_for("ready", 30)
 
         [bob] = (await spawner(operator_nc, "agents", Empty(), AgentsReply)).agents  # type: ignore[attr-defined]
         assert (bob.name, bob.state) == ("bob", "running")
@@ -88,7 +88,7 @@ async def test_a_spawned_agent_runs_sandboxed_with_its_credential_and_policy_and
         assert "You were started" in view.entries[0].message.body
 
         # A crash is an event, and the manager is told.
-        os.kill(the_spawner.backend.pid("bob"), 9)
+        os.kill(the_spawner.backend.sandbox("bob").pid, 9)
         told: list[str] = []
         while not any("bob stopped unexpectedly" in t for t in told):
             got = (await manager_inbox.recv(wait=20)).messages

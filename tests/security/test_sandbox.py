@@ -86,7 +86,7 @@ def test_an_agent_sees_only_the_system_its_runtime_and_its_own_state(
         {"HIVE_CLAUDE": json.dumps([str(CLAUDE)])},
     )
     try:
-        backend._running["alice"].wait_for("ready", 30)
+        backend.sandbox("alice").wait_for("ready", 30)
         said = backend.journal("alice", 200)
     finally:
         backend.stop("alice")
@@ -116,7 +116,7 @@ def test_the_harness_runtime_is_there_and_nothing_else_of_the_checkout(hive_root
     )
     backend.start("alice", ["/bin/sh", "-c", script], {"HIVE_CLAUDE": json.dumps([str(CLAUDE)])})
     try:
-        backend._running["alice"].wait_for("ready", 30)
+        backend.sandbox("alice").wait_for("ready", 30)
         said = backend.journal("alice", 50)
     finally:
         backend.stop("alice")

@@ -36,7 +36,7 @@ def backend(agents_root: Path, exits: Exits):  # type: ignore[no-untyped-def]
 
 def run(backend: LocalBackend, name: str, script: str) -> None:
     backend.start(name, ["/bin/sh", "-c", script], {})
-    backend._running[name].wait_for("ready", 30)
+    backend.sandbox(name).wait_for("ready", 30)
 
 
 def test_an_agent_is_root_inside_and_its_files_belong_to_its_own_uid(backend: LocalBackend) -> None:
@@ -72,7 +72,7 @@ def test_an_unexpected_exit_is_reported_and_a_stop_is_not(backend: LocalBackend,
     run(backend, "alice", READY)
     run(backend, "bob", READY)
     backend.stop("bob")
-    os.kill(backend.pid("alice"), 9)
+    os.kill(backend.sandbox("alice").pid, 9)
     assert exits.happened.wait(10)
     assert [name for name, _ in exits.seen] == ["alice"]
     assert not backend.running("alice")
@@ -86,12 +86,14 @@ def test_bad_names_never_become_paths(backend: LocalBackend, agents_root: Path, 
 
 
 def test_a_state_dir_its_uid_cannot_reach_is_refused_with_a_reason(tmp_path: Path, exits: Exits) -> None:
-    if os.geteuid() != 0:
-        return  # only root switches agents to their own uids; a non-root hive runs them as its own user
     local = LocalBackend(tmp_path / "agents", on_exit=exits)  # pytest's tmp dirs are 0700
-    with pytest.raises(HiveError) as err:
+    if os.geteuid() == 0:  # root runs each agent as a uid of its own, which cannot pass a 0700 parent
+        with pytest.raises(HiveError) as err:
+            local.start("alice", ["/bin/true"], {})
+        assert "must be reachable" in err.value.message
+    else:  # a user's hive runs its agents as that user, who can: the same state dir is fine
         local.start("alice", ["/bin/true"], {})
-    assert "must be reachable" in err.value.message
+        local.stop("alice")
 
 
 def test_the_manager_edits_every_proposed_repo_at_agents_and_others_do_not_see_them(
@@ -123,7 +125,7 @@ def test_a_new_spawner_ends_the_sandboxes_an_earlier_one_left_running(
     """A spawner killed with SIGKILL cannot stop its sandboxes; the next one finds and ends them before it starts
     those agents again, so no agent runs twice."""
     run(backend, "alice", READY)
-    orphan = backend._running["alice"]
+    orphan = backend.sandbox("alice")
     successor = LocalBackend(agents_root, on_exit=Exits())
     assert successor.reap_orphans() == ["alice"]
     assert exits.happened.wait(10)  # the first backend sees its sandbox end

@@ -216,8 +216,12 @@ def test_exec_start_keeps_every_argument_whole_through_nix_and_systemd() -> None
     command joined with spaces)."""
     argv = ["/bin/harness", "two words", 'a "quoted" one', "$HOME", "100%", "${x}", "back\\slash"]
     line = exec_start(argv)
-    evaluated = subprocess.run(["nix-instantiate", "--eval", "--json", "--expr", f'"{nix_string(line)}"'], check=True,
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+    evaluated = subprocess.run(
+        ["nix-instantiate", "--eval", "--json", "--expr", f'"{nix_string(line)}"'],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     assert json.loads(evaluated) == line  # Nix gives back exactly the ExecStart line
     assert line.count('" "') == len(argv) - 1  # one quoted word per argument
     assert "$$HOME" in line  # systemd would expand it otherwise
@@ -248,8 +252,9 @@ async def test_listing_agents_costs_one_process_whatever_their_number(
         frozen = repos.freeze(name, repos.create(name), approval_id=1)
         repos.apply(name, frozen.tag, frozen.sha)
     nc = await hive.connect(subjects.SPAWNER)
-    settings = SpawnerSettings(state_dir=tmp_path, backend="nixos", containers_dir=tmp_path / "containers",
-                               nixos_conf_dir=tmp_path / "conf")  # fmt: skip
+    settings = SpawnerSettings(
+        state_dir=tmp_path, backend="nixos", containers_dir=tmp_path / "containers", nixos_conf_dir=tmp_path / "conf"
+    )
     spawner = Spawner(nc, nc.jetstream(), repos, tmp_path / "agents", settings)
     try:
         for name in names[:3]:

@@ -181,8 +181,11 @@ def test_a_gitdir_file_is_not_followed(repos: ConfigRepos, tmp_path: Path) -> No
 def test_the_spawner_runs_no_git_in_a_repo_another_uid_owns(repos: ConfigRepos) -> None:
     head = repos.create("alice")
     proposed = repos.proposed("alice")
-    if os.geteuid() != 0:
-        return  # only root can hand the repo to another uid
+    if os.geteuid() != 0:  # a user cannot hand a repo to another uid; a folder root owns is one it cannot write
+        with pytest.raises(HiveError) as err:
+            git(Path("/"), "log")
+        assert "another uid owns it" in err.value.message
+        return
     for path in [proposed, *proposed.rglob("*")]:
         os.chown(path, 200999, 200999, follow_symlinks=False)
     assert git(proposed, "rev-parse", "HEAD") == head  # read from the files

@@ -54,7 +54,7 @@ class Agent:
 
     async def restart(self) -> None:
         """As if the harness died and a new one started: a new connection, the same held-tokens file."""
-        held = self.inbox._held_file
+        held = self.inbox.held_file
         self.inbox = Inbox(self.nc, self.name, held_file=held)
         await self.inbox.open()
         self.opened = True

@@ -85,9 +85,9 @@ class Inbox:
     def __init__(
         self, nc: Client, owner: str, *, held_file: Path | None = None, handled: Handled | None = None
     ) -> None:
-        self._nc = nc
+        self.nc = nc
         self.owner = owner
-        self._held_file = held_file
+        self.held_file = held_file
         self._held: dict[str, str] = {}  # what is taken and not acked: token → message id
         self._handled = handled if handled is not None else Handled()
         bus.on_reconnect(nc, self._reconnected)
@@ -106,18 +106,18 @@ class Inbox:
             if self.owner == OPERATOR
             else subjects.agent(self.owner, subjects.OPEN)
         )
-        await bus.call(self._nc, subject, Empty(), Empty)
+        await bus.call(self.nc, subject, Empty(), Empty)
         await self.release(self._stale())
 
     def _stale(self) -> list[str]:
         """The tokens an earlier harness kept. The file is in the agent's state dir, so the agent may have written
         it: what is not a token of this inbox is left out, never a reason not to start."""
-        if self._held_file is None:
+        if self.held_file is None:
             return []
         try:
-            stale = json.loads(read_untrusted(self._held_file) or "[]")
+            stale = json.loads(read_untrusted(self.held_file) or "[]")
         except ValueError as exc:
-            log.warning("owner=%s file=%s outcome=unreadable_held_tokens error=%r", self.owner, self._held_file, exc)
+            log.warning("owner=%s file=%s outcome=unreadable_held_tokens error=%r", self.owner, self.held_file, exc)
             return []
         tokens = []
         for token in stale if isinstance(stale, list) else []:
@@ -145,12 +145,12 @@ class Inbox:
                 message = self._as_message(msg)
             except ValidationError as exc:  # never stored by the broker: set aside, so it does not come again
                 about = None if self.owner == OPERATOR else self.owner  # the operator's tools publish no events
-                await bus.set_aside(self._nc, msg, f"not a Message: {exc.errors()[0]['msg']}", about=about)
+                await bus.set_aside(self.nc, msg, f"not a Message: {exc.errors()[0]['msg']}", about=about)
                 continue
             if message.id in self._handled:  # had already, its ack lost: acknowledged again, handed to nobody
                 log.warning("owner=%s message=%s seq=%d outcome=duplicate_dropped", self.owner, message.id, message.seq)
                 with contextlib.suppress(nats.errors.Error):  # confirmed: it must not come back after ack_wait
-                    await self._nc.request(message.token, b"+ACK", timeout=2)
+                    await self.nc.request(message.token, b"+ACK", timeout=2)
                 continue
             taken.append(message)
         self._hold(add={m.token: m.id for m in taken})
@@ -159,8 +159,8 @@ class Inbox:
     async def _pull(self, batch: int, wait: float) -> list[Msg]:
         async with self._pulling:  # one pull at a time per inbox: the replies of one pull are told apart by that
             if self._replies is None:
-                self._reply_subject = self._nc.new_inbox()
-                self._replies = await self._nc.subscribe(self._reply_subject, cb=self._collect)
+                self._reply_subject = self.nc.new_inbox()
+                self._replies = await self.nc.subscribe(self._reply_subject, cb=self._collect)
             request: dict[str, object] = {"batch": batch, "no_wait": True}
             self._got, self._batch = [], batch
             loop = asyncio.get_running_loop()
@@ -171,7 +171,7 @@ class Inbox:
                     if wait > 0:
                         left = max(0.0, deadline - PULL_GRACE_SECONDS - loop.time())
                         request["expires"] = max(int(left * 1e9), 1_000_000)
-                    await self._nc.publish(
+                    await self.nc.publish(
                         f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.owner)}",
                         json.dumps(request).encode(),
                         reply=self._reply_subject,
@@ -198,7 +198,7 @@ class Inbox:
         status = _status(msg)  # 404 nothing more, 408 expired, 409 consumer changed, 503 no inbox
         if self._done is None or self._done.done():
             if status is None:  # a straggler after its pull gave up: hand it back rather than sit on it
-                await self._nc.publish(msg.reply, b"-NAK")
+                await self.nc.publish(msg.reply, b"-NAK")
             return
         if status is None:
             self._got.append(msg)
@@ -233,24 +233,24 @@ class Inbox:
         # what was acked no longer holds space the broker may need (and nobody sees it pending). An unconfirmed
         # one only means the message may come again (at least once, never lost); the handled record drops it.
         for token in tokens[:-1]:
-            await self._nc.publish(token, b"+ACK")
+            await self.nc.publish(token, b"+ACK")
         if tokens:
             try:
-                await self._nc.request(tokens[-1], b"+ACK", timeout=2)
+                await self.nc.request(tokens[-1], b"+ACK", timeout=2)
             except nats.errors.Error as exc:
                 log.warning("owner=%s outcome=ack_unconfirmed error=%r", self.owner, exc)
         self._handled.add([i for i in self._hold(drop=tokens) if i])
         if seqs and self.owner != OPERATOR:
             delivered = MessageDelivered(owner=self.owner, seqs=seqs)
-            await events.publish(self._nc, "message_delivered", delivered, about=self.owner, by_agent=True)
+            await events.publish(self.nc, "message_delivered", delivered, about=self.owner, by_agent=True)
         return len(tokens)
 
     async def keep(self, tokens: list[str]) -> None:
         """Still being worked on: restart their redelivery clock."""
         self._check(tokens)
         for token in tokens:
-            await self._nc.publish(token, b"+WPI")
-        await self._nc.flush()
+            await self.nc.publish(token, b"+WPI")
+        await self.nc.flush()
 
     async def keep_alive(self, every: float = KEEP_ALIVE_SECONDS) -> None:
         """For as long as it runs: restart the redelivery clock of what is taken and not yet acknowledged (messages
@@ -266,7 +266,7 @@ class Inbox:
         """Hand messages back for immediate redelivery, waiting for JetStream to confirm each."""
         self._check(tokens)
         results = await asyncio.gather(
-            *(self._nc.request(token, b"-NAK", timeout=2) for token in tokens), return_exceptions=True
+            *(self.nc.request(token, b"-NAK", timeout=2) for token in tokens), return_exceptions=True
         )
         for token, result in zip(tokens, results, strict=True):
             if isinstance(result, Exception):
@@ -278,6 +278,6 @@ class Inbox:
         Returns the ids of what was dropped."""
         self._held.update(add or {})
         dropped = [self._held.pop(token, "") for token in drop or []]
-        if self._held_file is not None and (add or drop):
-            write_atomic(self._held_file, json.dumps(sorted(self._held)))
+        if self.held_file is not None and (add or drop):
+            write_atomic(self.held_file, json.dumps(sorted(self._held)))
         return dropped

@@ -96,7 +96,7 @@ class Approver:
     def _resolved(self, type_: str = "approval_resolved") -> Then:
         return lambda a: [_event(type_, a.agent, resolved(a))]
 
-    def _decided_calls_for(self, a: Approval) -> list[Outgoing]:
+    def decided_calls_for(self, a: Approval) -> list[Outgoing]:
         """A decision's event, and its spawner command when it is to be applied: committed with it (the outbox)."""
         calls_for = [_event("approval_resolved", a.agent, resolved(a))]
         return [*calls_for, self._command(a)] if a.status == "applying" else calls_for
@@ -238,7 +238,7 @@ class Approver:
     async def _decide(self, req: DecisionRequest, to: str, verb: str) -> Approval:
         try:
             a = await self.store.transition(
-                req.id, expect=("pending",), to=to, by=OPERATOR, note=req.note, then=self._decided_calls_for
+                req.id, expect=("pending",), to=to, by=OPERATOR, note=req.note, then=self.decided_calls_for
             )
         except HiveError as exc:
             if exc.code == ErrorCode.CONFLICT and (same := await self._same_decision(req.id, verb)) is not None:

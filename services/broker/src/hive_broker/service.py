@@ -69,7 +69,7 @@ def _all_or_say_who(mid: str, targets: list[str], results: Sequence[object]) -> 
 
 class Broker:
     def __init__(self, nc: Client, inboxes: Inboxes, policy: PolicyBook) -> None:
-        self._nc = nc
+        self.nc = nc
         self.inboxes = inboxes
         self.policy = policy
         # One lock per sender: its messages are stored in the order it sent them, other senders run in parallel.
@@ -86,7 +86,7 @@ class Broker:
                 log.info("sender=%s to=%s outcome=refused", sender, to)
                 refused = MessageRefused(sender=sender, to=to, reason=exc.message)
                 try:  # the refusal stands either way; its audit record is stored, or its loss is logged
-                    await events.publish(self._nc, "message_refused", refused, about=sender)
+                    await events.publish(self.nc, "message_refused", refused, about=sender)
                 except HiveError as lost:
                     log.error("sender=%s to=%s outcome=refusal_unrecorded error=%s", sender, to, lost)
             raise

@@ -121,8 +121,13 @@ class Lifecycle:
         if agent in await asyncio.to_thread(self.backend.running, agent):
             log.info("agent=%s outcome=running_already", agent)
             return
-        env = {**self.settings.agent_env, "HIVE_NATS_URL": self.settings.nats_url, "HIVE_AGENT": agent,
-               "HIVE_STATE_DIR": "/state", "HIVE_POLICY_FILE": f"{POLICY_IN_SANDBOX}/{POLICY_FILE}"}  # fmt: skip
+        env = {
+            **self.settings.agent_env,
+            "HIVE_NATS_URL": self.settings.nats_url,
+            "HIVE_AGENT": agent,
+            "HIVE_STATE_DIR": "/state",
+            "HIVE_POLICY_FILE": f"{POLICY_IN_SANDBOX}/{POLICY_FILE}",
+        }
         if self.settings.nats_auth_dir is not None:
             env["HIVE_NATS_CREDS"] = "/state/nats.nk"
         # A thread of the loop's executor, which lives as long as the loop: a sandbox ends when the thread that
@@ -181,8 +186,9 @@ class Lifecycle:
             log.warning("agent=%s outcome=orphan_ended (left running by an earlier spawner)", agent)
         if self.settings.bootstrap_manager and MANAGER not in self._marks():
             log.info("agent=%s outcome=bootstrapping", MANAGER)
-            await self._resuming(MANAGER, self._spawn(SpawnerCommand(action="spawn", agent=MANAGER,
-                                                                     approval_id=BOOTSTRAP)))  # fmt: skip
+            await self._resuming(
+                MANAGER, self._spawn(SpawnerCommand(action="spawn", agent=MANAGER, approval_id=BOOTSTRAP))
+            )
             return
         wanted = [agent for agent, desired in sorted(self._marks().items()) if desired == "running"]
         up = await asyncio.to_thread(self.backend.running, *wanted)

@@ -118,8 +118,8 @@ class LocalBackend(AgentDirs):
         if as_root:
             self._reachable(state, "Agents' state dirs", "choose a state dir outside it")
             program = Path(shutil.which(command[0]) or command[0]).resolve()
-            self._reachable(program, f"The agent's program {program}", "install the hive on a Python outside it "
-                            "(`make install` prefers /usr/bin/python3)")  # fmt: skip
+            fix = "install the hive on a Python outside it (`make install` prefers /usr/bin/python3)"
+            self._reachable(program, f"The agent's program {program}", fix)
         child = Child(
             name,
             self.argv(name, command, env),
@@ -160,8 +160,8 @@ class LocalBackend(AgentDirs):
         """End the sandboxes of our agents that an earlier spawner left running (killed with SIGKILL, its children
         were not told): found by the state dir bwrap binds at /state, they would otherwise run twice once this
         spawner starts the agent again. Returns whose were ended."""
-        ours = [n.name for n in self.state_root.iterdir() if n.is_dir() and not n.name.startswith(".")] if (
-            self.state_root.is_dir()) else []  # fmt: skip
+        folders = list(self.state_root.iterdir()) if self.state_root.is_dir() else []
+        ours = [n.name for n in folders if n.is_dir() and not n.name.startswith(".")]
         return self._end([name for name in ours if name not in self.running(*ours)])
 
     def _end(self, names: list[str]) -> list[str]:
@@ -209,5 +209,6 @@ class LocalBackend(AgentDirs):
         child = self._running.get(name)
         return child.lines[-lines:] if child is not None else []
 
-    def pid(self, name: str) -> int:
-        return self._running[name].pid
+    def sandbox(self, name: str) -> Child:
+        """The running sandbox of `name`: its pid, and its output lines to wait for."""
+        return self._running[name]

@@ -137,8 +137,11 @@ class NixosBackend(AgentDirs):
         lines = []
         for key, value in sorted(env.items()):
             if not ENV_NAME.fullmatch(key) or any(c in value for c in "\n\r\0"):
-                raise HiveError(ErrorCode.INVALID_REQUEST, f"The environment variable {key!r} cannot be handed to a "
-                                "container: a name of letters, digits and _, a value on one line.")  # fmt: skip
+                raise HiveError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"The environment variable {key!r} cannot be handed to a "
+                    "container: a name of letters, digits and _, a value on one line.",
+                )
             quoted = "".join("\\" + c if c in '\\"`$' else c for c in value)
             lines.append(f'{key}="{quoted}"')
         path = self.env_file(name)
@@ -175,8 +178,14 @@ class NixosBackend(AgentDirs):
         verb = "update" if self.exists(name) else "create"
         run("nixos-container", verb, name, "--flake", f"{flake}#agent")
         self._set_flags(name)
-        run("systemctl", "set-property", "--runtime", f"container@{name}.service",
-            f"CPUQuota={self.cpu_quota}", f"MemoryMax={self.memory_max}")  # fmt: skip
+        run(
+            "systemctl",
+            "set-property",
+            "--runtime",
+            f"container@{name}.service",
+            f"CPUQuota={self.cpu_quota}",
+            f"MemoryMax={self.memory_max}",
+        )
         run("nixos-container", "start", name)
         self._stopping.discard(name)
         self._watch(name)

@@ -42,8 +42,17 @@ MAX_TREE_BYTES = 4 << 20  # all of them
 GIT_MEMORY = 1 << 30  # address space of each git process (an inflating pack cannot take the host's memory)
 GIT_TIMEOUT = 60
 # Every choice a diff makes, spelled out: no external diff or textconv, every file as text, no renames.
-DIFF_OPTIONS = ("--no-ext-diff", "--no-textconv", "--no-color", "--no-renames", "--text", "--unified=3",
-                "--diff-algorithm=myers", "--src-prefix=a/", "--dst-prefix=b/")  # fmt: skip
+DIFF_OPTIONS = (
+    "--no-ext-diff",
+    "--no-textconv",
+    "--no-color",
+    "--no-renames",
+    "--text",
+    "--unified=3",
+    "--diff-algorithm=myers",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+)
 OBJECT_TYPES = (b"blob", b"tree", b"commit", b"tag")
 REGULAR = {b"100644", b"100755"}
 KINDS = {b"120000": "a symlink", b"160000": "a submodule", b"040000": "a directory"}
@@ -68,8 +77,8 @@ def git_env() -> dict[str, str]:
 
 def run_git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
     """git in one of the spawner's own repos, hardened and bounded in memory and time; a failure names the repo."""
-    argv = ["prlimit", f"--as={GIT_MEMORY}", "--", "git", "-c", "core.hooksPath=/dev/null",
-            "-c", "core.fsmonitor=false", "-C", str(repo), *args]  # fmt: skip
+    hardened = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
+    argv = ["prlimit", f"--as={GIT_MEMORY}", "--", "git", *hardened, "-C", str(repo), *args]
     try:
         # Never a repo above `repo`: a folder that is not (yet) a repo must fail, not run git in whatever encloses it.
         env = {**git_env(), "GIT_CEILING_DIRECTORIES": str(repo.parent)}
@@ -203,8 +212,8 @@ class ConfigRepos:
             if existing and existing != sha:
                 raise HiveError(ErrorCode.CONFLICT, f"Tag {tag} already freezes another commit ({existing[:12]}).")
             if not existing:
-                run_git(applied, "fetch", "-q", "--no-tags", "--no-write-fetch-head", str(quarantine),
-                        f"{sha}:refs/tags/{tag}")  # fmt: skip
+                fetch = ["fetch", "-q", "--no-tags", "--no-write-fetch-head"]
+                run_git(applied, *fetch, str(quarantine), f"{sha}:refs/tags/{tag}")
         base = self.applied_head(name) or EMPTY_TREE
         diff = run_git(applied, "diff", *DIFF_OPTIONS, base, sha, "--")
         return Frozen(sha=sha, tag=tag, diff=visible(diff.decode(errors="backslashreplace")))
@@ -417,8 +426,11 @@ def files_of(repo: Path, sha: str) -> list[tuple[list[str], str]]:
             raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: the path {path!r} is refused.")
         total += int(size)
         if int(size) > MAX_FILE_BYTES or total > MAX_TREE_BYTES:
-            raise HiveError(ErrorCode.INVALID_REQUEST, f"Commit {sha[:12]}: {path} is over the size a config "
-                            f"commit may have ({MAX_FILE_BYTES} bytes a file, {MAX_TREE_BYTES} in all).")  # fmt: skip
+            raise HiveError(
+                ErrorCode.INVALID_REQUEST,
+                f"Commit {sha[:12]}: {path} is over the size a config "
+                f"commit may have ({MAX_FILE_BYTES} bytes a file, {MAX_TREE_BYTES} in all).",
+            )
         files.append((parts, oid.decode()))
     return files
 
