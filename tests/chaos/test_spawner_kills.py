@@ -20,8 +20,8 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from nats.js.errors import KeyNotFoundError
 from hive_approver.__main__ import start as start_approver
 from hive_spawner.__main__ import start as start_spawner
 from hive_spawner.repos import ConfigRepos, git, read_head
+from hive_spawner.service import Spawner
 from hivectl.natsserver import NatsServer
 from hivetest.agents import make_agent, operator_call
 from hivetest.hive import TestHive
@@ -211,11 +212,7 @@ async def test_a_spawn_killed_at_any_step_ends_right_when_the_next_spawner_takes
                 break
             sweep.steps.append(step)
 
-            # The next spawner on the same state: the command comes at once, and is applied once more.
-            async with AsyncExitStack() as next_one:
-                spawner = await start_spawner(next_one, spawner_settings(hive, state))
-                await asyncio.wait_for(acks.get(), 60)
-                outcome = await _outcome(applied, pending.id)
+            async with the_next_spawner(hive, state, acks, applied, pending.id) as (spawner, outcome):
                 problems = await _spawned_wrong(hive, spawner.repos, state / "agents", agent, pending.id)
                 if outcome.status != "deployed":
                     problems.append(f"approval {outcome.status}: {outcome.note}")
@@ -258,10 +255,7 @@ async def test_a_config_change_killed_at_any_step_ends_right_when_the_next_spawn
                 break
             sweep.steps.append(step)
 
-            async with AsyncExitStack() as next_one:
-                spawner = await start_spawner(next_one, spawner_settings(hive, state))
-                await asyncio.wait_for(acks.get(), 60)
-                outcome = await _outcome(applied, pending.id)
+            async with the_next_spawner(hive, state, acks, applied, pending.id) as (spawner, outcome):
                 problems = [] if outcome.status == "deployed" else [f"approval {outcome.status}: {outcome.note}"]
                 if read_head(spawner.repos.applied("alice")) != pending.frozen_sha:
                     problems.append("not the frozen commit applied")
@@ -376,6 +370,17 @@ async def acknowledged(hive: TestHive) -> asyncio.Queue[None]:
         f"$JS.ACK.{subjects.SPAWNER_CMD_STREAM}.spawner-local.>", cb=ack
     )
     return acks
+
+
+@asynccontextmanager
+async def the_next_spawner(
+    hive: TestHive, state: Path, acks: asyncio.Queue[None], applied: Subscription, approval_id: int
+) -> AsyncIterator[tuple[Spawner, ApprovalResolved]]:
+    """The next spawner on the same state: the command comes at once, and is applied once more; with its outcome."""
+    async with AsyncExitStack() as next_one:
+        spawner = await start_spawner(next_one, spawner_settings(hive, state))
+        await asyncio.wait_for(acks.get(), 60)
+        yield spawner, await _outcome(applied, approval_id)
 
 
 async def _outcome(applied: Subscription, approval_id: int) -> ApprovalResolved:
