@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy
 from pydantic import Field
 
@@ -8,7 +9,7 @@ from hivetest.hive import TestHive
 from hyperhive import bus, streams
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import Empty, WireModel
+from hyperhive.wire.models import Empty, SpawnerCommand, WireModel
 
 
 class AckRequest(WireModel):
@@ -99,3 +100,43 @@ async def test_declare_is_idempotent_and_creates_the_designed_streams(hive: Test
     await js.publish(subjects.spawner_cmd(), b"x", headers={"Nats-Msg-Id": "approval-1"})
     again = await js.publish(subjects.spawner_cmd(), b"x", headers={"Nats-Msg-Id": "approval-1"})
     assert again.duplicate
+
+
+@pytest.mark.parametrize(
+    ("failure", "set_aside"),
+    [(HiveError(ErrorCode.UNAVAILABLE, "the store is full"), False), (ValueError("a bug"), True)],
+    ids=["something-away", "a-bug"],
+)
+async def test_a_handler_that_fails_because_something_is_away_is_retried_until_it_is_back(
+    hive: TestHive, monkeypatch: pytest.MonkeyPatch, failure: Exception, set_aside: bool
+) -> None:
+    """What is away (NATS, a full store, the database) is waited out however long it lasts; a handler that fails
+    for any other reason has its message set aside after `MAX_HANDLER_FAILURES` deliveries."""
+    monkeypatch.setattr(bus, "RETRY_SECONDS", 0.01)  # the back-off's scale, not what is asserted
+    nc = await hive.connect(subjects.SPAWNER)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(subjects.spawner_cmd("t"), durable="t", stream=subjects.SPAWNER_CMD_STREAM)
+    poisons = await nc.subscribe(subjects.event("poison_message", "system"))
+    command = SpawnerCommand(approval_id=1, action="spawn", agent="bob")
+    await js.publish(subjects.spawner_cmd("t"), bus.encode(command))
+    tries, handled = 0, asyncio.Event()
+
+    async def handle(msg: Msg, got: SpawnerCommand) -> None:
+        nonlocal tries
+        tries += 1
+        if tries <= bus.MAX_HANDLER_FAILURES + 2:
+            raise failure
+        await msg.ack()
+        handled.set()
+
+    worker = asyncio.create_task(bus.each(nc, sub, SpawnerCommand, handle, batch=1))
+    try:
+        if set_aside:
+            await poisons.next_msg(timeout=30)
+            assert tries == bus.MAX_HANDLER_FAILURES
+        else:
+            await asyncio.wait_for(handled.wait(), 30)
+            assert tries == bus.MAX_HANDLER_FAILURES + 3  # delivered past the limit: never set aside
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)

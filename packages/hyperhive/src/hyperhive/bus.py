@@ -377,6 +377,17 @@ async def _unless(back: asyncio.Event, fetch: Coroutine[Any, Any, list[Msg]]) ->
 
 MAX_HANDLER_FAILURES = 5  # a message whose handler fails this often is set aside, not retried forever
 RETRY_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+
+
+def unavailable(exc: BaseException) -> bool:
+    """A failure of what is away (NATS, JetStream's store, PostgreSQL), not of the message: retried for as long as it
+    lasts, never a reason to set the message aside."""
+    if isinstance(exc, HiveError):
+        return exc.code == ErrorCode.UNAVAILABLE
+    if isinstance(exc, nats.js.errors.APIError):
+        return isinstance(exc, nats.js.errors.ServiceUnavailableError)
+    return isinstance(exc, nats.errors.Error | OSError)
 
 
 async def each(
@@ -392,7 +403,8 @@ async def each(
 
     The loop outlives what would end it: a message that is not a `body` is set aside at once (`set_aside`), one
     whose handler keeps failing after `MAX_HANDLER_FAILURES` deliveries too (earlier failures are redelivered after a
-    short delay); a lost connection or an unavailable JetStream is waited out, and the pull is issued again."""
+    short delay); a handler that fails because something is away (`unavailable`) is retried with back-off for as
+    long as that lasts; a lost connection or an unavailable JetStream is waited out, and the pull is issued again."""
     back = asyncio.Event()
     on_reconnect(nc, back.set)
     while True:
@@ -414,14 +426,19 @@ async def each(
             try:
                 await handle(msg, request)
             except Exception as exc:
-                if msg.metadata.num_delivered >= MAX_HANDLER_FAILURES:
+                tries = msg.metadata.num_delivered
+                if not unavailable(exc) and tries >= MAX_HANDLER_FAILURES:
                     await set_aside(nc, msg, f"its handler failed {MAX_HANDLER_FAILURES} times: {exc!r}")
                     continue
-                log.exception(
-                    "stream=%s seq=%d outcome=handler_failed", msg.metadata.stream, msg.metadata.sequence.stream
+                log.warning(
+                    "stream=%s seq=%d outcome=handler_failed tries=%d error=%r",
+                    msg.metadata.stream,
+                    msg.metadata.sequence.stream,
+                    tries,
+                    exc,
                 )
                 with contextlib.suppress(nats.errors.Error):
-                    await msg.nak(delay=RETRY_SECONDS * msg.metadata.num_delivered)
+                    await msg.nak(delay=min(RETRY_SECONDS * tries, RETRY_MAX_SECONDS))
 
 
 async def set_aside(nc: Client, msg: Msg, error: str, *, about: str | None = "system") -> None:

@@ -115,6 +115,8 @@ class Commands(Lifecycle):
             await self.apply(command)
             outcome = OutcomeRequest(approval_id=command.approval_id, ok=True)
         except HiveError as exc:
+            if exc.code == ErrorCode.UNAVAILABLE:
+                raise  # NATS or the store is away, not the command at fault: it comes again (bus.each backs off)
             outcome = OutcomeRequest(approval_id=command.approval_id, ok=False, reason=exc.message)
         log.info("approval=%d action=%s agent=%s ok=%s", command.approval_id, command.action, command.agent, outcome.ok)
         try:
