@@ -1,6 +1,9 @@
 """The NATS bus, transport only: connecting as a principal, calling and serving wire endpoints, pulling from a
 durable consumer (`each`) and setting aside what cannot be read. How a service process runs is `hyperhive.runtime`;
 the hive's streams and buckets are `hyperhive.streams`.
+
+It is longer than most because every way of using a connection (call, serve, respond, pull) shares its
+conventions here: error headers, reconnect hooks, what is unavailable and what is a bug.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Around a turn: the state the dashboard shows (idle, thinking, compacting, waitin
 backing-off) with a heartbeat; the operator's harness-plane verbs (cancel, model, compact, pause); what to do when a
 turn fails (a too-long prompt is compacted once and retried, an API error or rate limit is retried with back-off, a
 missing login waits for the operator); and notes compaction after a turn.
+
+The turn loop and the harness-plane verbs stay in one module: they share the turn's state, its lock and its
+cancel, which split apart would be private state reached across modules.
 """
 
 from __future__ import annotations

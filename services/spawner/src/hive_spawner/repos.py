@@ -7,7 +7,10 @@ never following a symlink), checks each loose object's hash, re-indexes each pac
 fresh quarantine repo of the spawner's, and fetches the one commit from there into the applied repo (with
 `transfer.fsckObjects`). The tag `proposal/<id>` lives in the applied repo, out of the manager's reach; the diff the
 operator sees, the checkout that is evaluated and what is applied come from those objects alone, with the spawner's
-own git configuration (`gitconfig`)."""
+own git configuration (`gitconfig`).
+
+It is long because reading a repo without git means checking every kind of object git would have taken on trust.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 Each model carries a versioned `kind`, documents its fields, and ignores fields it does not know, so a newer peer
 can add fields without breaking an older one.
+
+It is one module, longer than most, on purpose: the wire contract is read as one document (and docs/wire.md is
+generated from it), so every model is found in one place.
 """
 
 from __future__ import annotations
