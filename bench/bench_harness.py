@@ -29,7 +29,7 @@ from pathlib import Path
 from benchhive import BenchFailed, arguments, bench_hive, run, summary
 from nats.aio.client import Client
 
-from hive_harness.harness import Harness
+from hive_harness.service import Harness
 from hive_harness.settings import HarnessSettings
 from hive_harness.turn import cli_env, cli_flags
 from hivectl.natsserver import NatsServer

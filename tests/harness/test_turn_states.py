@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hive_harness.harness import NEEDS_LOGIN
+from hive_harness.service import NEEDS_LOGIN
 from hivetest.harness import harness_call, scene
 from hivetest.hive import TestHive
 from hivetest.messages_api import ApiError, Hold, Text

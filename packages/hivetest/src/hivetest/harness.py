@@ -14,7 +14,7 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
 from hive_broker.__main__ import start as start_broker
-from hive_harness.harness import Harness
+from hive_harness.service import Harness
 from hive_harness.settings import HarnessSettings
 from hive_harness.turn import TurnResult
 from hivetest.agents import Agent, Agents

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 
-from hive_harness.harness import Harness
+from hive_harness.service import Harness
 from hive_harness.settings import HarnessSettings
 from hive_harness.terminal import Terminals
 from hyperhive import bus, runtime
