@@ -202,8 +202,13 @@ class LocalBackend(AgentDirs):
         return found
 
     def running(self, *names: str) -> set[str]:
-        """Which of `names` have a live sandbox."""
-        return {name for name in names if (child := self._running.get(name)) is not None and child.alive()}
+        """Which of `names` have a live sandbox that is not being stopped (a child whose reader thread is reaping it
+        still polls as alive, and a start right after a stop was refused as running already)."""
+        return {
+            name
+            for name in names
+            if (child := self._running.get(name)) is not None and child.alive() and child not in self._stopping
+        }
 
     def journal(self, name: str, lines: int) -> list[str]:
         child = self._running.get(name)
