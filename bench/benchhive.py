@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import statistics
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 import uvloop
 
 from hivectl.natsserver import NatsServer
-from hyperhive.process import Child, ChildFailed
+from hyperhive.process import Child, ChildFailed, start_service
 
 
 class BenchFailed(Exception):
@@ -77,10 +76,8 @@ class BenchHive:
         """`python -m hive_<name>` with its own credential, once it logs that it is ready; `python` may be another
         checkout's, to measure its service on the same server."""
         creds = str(self.server.identities.seed_path(name))
-        env = {**os.environ, "HIVE_NATS_URL": self.server.url, "HIVE_NATS_CREDS": creds, **env}
-        child = Child(name, [python, "-m", f"hive_{name}"], env=env).start()
+        child = start_service(name, {"HIVE_NATS_URL": self.server.url, "HIVE_NATS_CREDS": creds, **env}, python=python)
         self.children.append(child)
-        child.wait_for(r"event=ready", 30)
         return child
 
 

@@ -67,7 +67,7 @@ class Spawner(Commands):
 
     async def manager_verb(self, subject: str, req: AgentRequest) -> AgentStatus:
         """`hive.agent.<name>.lifecycle.<verb>`: only the manager, never on itself, only start/stop/restart."""
-        caller, verb = subjects.caller(subject), subject.rsplit(".", 1)[-1]
+        caller, verb = subjects.caller(subject), subjects.verb_of(subject).removeprefix("lifecycle.")
         if caller != MANAGER:
             await self._event("lifecycle_refused", caller, LifecycleRefused(caller=caller, agent=req.agent, verb=verb))
             raise HiveError(ErrorCode.NOT_MANAGER, f"Only the manager may {verb} agents; ask the manager.")
