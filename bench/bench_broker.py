@@ -11,6 +11,7 @@ import asyncio
 import os
 import platform
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 from benchhive import BenchFailed, arguments, bench_hive, run, summary
@@ -97,6 +98,17 @@ async def send_recv_latency(b: Bench, n: int) -> tuple[list[float], list[float]]
     return out, acks
 
 
+async def timed(*work: Awaitable[object]) -> float:
+    """Seconds until all of `work`, run at once, is done."""
+    t = time.perf_counter()
+    await asyncio.gather(*work)
+    return time.perf_counter() - t
+
+
+def rate(clients: int, count: int, seconds: float, counted: str, per_s: str) -> dict[str, float]:
+    return {"clients": clients, counted: count, "seconds": round(seconds, 3), per_s: round(count / seconds)}
+
+
 async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
     """`pairs` senders each send `per_sender` messages to their own receiver, which takes up to 32 at a time
     from its own inbox and acknowledges them."""
@@ -124,17 +136,12 @@ async def throughput(b: Bench, pairs: int, per_sender: int) -> dict[str, float]:
             got += len(messages)
             await inbox.ack([m.token for m in messages])
 
-    t = time.perf_counter()
-    await asyncio.gather(*(sender(i) for i in range(pairs)), *(receiver(inbox) for inbox in receivers))
-    elapsed = time.perf_counter() - t
+    elapsed = await timed(*(sender(i) for i in range(pairs)), *(receiver(inbox) for inbox in receivers))
     for nc in [*senders, *receiving]:
         await nc.close()
     total = pairs * per_sender
     return {
-        "clients": 2 * pairs,
-        "messages": total,
-        "seconds": round(elapsed, 3),
-        "delivered_per_s": round(total / elapsed),
+        **rate(2 * pairs, total, elapsed, "messages", "delivered_per_s"),
         "messages_per_take": round(total / takes, 2),
     }
 
@@ -153,17 +160,10 @@ async def raw_request_throughput(b: Bench, clients: int, per_client: int) -> dic
         for _ in range(per_client):
             await nc.request("bench.echo2", b"x" * 100, timeout=10)
 
-    t = time.perf_counter()
-    await asyncio.gather(*(client(nc) for nc in conns))
-    elapsed = time.perf_counter() - t
+    elapsed = await timed(*(client(nc) for nc in conns))
     for nc in [svc, *conns]:
         await nc.close()
-    return {
-        "clients": clients,
-        "requests": clients * per_client,
-        "seconds": round(elapsed, 3),
-        "requests_per_s": round(clients * per_client / elapsed),
-    }
+    return rate(clients, clients * per_client, elapsed, "requests", "requests_per_s")
 
 
 async def raw_js_publish_throughput(b: Bench, clients: int, per_client: int) -> dict[str, float]:
@@ -175,18 +175,11 @@ async def raw_js_publish_throughput(b: Bench, clients: int, per_client: int) -> 
         for k in range(per_client):
             await js.publish(f"bench.js2.{i}", b"x" * 150, headers={"Nats-Msg-Id": f"{i}-{k}"})
 
-    t = time.perf_counter()
-    await asyncio.gather(*(publisher(i, nc) for i, nc in enumerate(conns)))
-    elapsed = time.perf_counter() - t
+    elapsed = await timed(*(publisher(i, nc) for i, nc in enumerate(conns)))
     await conns[0].jetstream().delete_stream("BENCH2")
     for nc in conns:
         await nc.close()
-    return {
-        "clients": clients,
-        "messages": clients * per_client,
-        "seconds": round(elapsed, 3),
-        "stored_per_s": round(clients * per_client / elapsed),
-    }
+    return rate(clients, clients * per_client, elapsed, "messages", "stored_per_s")
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
