@@ -42,8 +42,8 @@ test: system install
 
 bench: install
 	@mkdir -p bench/results
-	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b" >&2; \
-	  $(UV) run python "$$b" | tee "bench/results/$$(basename $$b .py).json"; done
+	@set -o pipefail; for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b" >&2; \
+	  $(UV) run python "$$b" | tee "bench/results/$$(basename $$b .py).json" || exit 1; done
 
 lint: install
 	$(UV) run ruff check .
