@@ -11,9 +11,9 @@ import pytest
 
 from hive_spawner.local import LocalBackend
 from hivetest.claude import CLAUDE
+from hivetest.standins import Exits
 from hyperhive.files import write_secret
 
-from ..spawner.conftest import Exits
 from .conftest import Attacks
 
 CHECKOUT = Path(__file__).resolve().parents[2]

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from hive_spawner.nixos import NixosBackend
 from hive_spawner.repos import ConfigRepos
+from hivetest.standins import calls
+from hyperhive.files import write_atomic, write_secret
 
-from ..spawner.test_nixos import calls, standins
 from .conftest import Attacks
 
-__all__ = ["standins"]  # the recording stand-ins of nixos-container, systemctl and journalctl
 SECRET = "sk-ant-planted-4f1c9e2b7d"
 
 
@@ -51,4 +51,23 @@ def test_a_secret_in_agent_env_reaches_no_flake_store_path_argv_or_readable_file
         owner = backend.env_file("alice").stat().st_uid
         attacks.record("the credentials file owned by another uid", succeeded=owner != backend.uid("alice"))
     attacks.record("the secret on a command line", succeeded=any(SECRET in " ".join(c) for c in calls(standins)))
+    attacks.none_succeeded()
+
+
+def test_a_secret_written_into_an_agents_folder_never_goes_through_a_link_it_planted(
+    tmp_path: Path, attacks: Attacks
+) -> None:
+    """The spawner, as root, writes an agent's credential into the agent's own state dir, where the agent may have
+    left links at the names it would use."""
+    state, outside = tmp_path / "state", tmp_path / "outside"
+    state.mkdir()
+    outside.write_text("root's file\n")
+    (state / ".nats.nk.tmp").symlink_to(outside)  # the temporary name the writers used to take
+    (state / "nats.nk").symlink_to(outside)
+    write_secret(state / "nats.nk", b"SUAGENTSEED\n")
+    write_atomic(state / "turn.json", "[]")
+    attacks.record("a write went through a planted link", succeeded=outside.read_text() != "root's file\n")
+    seed = state / "nats.nk"
+    attacks.record("the secret is a link", succeeded=seed.is_symlink() or seed.read_bytes() != b"SUAGENTSEED\n")
+    attacks.record("the secret is readable by others", succeeded=seed.stat().st_mode & 0o077 != 0)
     attacks.none_succeeded()

@@ -10,9 +10,8 @@ import pytest
 
 from hive_spawner.local import LocalBackend
 from hive_spawner.repos import ConfigRepos, git
+from hivetest.standins import Exits
 from hyperhive.wire.errors import HiveError
-
-from .conftest import Exits
 
 READY = "echo ready; exec sleep 600"
 

@@ -31,7 +31,7 @@ from hyperhive.process import free_port
 TEMPLATE = "hive_template"
 
 
-pytest_plugins = ["hivetest.fixtures"]  # the services as fixtures, for every test folder
+pytest_plugins = ["hivetest.fixtures", "hivetest.standins"]  # the services as fixtures, for every test folder
 
 
 def missing_system_packages(listing: Path) -> list[str]:

@@ -374,10 +374,18 @@ async def _unless(back: asyncio.Event, fetch: Coroutine[Any, Any, list[Msg]]) ->
         waiter.cancel()
         if not task.done():
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
-            await task  # its outcome is ours to take, or asyncio reports it as never retrieved
+            # nats-py's fetch does not always end at once when cancelled: never wait on it unbounded (a service
+            # stopping would hang), and take its outcome whenever it comes (or asyncio reports it never retrieved).
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+        task.add_done_callback(_outcome_taken)
 
 
+def _outcome_taken(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+CANCEL_GRACE_SECONDS = 1.0
 MAX_HANDLER_FAILURES = 5  # a message whose handler fails this often is set aside, not retried forever
 RETRY_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0

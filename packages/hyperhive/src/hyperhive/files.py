@@ -9,10 +9,12 @@ that may stop or steer whoever reads it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import stat
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger("hyperhive.files")
@@ -23,22 +25,31 @@ MAX_UNTRUSTED_BYTES = 1 << 20
 
 def write_secret(path: Path, data: bytes) -> None:
     """Write a secret file atomically with mode 0600 from its first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_MODE)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    _replace(path, data, SECRET_MODE, sync=True)
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` whole: a reader sees the old file or the new one, never a part."""
+    _replace(path, text.encode(), 0o644, sync=False)
+
+
+def _replace(path: Path, data: bytes, mode: int, *, sync: bool) -> None:
+    """Write `data` to a temporary file of a name nobody can guess, made by us (O_EXCL, so never through a link an
+    agent planted in a folder it can write), then rename it over `path` (which replaces a link, never follows it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def read_untrusted(path: Path, pattern: re.Pattern[str] | None = None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -147,7 +148,8 @@ class Child:
         if self._proc is None:
             return None
         if self._proc.poll() is None:
-            os.kill(self._proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):  # its reader thread may reap it first
+                os.kill(self._proc.pid, sig)
             try:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
