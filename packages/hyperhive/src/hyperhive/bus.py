@@ -243,15 +243,12 @@ async def _handle(endpoint: Endpoint[Any], subject: str, data: bytes) -> bytes:
         return encode(await endpoint.handler(subject, parse(endpoint.request, data)))
     except HiveError:
         raise
-    except (nats.errors.Error, OSError) as exc:
-        if isinstance(exc, nats.js.errors.APIError) and not isinstance(exc, nats.js.errors.ServiceUnavailableError):
-            log.exception("endpoint=%s subject=%s outcome=bug", endpoint.name, subject)  # JetStream refused us
-            raise HiveError(ErrorCode.INTERNAL, f"Internal error in {endpoint.name}; see the service log.") from exc
-        log.warning("endpoint=%s subject=%s outcome=unavailable error=%r", endpoint.name, subject, exc)
-        raise HiveError(
-            ErrorCode.UNAVAILABLE, f"{endpoint.name}: NATS or JetStream is not available ({exc!r}); try again."
-        ) from exc
     except Exception as exc:
+        if unavailable(exc):
+            log.warning("endpoint=%s subject=%s outcome=unavailable error=%r", endpoint.name, subject, exc)
+            raise HiveError(
+                ErrorCode.UNAVAILABLE, f"{endpoint.name}: NATS or JetStream is not available ({exc!r}); try again."
+            ) from exc
         log.exception("endpoint=%s subject=%s outcome=bug", endpoint.name, subject)
         raise HiveError(ErrorCode.INTERNAL, f"Internal error in {endpoint.name}; see the service log.") from exc
 
