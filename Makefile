@@ -6,11 +6,6 @@ UV := $(CURDIR)/.tools/bin/uv
 UV_DEP := $(UV)
 endif
 NODE_DEP := $(if $(wildcard package.json),node_modules/.installed)
-# Agents run the harness from this venv as their own uids, so its Python must not live in a private home (a pyenv
-# under /root): prefer the system's Python when it is new enough.
-ifeq ($(shell /usr/bin/python3 -c 'import sys; print(sys.version_info >= (3, 11))' 2>/dev/null),True)
-export UV_PYTHON := /usr/bin/python3
-endif
 
 .PHONY: install system up demo test bench lint wire-docs
 

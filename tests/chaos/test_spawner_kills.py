@@ -32,6 +32,7 @@ from nats.js.errors import KeyNotFoundError
 
 from hive_approver.__main__ import start as start_approver
 from hive_spawner.__main__ import start as start_spawner
+from hive_spawner.local import sandboxes_binding
 from hive_spawner.repos import ConfigRepos, git, read_head
 from hive_spawner.service import Spawner
 from hivectl.natsserver import NatsServer
@@ -143,16 +144,10 @@ class Sweep:
 def sandboxes(state: Path) -> int:
     """How many sandboxes bind `state` at /state: bwrap processes (each sandbox is two, the second a fork of the
     first) whose parent is not one of them."""
-    found: dict[int, int] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    found = {}
+    for pid in sandboxes_binding([state]):
         with contextlib.suppress(OSError):
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if argv[0].endswith(b"bwrap") and b"--bind" in argv:
-                bound = argv[argv.index(b"--bind") + 1]
-                if bound == str(state).encode():
-                    found[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            found[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     return sum(1 for ppid in found.values() if ppid not in found)
 
 

@@ -5,11 +5,13 @@ policy is readable and cannot be changed by any means."""
 from __future__ import annotations
 
 import json
+import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
-from hive_spawner.local import LocalBackend
+from hive_spawner.local import LocalBackend, runtime
 from hivetest.claude import CLAUDE
 from hivetest.standins import Exits
 from hyperhive.files import write_secret
@@ -33,12 +35,20 @@ def hive_root(spawner_state: Path) -> Path:
     return spawner_state
 
 
-def probe(paths: dict[str, str], changes: dict[str, str]) -> str:
-    """A shell script that prints `SEEN <label>` for each path it can read and `DID <label>` for each change that
-    worked, then `ready`."""
-    lines = [f"[ -e {json.dumps(p)} ] && echo 'SEEN {label}'" for label, p in paths.items()]
-    lines += [f"( {cmd} ) >/dev/null 2>&1 && echo 'DID {label}'" for label, cmd in changes.items()]
+def probe(paths: dict[str, str], changes: dict[str, str], folders: Iterable[str] = ()) -> str:
+    """A shell script that prints `SEEN <label>` for each path it can read, `DID <label>` for each change that
+    worked and `IN <folder> <entry>` for what each of `folders` holds, then `ready`."""
+    lines = [f"[ -e {shlex.quote(p)} ] && echo {shlex.quote(f'SEEN {label}')}" for label, p in paths.items()]
+    lines += [f"( {cmd} ) >/dev/null 2>&1 && echo {shlex.quote(f'DID {label}')}" for label, cmd in changes.items()]
+    lines += [f"ls -A {shlex.quote(f)} 2>/dev/null | sed {shlex.quote(f's|^|IN {f} |')}" for f in folders]
     return "\n".join([*lines, "echo ready", "exec sleep 600"])
+
+
+def beyond_runtime(said: list[str], folder: str, command: list[str], env: dict[str, str]) -> set[str]:
+    """What the sandbox showed in `folder` beyond the parents of the runtime's binds (a checkout in /root or /home
+    brings its own path there, and nothing beside it)."""
+    allowed = {p.parts[2] for p in runtime(command, env) if len(p.parts) > 2 and p.parts[1] == folder.strip("/")}
+    return {line.split(" ", 2)[2] for line in said if line.startswith(f"IN {folder} ")} - allowed
 
 
 def test_an_agent_sees_only_the_system_its_runtime_and_its_own_state(
@@ -61,12 +71,9 @@ def test_an_agent_sees_only_the_system_its_runtime_and_its_own_state(
         "the operator's NATS seed": hive_root / "nats" / "seeds" / "operator.nk",
         "the PostgreSQL password": hive_root / "postgres.password",
         "the host's /tmp": tmp_path / "host-tmp-marker",
-        "/home": Path("/home"),
-        "/root": Path("/root"),
-        "/var": Path("/var"),
-        "/srv": Path("/srv"),
-        "/mnt": Path("/mnt"),
+        "the hive's state root": hive_root,
     }
+    folders = ("/home", "/root", "/var", "/srv", "/mnt", "/opt", "/work")
     policy = "/run/hive/policy.json"
     changes = {
         "wrote its policy": f"echo '{{}}' > {policy}",
@@ -80,18 +87,19 @@ def test_an_agent_sees_only_the_system_its_runtime_and_its_own_state(
         "wrote into the hive's runtime": f"touch {CHECKOUT / 'packages' / 'hyperhive' / 'src' / 'x'}",
         "wrote into the system": "touch /usr/x",
     }
-    backend.start(
-        "alice",
-        ["/bin/sh", "-c", probe({k: str(v) for k, v in hidden.items()}, changes)],
-        {"HIVE_CLAUDE": json.dumps([str(CLAUDE)])},
-    )
+    command = ["/bin/sh", "-c", probe({k: str(v) for k, v in hidden.items()}, changes, folders)]
+    env = {"HIVE_CLAUDE": json.dumps([str(CLAUDE)])}
+    backend.start("alice", command, env)
     try:
         backend.sandbox("alice").wait_for("ready", 30)
-        said = backend.journal("alice", 200)
+        said = backend.journal("alice", 500)
     finally:
         backend.stop("alice")
     for label in hidden:
         attacks.record(f"alice read {label}", succeeded=f"SEEN {label}" in said)
+    for folder in folders:
+        seen = beyond_runtime(said, folder, command, env)
+        attacks.record(f"alice listed {folder}: {sorted(seen)}", succeeded=bool(seen))
     for label in changes:
         attacks.record(f"alice {label}", succeeded=f"DID {label}" in said)
     attacks.record(

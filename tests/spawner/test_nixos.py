@@ -168,7 +168,7 @@ def test_exec_start_keeps_every_argument_whole_through_nix_and_systemd() -> None
     argv = ["/bin/harness", "two words", 'a "quoted" one', "$HOME", "100%", "${x}", "back\\slash"]
     line = exec_start(argv)
     evaluated = subprocess.run(
-        ["nix-instantiate", "--eval", "--json", "--expr", f'"{nix_string(line)}"'],
+        ["nix-instantiate", "--store", "dummy://", "--eval", "--json", "--expr", f'"{nix_string(line)}"'],
         check=True,
         capture_output=True,
         text=True,

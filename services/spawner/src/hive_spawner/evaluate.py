@@ -47,7 +47,9 @@ def evaluate(checkout: Path, agent: str) -> AgentPolicy:
     if not agent_nix.exists() or not stat.S_ISREG(agent_nix.lstat().st_mode):
         raise HiveError(ErrorCode.INVALID_REQUEST, f"The commit for {agent} has no agent.nix (a regular file).")
     options = [a for k, v in OPTIONS for a in ("--option", k, v)]
-    argv = [nix, "--eval", "--json", "--strict", *options, "-I", f"agent={checkout}", "-E", EXPRESSION]
+    # No store: evaluating a policy builds and copies nothing, and needs no nix daemon (which a user may not reach).
+    store = ["--store", "dummy://"]
+    argv = [nix, "--eval", "--json", "--strict", *store, *options, "-I", f"agent={checkout}", "-E", EXPRESSION]
     with tempfile.TemporaryDirectory(prefix="hive-nix-home-") as home:
         env = {"PATH": "/usr/bin:/bin", "NIX_USER_CONF_FILES": "", "NIX_PATH": ""}
         env |= dict.fromkeys(("HOME", "XDG_CONFIG_HOME", "XDG_CONFIG_DIRS", "XDG_CACHE_HOME"), home)

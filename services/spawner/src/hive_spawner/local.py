@@ -7,6 +7,11 @@ host. Writable is only its own state dir, at `/state`; its policy is a read-only
 also edits every agent's proposed repo at `/agents`. The checkout, the hive's state root (other agents' state, the
 NATS credentials, PostgreSQL), /home, /root and the rest of /var are not there.
 
+Run as root, each agent is its own host uid, which may not pass where the checkout or the state dir lies (a 0700
+home): the sandbox is then entered through `hive_spawner.enter`, which binds what bwrap needs where that uid reaches.
+Run as a user, every agent has that user's uid; the namespaces alone keep them apart (each sees only its own /state,
+its own processes and its own /run/hive).
+
 It shares the host's network, so it reaches NATS on loopback — and anything else listening on loopback: see
 docs/SECURITY.md for what that means and what the nixos backend does instead.
 """
@@ -24,12 +29,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from hive_spawner.dirs import POLICY_IN_SANDBOX, AgentDirs
+from hive_spawner.enter import SYSTEM, VIEW, under_system
 from hyperhive.process import Child
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import MANAGER
 
 UID_BASE = 200_000
-SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "nix")
+ENTER = "hive_spawner.enter"
 
 
 def system_view() -> list[str]:
@@ -62,15 +68,32 @@ def runtime(command: Sequence[str], env: Mapping[str, str]) -> list[Path]:
         if path.is_absolute():
             folders = [p for p in (path, *path.parents) if p.name == "node_modules"]
             found.add(folders[0] if folders else path.resolve().parent)
-    return sorted(p for p in found if not _under_system(p))
-
-
-def _under_system(path: Path) -> bool:
-    return len(path.parts) > 1 and path.parts[1] in SYSTEM
+    return sorted(p for p in found if not under_system(str(p)))
 
 
 def _binds(paths: Iterable[Path]) -> list[str]:
     return [arg for path in paths for arg in ("--ro-bind", str(path), str(path))]
+
+
+def sandboxes_binding(states: Iterable[Path]) -> dict[int, Path]:
+    """The live bwrap processes that bind one of `states` at /state (as root's, from the view), by pid: found by
+    their command lines, so a spawner finds the sandboxes an earlier one left."""
+    wanted = {str(state): state for state in states}
+    found = {}
+    for proc in Path("/proc").iterdir() if wanted else ():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if not (argv[0].endswith("bwrap") or ENTER in argv[:4]):  # the pid of an entering sandbox is bwrap's to be
+            continue
+        bound = [argv[i + 1] for i in range(len(argv) - 2) if argv[i] == "--bind" and argv[i + 2] == "/state"]
+        seen = [path for b in bound for path in (b, b.removeprefix(VIEW))]
+        if state := next((wanted[b] for b in seen if b in wanted), None):
+            found[int(proc.name)] = state
+    return found
 
 
 class LocalBackend(AgentDirs):
@@ -100,31 +123,17 @@ class LocalBackend(AgentDirs):
             "--", *command,
         ]  # fmt: skip
 
-    @staticmethod
-    def _reachable(path: Path, what: str, fix: str) -> None:
-        """bubblewrap runs as the agent's uid: every parent of what it opens must let others pass (mode o+x)."""
-        for parent in path.parents:
-            if parent.exists() and not parent.stat().st_mode & 0o001:
-                raise HiveError(
-                    ErrorCode.UNAVAILABLE,
-                    f"{what} must be reachable by agents' own uids, but {parent} is not (mode o+x); {fix}.",
-                )
-
     def start(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> None:
         if name in self.running(name):
             raise HiveError(ErrorCode.CONFLICT, f"Agent {name!r} is running already.")
-        state = self.prepare(name)
-        as_root = os.geteuid() == 0
-        if as_root:
-            self._reachable(state, "Agents' state dirs", "choose a state dir outside it")
-            program = Path(shutil.which(command[0]) or command[0]).resolve()
-            fix = "install the hive on a Python outside it (`make install` prefers /usr/bin/python3)"
-            self._reachable(program, f"The agent's program {program}", fix)
+        self.prepare(name)
+        argv = self.argv(name, command, env)
+        if os.geteuid() == 0:  # root enters as the agent's uid, through a view of what bwrap binds
+            argv = [sys.executable, "-I", "-m", ENTER, str(self.uid(name)), "--", *argv]
         child = Child(
             name,
-            self.argv(name, command, env),
+            argv,
             env={"PATH": "/usr/bin:/bin", "HOME": "/state", **env},
-            user=self.uid(name) if as_root else None,  # without root, agents share our uid (still namespaced)
             on_exit=self._exited,
             keep=2_000,
         )
@@ -185,21 +194,8 @@ class LocalBackend(AgentDirs):
 
     def _sandboxes(self, names: list[str]) -> dict[int, str]:
         """The live bwrap processes that bind one of `names`' state dirs at /state, by pid."""
-        dirs = {str(self.state_dir(name)): name for name in names}
-        found = {}
-        for proc in Path("/proc").iterdir() if dirs else ():
-            if not proc.name.isdigit():
-                continue
-            try:
-                argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue  # gone meanwhile, or not ours to read
-            if not argv or not argv[0].endswith("bwrap"):
-                continue
-            bound = {argv[i + 1] for i in range(len(argv) - 2) if argv[i] == "--bind" and argv[i + 2] == "/state"}
-            if name := next((dirs[b] for b in bound if b in dirs), None):
-                found[int(proc.name)] = name
-        return found
+        dirs = {self.state_dir(name): name for name in names}
+        return {pid: dirs[state] for pid, state in sandboxes_binding(dirs).items()}
 
     def running(self, *names: str) -> set[str]:
         """Which of `names` have a live sandbox that is not being stopped (a child whose reader thread is reaping it
