@@ -1,0 +1,92 @@
+"use strict";
+// An agent's page: its row, its inbox, a send box that also takes slash commands, the live turn, its journal and its
+// applied agent.nix (each read when its section is opened).
+
+(() => {
+  const { api, el, notice } = hive;
+  const name = document.getElementById("agent").dataset.agent;
+  const path = encodeURIComponent(name);
+  const HELP = "/model <name> · /model default · /cancel · /compact · /pause · /resume · /help — anything else is sent as a message.";
+
+  function showRow() {
+    const row = home.state.agents.get(name);
+    document.getElementById("agent-row").replaceChildren(row ? home.agentRow(row) : el("p", { class: "hint" }, "Not known to the spawner."));
+  }
+
+  async function inbox() {
+    try {
+      const reply = await api("GET", `/inbox/${path}?limit=50`);
+      document.getElementById("agent-inbox").replaceChildren(...reply.entries.map((e) =>
+        el("div", { class: "row message", "data-state": e.state }, el("span", { class: "chip" }, e.message.from),
+          el("span", { class: "badge", "data-state": e.state }, e.state), el("p", { class: "body" }, e.message.body))));
+    } catch (e) { notice(`inbox: ${e.message}`, "error"); }
+  }
+
+  async function command(text) {
+    const reply = document.getElementById("agent-reply");
+    const [word, ...rest] = text.trim().split(/\s+/);
+    const harness = (verb, body) => api("POST", `/harness/${path}/${verb}`, body);
+    const said = (r) => { reply.textContent = r.done; };
+    try {
+      switch (word) {
+        case "/help": reply.textContent = HELP; return;
+        case "/model":
+          if (!rest.length) { reply.textContent = "Say which model: /model <name>, or /model default."; return; }
+          said(await harness("model", { model: rest[0] === "default" ? null : rest.join(" ") })); return;
+        case "/cancel": said(await harness("cancel")); return;
+        case "/compact": said(await harness("compact")); return;
+        case "/pause": said(await harness("pause", { paused: true })); return;
+        case "/resume": said(await harness("pause", { paused: false })); return;
+        default:
+          if (word.startsWith("/")) { reply.textContent = `Unknown command ${word}. ${HELP}`; return; }
+          await api("POST", "/send", { to: name, body: text });
+          reply.textContent = "Sent.";
+      }
+    } catch (e) { reply.textContent = `${e.code}: ${e.message}`; }
+  }
+
+  // The live turn: stream-json events, rendered readably (tool results folded).
+  function turnEvent(data) {
+    const box = document.getElementById("turn");
+    if (data.type === "system" && data.subtype === "init") box.replaceChildren();
+    const content = (data.message && data.message.content) || [];
+    if (data.type === "user" && typeof data.message?.content === "string") box.append(el("div", { class: "prompt" }, data.message.content));
+    for (const part of Array.isArray(content) ? content : []) {
+      if (part.type === "text") box.append(el("div", { class: data.type === "user" ? "prompt" : "assistant" }, part.text));
+      else if (part.type === "tool_use") box.append(el("div", { class: "tool" }, el("b", {}, part.name), el("pre", {}, JSON.stringify(part.input, null, 2))));
+      else if (part.type === "tool_result") {
+        const text = Array.isArray(part.content) ? part.content.map((c) => c.text || "").join("\n") : String(part.content ?? "");
+        box.append(el("details", { class: "result" }, el("summary", {}, "result"), el("pre", {}, text)));
+      }
+    }
+    if (data.type === "result") box.append(el("div", { class: "hint" }, `cost $${(data.total_cost_usd || 0).toFixed(4)} · ${data.duration_ms || 0} ms`));
+  }
+
+  document.getElementById("agent-send").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = document.getElementById("agent-body");
+    await command(body.value);
+    body.value = "";
+    inbox();
+  });
+  document.getElementById("journal-section").addEventListener("toggle", async (e) => {
+    if (!e.target.open) return;
+    try { document.getElementById("journal").textContent = (await api("GET", `/journal/${path}?lines=300`)).lines.join("\n"); }
+    catch (err) { document.getElementById("journal").textContent = `${err.code}: ${err.message}`; }
+  });
+  document.getElementById("config-section").addEventListener("toggle", async (e) => {
+    if (!e.target.open) return;
+    try { document.getElementById("config").textContent = await api("GET", `/agent-config/${path}`); }
+    catch (err) { document.getElementById("config").textContent = `${err.code}: ${err.message}`; }
+  });
+
+  home.start({
+    agent: name,
+    event: (ev) => {
+      if (ev.agent === name && ev.type === "turn") turnEvent(ev.data || {});
+      if (ev.agent === name || (ev.data && ev.data.agent === name)) showRow();
+    },
+  });
+  showRow();
+  inbox();
+})();
