@@ -3,6 +3,7 @@ free port, over the real broker and approver; an operator's HTTP client that has
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from hive_dashboard.__main__ import start
 from hive_dashboard.password import initial_password_file
@@ -68,3 +70,68 @@ async def operator(dashboard: Running) -> AsyncIterator[httpx.AsyncClient]:
     client = await dashboard.logged_in()
     yield client
     await client.aclose()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium, headless, driven by Playwright (never a downloaded browser)."""
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        await launched.close()
+
+
+async def log_in(browser: Browser, dashboard: Running, **context: Any) -> Page:
+    """A new browser context (its own cookies) on the home page, logged in through the form."""
+    page = await (await browser.new_context(**context)).new_page()
+    await page.goto(dashboard.url + "/")
+    await expect(page).to_have_url(re.compile(r"/login\?next=/$"))
+    await page.fill("#password", dashboard.password)
+    await page.click("button[type=submit]")
+    await expect(page.locator("#conn")).to_have_text("live")
+    return page
+
+
+@pytest.fixture
+async def page(browser: Browser, dashboard: Running) -> Page:
+    return await log_in(browser, dashboard)
+
+
+class Restartable:
+    """A dashboard that a test stops and starts again on the same port and state (a cut the browser must ride)."""
+
+    def __init__(self, settings: DashboardSettings) -> None:
+        self.settings = settings
+        self.stack: AsyncExitStack | None = None
+
+    async def start(self) -> Running:
+        self.stack = AsyncExitStack()
+        dashboard = await start(self.stack, self.settings)
+        port = int(dashboard.url.rsplit(":", 1)[1])
+        self.settings = self.settings.model_copy(update={"dashboard_port": port})
+        return Running(dashboard, self.settings.state_dir)
+
+    async def stop(self) -> None:
+        if self.stack is not None:
+            stack, self.stack = self.stack, None
+            await stack.aclose()
+
+
+@pytest.fixture
+async def restartable(hive: TestHive, database_url: str, broker: object, tmp_path: Path) -> AsyncIterator[Restartable]:
+    running = Restartable(dashboard_settings(hive, database_url, tmp_path / "hive-state"))
+    yield running
+    await running.stop()

@@ -1,0 +1,132 @@
+"""The dashboard in a real headless Chromium, over real services: what an operator sees and does, waited on as the
+page shows it (Playwright's `expect`), never on time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playwright.async_api import Browser, Page, expect
+
+from hive_approver.service import Approver
+from hivetest.agents import Caller, operator_call
+from hivetest.hive import TestHive
+from hyperhive import events
+from hyperhive.wire import subjects
+from hyperhive.wire.models import (
+    AgentStateChanged,
+    Approval,
+    AskReply,
+    AskRequest,
+    Question,
+    QuestionsReply,
+    QuestionsRequest,
+)
+
+from .conftest import Restartable, Running, log_in
+
+
+async def test_an_operator_logs_in_with_the_password_and_the_page_goes_live(page: Page) -> None:
+    await expect(page.locator("#approvals-empty")).to_be_visible()
+    await expect(page.locator(".who")).to_have_text("operator")
+
+
+async def test_a_wrong_password_shows_an_error_on_the_login_page(browser: Browser, dashboard: Running) -> None:
+    page = await (await browser.new_context()).new_page()
+    await page.goto(dashboard.url + "/login")
+    await page.fill("#password", "not it")
+    await page.click("button[type=submit]")
+    await expect(page.locator("#login-error")).to_have_text("Wrong password.")
+
+
+async def test_an_approval_appears_without_reloading_and_is_approved(
+    page: Page, alice: Caller, approver: Approver, hive: TestHive
+) -> None:
+    asked = await alice.request(
+        "tool_permission", agent="alice", tool="Bash", input={"command": "make deploy", "cwd": "/state/app"}
+    )
+    card = page.locator(f'[data-approval="{asked.id}"]')
+    await expect(card.locator(".cmd")).to_have_text("make deploy")
+    await expect(card).to_contain_text("in /state/app")
+    await card.locator(".note-input").fill("go ahead")
+    await card.locator("button.approve").click()
+    await expect(card).to_have_count(0)
+    await expect(page.locator("#approvals-empty")).to_be_visible()
+    decided = await approver.store.approval(asked.id)
+    assert (decided.status, decided.note) == ("approved", "go ahead")
+    assert isinstance(decided, Approval)
+
+
+async def test_a_question_is_answered_from_its_options(
+    page: Page, alice: Caller, approver: Approver, hive: TestHive
+) -> None:
+    asked: AskReply = await alice.call("ask", AskRequest(question="Ship it?", options=["yes", "no"]), AskReply)
+    card = page.locator(f'[data-question="{asked.id}"]')
+    await expect(card.locator(".text")).to_have_text("Ship it?")
+    await card.get_by_label("yes").check()
+    await card.locator("button.answer").click()
+    await expect(card).to_have_count(0)
+    nc = await hive.connect("operator")
+    answered = await operator_call(nc, "questions", QuestionsRequest(status="answered"), QuestionsReply)
+    assert [(q.id, q.answer) for q in answered.questions] == [(asked.id, "yes")]
+    assert all(isinstance(q, Question) for q in answered.questions)
+
+
+async def publish(hive: TestHive, states: list[str]) -> None:
+    nc = await hive.connect(subjects.SPAWNER)
+    for state in states:
+        await events.publish(nc, "agent_state", AgentStateChanged(agent="bob", state=state), about="bob")  # type: ignore[arg-type]
+
+
+async def applied(page: Page, count: int) -> list[int]:
+    await page.wait_for_function(f"window.hiveLive.applied.length >= {count}")
+    seqs: list[int] = await page.evaluate("window.hiveLive.applied")
+    return seqs
+
+
+async def test_the_stream_cut_while_events_are_published_shows_every_event_exactly_once(
+    browser: Browser, restartable: Restartable, hive: TestHive
+) -> None:
+    page = await log_in(browser, await restartable.start())
+    await publish(hive, ["running", "stopped", "running"])
+    before = await applied(page, 3)
+    await restartable.stop()  # the stream is cut: the dashboard is gone
+    await expect(page.locator("#conn")).to_have_text("reconnecting")
+    await publish(hive, ["crashed", "stopped", "running"])
+    await restartable.start()  # the same port; the page reconnects by itself with Last-Event-ID
+    await expect(page.locator("#conn")).to_have_text("live")
+    await publish(hive, ["stopped"])
+    seqs = await applied(page, 7)
+    assert seqs == list(range(before[0], before[0] + 7))
+    assert await page.evaluate("window.hiveLive.duplicates") == 0
+    assert await page.evaluate("window.hiveLive.opens") == 1  # the browser's own reconnect, not a new EventSource
+    await expect(page.locator('[data-agent="bob"] .badge')).to_have_text("stopped")
+
+
+async def test_a_browser_notification_is_raised_only_while_the_tab_is_hidden(
+    browser: Browser, dashboard: Running, alice: Caller, approver: Approver
+) -> None:
+    page = await log_in(browser, dashboard, permissions=["notifications"])
+    await page.evaluate(
+        """() => {
+        window.raised = [];
+        window.Notification = class { constructor(title, options) { window.raised.push(title); } };
+        window.Notification.permission = "granted";
+        Object.defineProperty(document, "hidden", { configurable: true, get: () => window.tabHidden === true });
+    }"""
+    )
+    visible = await alice.request("tool_permission", agent="alice", tool="Bash", input={"command": "ls"})
+    await expect(page.locator(f'[data-approval="{visible.id}"]')).to_be_visible()
+    await page.evaluate("window.tabHidden = true")
+    hidden = await alice.request("tool_permission", agent="alice", tool="Bash", input={"command": "pwd"})
+    await expect(page.locator(f'[data-approval="{hidden.id}"]')).to_be_visible()
+    assert await page.evaluate("window.raised") == [f"Approval #{hidden.id}: tool_permission"]
+    await page.click("#mute")
+    await expect(page.locator("#mute")).to_have_text("notifications off")
+    muted = await alice.request("tool_permission", agent="alice", tool="Bash", input={"command": "id"})
+    await expect(page.locator(f'[data-approval="{muted.id}"]')).to_be_visible()
+    assert await page.evaluate("window.raised") == [f"Approval #{hidden.id}: tool_permission"]
+    await page.reload()
+    await expect(page.locator("#mute")).to_have_text("notifications off")  # the mute persists
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
