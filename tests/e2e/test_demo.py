@@ -11,24 +11,13 @@ from pathlib import Path
 
 from hivectl.cli import main as hivectl_main
 from hivectl.layout import Layout
-from hivetest.up import HIVECTL, hivectl
+from hivetest.up import HIVECTL, hivectl, read_until
 from hyperhive import bus
 from hyperhive.inbox import Inbox
 from hyperhive.process import Child, free_port
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.names import OPERATOR
-
-
-async def read_until(inbox: Inbox, text: str) -> list[str]:
-    """The operator's messages, as they are pushed, until one contains `text`."""
-    bodies: list[str] = []
-    while not any(text in b for b in bodies):
-        messages, _ = await inbox.take(wait=60)
-        assert messages, f"the operator got only {bodies}"
-        bodies += [m.body for m in messages]
-        await inbox.ack([m.token for m in messages])
-    return bodies
 
 
 async def test_the_demo_shows_the_whole_loop(spawner_state: Path) -> None:

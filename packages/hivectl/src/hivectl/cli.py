@@ -19,7 +19,7 @@ from hivectl import commands
 from hivectl.layout import operator_settings
 from hivectl.up import UpOptions, up
 from hyperhive import bus
-from hyperhive.settings import HiveSettings, SettingsError, default_state_dir, load
+from hyperhive.settings import SettingsError, default_state_dir
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import OPERATOR
@@ -84,12 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     try:
-        if args.command == "logs" and args.service:  # read here, from the files: the hive may well be down
-            result: BaseModel = commands.service_log(args.state_dir or load(HiveSettings).state_dir, args)
-            print(result.model_dump_json(indent=2) if args.json else args.render(result))
-            return 0
-        call = args.run(args)
-        result = asyncio.run(_over_nats(call, args.state_dir))
+        outcome = args.run(args)  # a command done here (a log file, a login) is its answer; others ask the hive
+        result = outcome if isinstance(outcome, BaseModel) else asyncio.run(_over_nats(outcome, args.state_dir))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "input"

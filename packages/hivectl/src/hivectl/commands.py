@@ -1,10 +1,13 @@
-"""hivectl's commands over NATS: each reads its arguments into a request (so bad input is refused before anything is
-asked) and returns the call that sends it, whose answer is a wire model; `render_<what>` turns that model into text,
-and `--json` prints the model itself. Rendering reads the models' fields, never a dict's keys."""
+"""hivectl's commands: each reads its arguments into a request (so bad input is refused before anything is asked)
+and returns the call that sends it over NATS, whose answer is a wire model — or, for what it does on this host
+(a process's log file, `login`), that answer itself. `render_<what>` turns the model into text, and `--json` prints
+the model. Rendering reads the models' fields, never a dict's keys."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
@@ -16,7 +19,9 @@ from pydantic import BaseModel, Field
 
 from hivectl.console import tail
 from hivectl.layout import Layout
-from hyperhive import bus
+from hyperhive import bus, credential
+from hyperhive.files import write_secret
+from hyperhive.settings import HiveSettings, load
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
@@ -50,7 +55,11 @@ from hyperhive.wire.models import (
 Call = Callable[[Client], Awaitable[BaseModel]]
 PROCESSES = ("nats", "postgres", *subjects.SERVICES)
 MAX_LOG_LINES = 2000  # as LogsRequest
-Run = Callable[[argparse.Namespace], Call]
+Run = Callable[[argparse.Namespace], Call | BaseModel]
+
+
+def state_dir_of(args: argparse.Namespace) -> Path:
+    return args.state_dir or load(HiveSettings).state_dir
 
 
 def asking(subject: str, request: BaseModel, reply: type[BaseModel], timeout: float = 5.0) -> Call:
@@ -214,7 +223,9 @@ def render_agents(reply: AgentsReply) -> str:
     return table(rows, ["AGENT", "STATE", "APPLIED", "UID"])
 
 
-def logs(args: argparse.Namespace) -> Call:
+def logs(args: argparse.Namespace) -> Call | LogsReply:
+    if args.service is not None:  # read here, from the files: the hive may well be down
+        return service_log(state_dir_of(args), args)
     if args.agent is None:
         raise HiveError(ErrorCode.INVALID_REQUEST, "Name an agent, or a process of the local hive with --service.")
     return asking(_spawner("logs"), LogsRequest(agent=args.agent, lines=args.lines), LogsReply)
@@ -231,6 +242,54 @@ def service_log(state_dir: Path, args: argparse.Namespace) -> LogsReply:
 
 def render_logs(reply: LogsReply) -> str:
     return "\n".join(reply.lines)
+
+
+class Login(BaseModel):
+    """What `hivectl login` did: where the credential is kept, and which agents the running hive handed it to."""
+
+    stored: Path
+    kind: str
+    hive_running: bool = False
+    agents: list[str] = Field(default_factory=list)
+
+
+def login(args: argparse.Namespace) -> Call | Login:
+    """Store the hive's Anthropic credential 0600 in the state dir, then have a running hive's spawner hand it to
+    every agent. It is read from --file (`-`: stdin), from stdin when that is not a terminal, else from a prompt that
+    does not echo: never from an argument, which every process listing would show."""
+    token = credential.check(_secret_input(args.file))
+    layout = Layout(state_dir_of(args))
+    write_secret(layout.credential, f"{token}\n".encode())
+    stored = Login(stored=layout.credential, kind=credential.kind(token))
+    if not layout.hive_file.exists():
+        return stored
+
+    async def hand_over(nc: Client) -> Login:
+        reply = await bus.call(nc, _spawner("credential"), Empty(), AgentsReply, 30)
+        return stored.model_copy(update={"hive_running": True, "agents": [a.name for a in reply.agents]})
+
+    return hand_over
+
+
+def _secret_input(file: str | None) -> str:
+    if file == "-" or (file is None and not sys.stdin.isatty()):
+        return sys.stdin.read()
+    if file is None:
+        return getpass.getpass("Anthropic API key, or the token `claude setup-token` printed: ")
+    try:
+        return Path(file).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"Cannot read the credential from {file}: {exc}.") from None
+
+
+def render_login(done: Login) -> str:
+    lines = [f"Stored the {done.kind} in {done.stored} (mode 0600)."]
+    if not done.hive_running:
+        lines.append("The hive is not running: its agents get it when it starts (`hivectl up`).")
+    else:
+        agents = ", ".join(done.agents) or "none yet"
+        lines.append(f"Handed to the running hive's agents ({agents}); each uses it from its next turn.")
+    return "\n".join(lines)
 
 
 def lifecycle(args: argparse.Namespace) -> Call:
@@ -310,6 +369,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = command("cancel", "withdraw a question (the asker is told [cancelled])", cancel, render_question)
     p.add_argument("id", type=int)
 
+    p = command(
+        "login",
+        "give the hive its Anthropic credential: an API key or a `claude setup-token` token",
+        login,
+        render_login,
+    )
+    p.add_argument("--file", default=None, help="read it from this file ('-': stdin); default: stdin, else a prompt")
     command("agents", "the hive's agents and their states", agents, render_agents)
     command("config", "an agent's applied agent.nix", agent_config, render_config).add_argument("agent")
     p = command("logs", "the last lines of an agent's journal, or with --service of a process", logs, render_logs)

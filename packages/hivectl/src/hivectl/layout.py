@@ -35,6 +35,11 @@ class Layout:
         """Written by `hivectl up`: where the running hive listens, so other hivectl calls find it."""
         return self.state_dir / "hive.json"
 
+    @property
+    def credential(self) -> Path:
+        """The hive's Anthropic credential (`hivectl login`), 0600 in a 0700 folder; the spawner hands it out."""
+        return self.state_dir / "credentials" / "anthropic"
+
     def seed(self, principal: str) -> Path:
         return self.nats_root / "seeds" / f"{principal}.nk"
 

@@ -30,7 +30,7 @@ from hyperhive import bus, streams
 from hyperhive.files import write_atomic
 from hyperhive.migrate import migrate_services
 from hyperhive.process import Child, ChildFailed, check_port_free, start_service
-from hyperhive.settings import HiveSettings
+from hyperhive.settings import HiveSettings, default_state_dir
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
 from hyperhive.wire.names import OPERATOR
@@ -95,6 +95,8 @@ class LocalHive:
         self.database_url = ""
         self.stopping = False
         self.agent_env = {"HIVE_CLAUDE": json.dumps(claude_command())}
+        if "HIVE_CLAUDE_ENV" in os.environ:  # how the CLI reaches the model (a proxy's ANTHROPIC_BASE_URL, …)
+            self.agent_env["HIVE_CLAUDE_ENV"] = os.environ["HIVE_CLAUDE_ENV"]
         self._demo_stack = ExitStack()
 
     def start(self) -> None:
@@ -121,6 +123,12 @@ class LocalHive:
             admin_url = self.postgres.url()
         else:
             admin_url = o.database_url
+        if not o.demo and not self.layout.credential.exists():
+            where = "" if o.state_dir == default_state_dir() else f" --state-dir {o.state_dir}"
+            self._say(
+                "There is no Anthropic credential yet, so agents will wait as needs-login: add one with "
+                f"`hivectl login{where}` (an API key, or the token `claude setup-token` prints)."
+            )
         names = installed_services()
         database_url = self.database_url = asyncio.run(prepare_database(admin_url, names))
         write_atomic(self.layout.hive_file, json.dumps({"nats_url": self.nats.url}) + "\n")
@@ -157,6 +165,8 @@ class LocalHive:
         if name == "spawner":
             env["HIVE_BOOTSTRAP_MANAGER"] = "true"
             env["HIVE_AGENT_ENV"] = json.dumps(self.agent_env)
+            if not self.options.demo:  # the demo's model is scripted: a real credential has no business there
+                env["HIVE_CREDENTIAL_FILE"] = str(self.layout.credential)
         return env
 
     def _start_service(self, name: str, database_url: str) -> None:

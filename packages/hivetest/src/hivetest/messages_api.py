@@ -121,7 +121,8 @@ def _stream(model: str, blocks: Sequence[Text | ToolUse]) -> Iterator[bytes]:
 class MessagesApi:
     """The scripted API: `script(...)` queues replies to turn requests, `script_side(...)` to tool-less requests
     (such as a notes rewrite); `/compact` requests are answered with a summary. `requests`, `side_requests` and
-    `compactions` hold what the CLI sent."""
+    `compactions` hold what the CLI sent; `credentials` how each request authenticated (`x-api-key: …` or
+    `authorization: …`)."""
 
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
@@ -129,6 +130,7 @@ class MessagesApi:
         self.requests: list[dict[str, Any]] = []
         self.side_requests: list[dict[str, Any]] = []
         self.compactions: list[dict[str, Any]] = []
+        self.credentials: list[str] = []
         self.holding = threading.Event()  # set once a `Hold` reply has begun
         self.responder: Callable[[dict[str, Any]], Reply] | None = None  # answers when nothing is scripted
         self.port = 0
@@ -150,6 +152,9 @@ class MessagesApi:
         body = await request.json()
         model = str(body.get("model", "claude"))
         with self._lock:
+            self.credentials += [
+                f"{h}: {request.headers[h]}" for h in ("x-api-key", "authorization") if h in request.headers
+            ]
             if is_compaction(body):
                 self.compactions.append(body)
                 reply: Reply = [Text(SUMMARY)]

@@ -24,7 +24,8 @@ MAX_UNTRUSTED_BYTES = 1 << 20
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    """Write a secret file atomically with mode 0600 from its first byte."""
+    """Write a secret file atomically with mode 0600 from its first byte; a folder it needs is made 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _replace(path, data, SECRET_MODE, sync=True)
 
 

@@ -51,8 +51,8 @@ from hyperhive.wire.models import (
 log = logging.getLogger("hive_harness")
 
 NEEDS_LOGIN = (
-    "The claude CLI has no valid login or API key. Open the agent's terminal and run `claude /login` (or give the "
-    "harness ANTHROPIC_API_KEY), then send the agent a message: the unfinished turn's messages go with it."
+    "The claude CLI has no valid Anthropic credential. On the hive's host run `hivectl login` (an API key, or the "
+    "token `claude setup-token` prints), then send the agent a message: the unfinished turn's messages go with it."
 )
 
 

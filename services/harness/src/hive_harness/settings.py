@@ -23,6 +23,11 @@ class HarnessSettings(HiveSettings):
         Path("/run/hive/policy.json"),
         description="The agent's applied policy, written by the spawner where the agent cannot write (read-only).",
     )
+    credential_file: Path = Field(
+        Path("/run/hive/credential"),
+        description="The hive's Anthropic credential (`hivectl login`), handed over by the spawner beside the policy "
+        "and read at every turn; when it is there it is the CLI's API key or subscription token.",
+    )
     cli_home: Path = Field(
         Path("/run/hive/home"),
         description="HOME of the CLI and its Bash: a directory the agent cannot write (it need not exist), so no "

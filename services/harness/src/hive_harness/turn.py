@@ -21,6 +21,7 @@ from typing import Any
 from hive_harness.hook import hook_settings
 from hive_harness.settings import HarnessSettings
 from hive_harness.tools import ToolServer
+from hyperhive import credential
 from hyperhive.files import write_secret
 from hyperhive.wire.models import AgentPolicy, ExitClass, TurnStats
 
@@ -72,9 +73,10 @@ def cli_flags(state: Path, policy: AgentPolicy, tools: ToolServer) -> list[str]:
 
 
 def cli_env(settings: HarnessSettings) -> dict[str, str]:
-    """The CLI's environment, which its Bash inherits: who the agent is, how it reaches the hive; a HOME the agent
-    cannot write (no shell startup file of its own is sourced), the CLI's sessions in /state/.claude, bash as the
-    shell, git config that runs no code (see `GIT_OVERRIDES`)."""
+    """The CLI's environment, which its Bash inherits: who the agent is, how it reaches the hive, the hive's
+    credential when the spawner handed one over (it wins over `claude_env`'s); a HOME the agent cannot write (no
+    shell startup file of its own is sourced), the CLI's sessions in /state/.claude, bash as the shell, git config
+    that runs no code (see `GIT_OVERRIDES`)."""
     state = settings.state_dir
     env = {
         "PATH": "/usr/bin:/bin",
@@ -92,6 +94,8 @@ def cli_env(settings: HarnessSettings) -> dict[str, str]:
     if settings.nats_creds is not None:
         env["HIVE_NATS_CREDS"] = str(settings.nats_creds)
     env |= settings.claude_env
+    if (token := credential.read(settings.credential_file)) is not None:  # read each turn: a new login reaches it
+        env = {k: v for k, v in env.items() if k not in credential.CLI_VARIABLES} | credential.cli_env(token)
     for name in ("BASH_ENV", "ENV"):  # files a non-interactive shell would source
         env.pop(name, None)
     return env | {"SHELL": "/bin/bash"}

@@ -8,6 +8,7 @@ import os
 import threading
 from pathlib import Path
 
+from hyperhive import credential
 from hyperhive.files import write_atomic
 from hyperhive.wire.names import MANAGER, check_agent_ref
 
@@ -81,11 +82,24 @@ class AgentDirs:
         """Write the policy its harness enforces where the agent can read it and never change it: root owns the
         folder and the file, the agent's group may read them, nobody else may (not even list the folder), and the
         sandbox sees it only through a read-only bind."""
+        self._hand_over(name, POLICY_FILE, text)
+
+    def hand_over_credential(self, name: str, token: str | None) -> None:
+        """The hive's Anthropic credential, beside the policy and kept as it is; None takes it away. Its harness
+        reads it at every turn, so a new one reaches a running agent."""
+        if token is not None:
+            self._hand_over(name, credential.FILE, token)
+        else:
+            (self.policy_folder(name) / credential.FILE).unlink(missing_ok=True)
+
+    def _hand_over(self, name: str, file: str, text: str) -> None:
         folder = self.policy_folder(name)
-        new = folder / f".{POLICY_FILE}.new"
-        new.write_text(text)
+        new = folder / f".{file}.new"
+        new.unlink(missing_ok=True)
+        new.touch(mode=0o600)  # never readable by others, not even before it is restricted
         self._restrict(name, new, 0o640)
-        os.replace(new, folder / POLICY_FILE)  # whole, and with its owner and mode, from the first moment it is there
+        new.write_text(text)
+        os.replace(new, folder / file)  # whole, and with its owner and mode, from the first moment it is there
 
     def policy_folder(self, name: str) -> Path:
         """The agent's policy folder, made when missing (a sandbox binds it even before a policy is handed over:

@@ -24,7 +24,7 @@ from hive_spawner.dirs import POLICY_FILE, POLICY_IN_SANDBOX
 from hive_spawner.evaluate import evaluate
 from hive_spawner.repos import ConfigRepos
 from hive_spawner.settings import SpawnerSettings
-from hyperhive import bus, events
+from hyperhive import bus, credential, events
 from hyperhive.files import write_atomic
 from hyperhive.identity import Identities
 from hyperhive.wire import subjects
@@ -130,10 +130,28 @@ class Lifecycle:
         }
         if self.settings.nats_auth_dir is not None:
             env["HIVE_NATS_CREDS"] = "/state/nats.nk"
+        await asyncio.to_thread(self._hand_over_credential, agent)
         # A thread of the loop's executor, which lives as long as the loop: a sandbox ends when the thread that
         # started it does (the parent-death signal, PR_SET_PDEATHSIG, follows the thread, not the process).
         await asyncio.to_thread(self.backend.start, agent, self.settings.agent_command, env)
         await self._event("agent_started", agent, AgentStarted(agent=agent, restarted=restarted))
+
+    def _hand_over_credential(self, agent: str) -> None:
+        path = self.settings.credential_file
+        if path is not None:  # unset, a hive's agents authenticate as agent_env says (the demo, tests)
+            self.backend.hand_over_credential(agent, credential.read(path))
+
+    async def hand_over_credential(self) -> list[AgentStatus]:
+        """`hivectl login` stored a new credential: every agent that has a state dir gets it (a running one at its
+        next turn). A tombstone keeps none."""
+        agents = await asyncio.to_thread(lambda: self._statuses(self._names()))
+        for status in agents:
+            if status.state == "destroyed":
+                await asyncio.to_thread(self.backend.hand_over_credential, status.name, None)
+            elif self.backend.state_dir(status.name).is_dir():
+                await asyncio.to_thread(self._hand_over_credential, status.name)
+        log.info("agents=%d outcome=credential_handed_over", len(agents))
+        return agents
 
     def _exited_in_thread(self, agent: str, code: int | None) -> None:
         """The backend saw an exit nobody asked for (its reader thread calls this)."""

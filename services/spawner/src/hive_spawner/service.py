@@ -1,6 +1,7 @@
 """The spawner's wiring: its operator-plane endpoints (freeze a commit for the approver, list agents, their logs and
-applied config, the lifecycle verbs) and the manager's lifecycle verbs, over its agents (`lifecycle`) and its
-approved work (`commands`). git, file work and the backend run in threads, so no request waits behind a `create`."""
+applied config, hand out a new credential, the lifecycle verbs) and the manager's lifecycle verbs, over its agents
+(`lifecycle`) and its approved work (`commands`). git, file work and the backend run in threads, so no request waits
+behind a `create`."""
 
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ class Spawner(Commands):
             agent=agent, sha=sha, agent_nix=git(self.repos.applied(agent), "show", f"{sha}:agent.nix")
         )
 
+    async def credential(self, subject: str, req: Empty) -> AgentsReply:
+        return AgentsReply(agents=await self.hand_over_credential())
+
     def operator_verb(self, verb: str) -> Callable[[str, AgentRequest], Awaitable[AgentStatus]]:
         async def handle(subject: str, req: AgentRequest) -> AgentStatus:
             return await self.act(req.agent, verb)
@@ -86,6 +90,7 @@ class Spawner(Commands):
             verb("agents", Empty, self.agents),
             verb("logs", LogsRequest, self.logs),
             verb("agent-config", AgentRequest, self.agent_config),
+            verb("credential", Empty, self.credential),
             *(verb(name, AgentRequest, self.operator_verb(name)) for name in OPERATOR_VERBS),
             bus.agent_verb("lifecycle.*", AgentRequest, self.manager_verb, concurrent=False),
         ]

@@ -29,6 +29,11 @@ class SpawnerSettings(HiveSettings):
     bootstrap_manager: bool = Field(
         False, description="Create and start the manager from the template at the first start (`hivectl up` does)."
     )
+    credential_file: Path | None = Field(
+        None,
+        description="The hive's Anthropic credential (`hivectl login`, a 0600 file): handed to every agent at its "
+        "start and by `hive.spawner.credential`. Unset, agents have only what `agent_env` gives the CLI.",
+    )
     agent_env: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment of every harness (JSON): `HIVE_CLAUDE`, `HIVE_CLAUDE_ENV`, … Never logged.",
