@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,19 @@ def test_every_listed_tool_is_here() -> None:
     assert (ran.returncode, ran.stderr) == (0, "")
 
 
-def test_as_a_user_a_missing_package_is_named_with_the_command_that_installs_it(spawner_state: Path) -> None:
-    scripts = spawner_state / "scripts"  # a folder another uid can reach (pytest's own are 0700)
+def test_as_a_user_a_missing_package_is_named_with_the_command_that_installs_it(tmp_path: Path) -> None:
+    reachable = Path(tempfile.mkdtemp(dir="/var/tmp"))  # a folder the user below can pass (pytest's are 0700)
+    reachable.chmod(0o711)
+    scripts = reachable / "scripts"
     shutil.copytree(ROOT / "scripts", scripts)
     (scripts / "system-packages.txt").write_text((ROOT / "scripts" / "system-packages.txt").read_text() + MISSING)
     as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
-    ran = subprocess.run([*as_user, "bash", scripts / "system-packages"], capture_output=True, text=True, check=False)
+    try:
+        ran = subprocess.run(
+            [*as_user, "bash", scripts / "system-packages"], capture_output=True, text=True, check=False
+        )
+    finally:
+        shutil.rmtree(reachable)
     assert ran.returncode == 1
     assert ran.stderr.splitlines() == [
         "hyperhive needs these system packages: hive-nosuchpkg; install them with: sudo apt-get install hive-nosuchpkg"

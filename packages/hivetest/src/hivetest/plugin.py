@@ -12,7 +12,6 @@ import itertools
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -76,13 +75,12 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-def spawner_state() -> Iterator[Path]:
-    """A spawner's state root: agents' state must be reachable by their own uids; pytest's tmp dirs are not (their
-    parents are 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="hive-spawner-", dir="/var/tmp"))
-    root.chmod(0o711)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+def spawner_state(tmp_path: Path) -> Path:
+    """A spawner's state root, under pytest's tmp dir: its parents are 0700, as a home is, and agents (their own
+    uids when the suite runs as root) must work from there all the same."""
+    root = tmp_path / "spawner"
+    root.mkdir()
+    return root
 
 
 @pytest.fixture
