@@ -14,11 +14,16 @@ import httpx2 as httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from hive_approver.__main__ import start as start_approver
+from hive_approver.service import Approver
 from hive_dashboard.__main__ import start
 from hive_dashboard.password import initial_password_file
 from hive_dashboard.service import Dashboard
 from hive_dashboard.settings import DashboardSettings
+from hive_spawner.__main__ import start as start_spawner
+from hive_spawner.service import Spawner
 from hivetest.hive import TestHive
+from hivetest.services import approver_settings, spawner_settings
 from hyperhive.wire import subjects
 
 
@@ -135,3 +140,24 @@ async def restartable(hive: TestHive, database_url: str, broker: object, tmp_pat
     running = Restartable(dashboard_settings(hive, database_url, tmp_path / "hive-state"))
     yield running
     await running.stop()
+
+
+@dataclass
+class RealHive:
+    """The real spawner (agents in sandboxes, running a stand-in that says "ready"), the approver and the dashboard."""
+
+    spawner: Spawner
+    approver: Approver
+    dashboard: Running
+
+
+@pytest.fixture
+async def real_hive(
+    hive: TestHive, database_url: str, broker: object, spawner_state: Path, tmp_path: Path
+) -> AsyncIterator[RealHive]:
+    async with AsyncExitStack() as stack:
+        spawner = await start_spawner(stack, spawner_settings(hive, spawner_state))
+        approver = await start_approver(stack, approver_settings(hive, database_url))
+        state = tmp_path / "hive-state"
+        dashboard = Running(await start(stack, dashboard_settings(hive, database_url, state)), state)
+        yield RealHive(spawner, approver, dashboard)

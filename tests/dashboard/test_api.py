@@ -35,6 +35,7 @@ SESSION_ROUTES = [
     ("POST", "/api/questions/1/answer"),
     ("POST", "/api/questions/1/cancel"),
     ("GET", "/api/inbox/operator"),
+    ("GET", "/api/depths"),
     ("POST", "/api/send"),
     ("GET", "/api/harness/alice"),
     ("POST", "/api/harness/alice/cancel"),
@@ -313,6 +314,20 @@ async def test_a_message_to_the_operator_is_pushed_on_the_stream(operator: httpx
         await bob.send("operator", "are you there?")
         [message] = [e for e in await read(stream, 1, kind="message") if e.event == "message"]
     assert (message.json()["from"], message.json()["body"]) == ("bob", "are you there?")
+
+
+async def test_another_inbox_growing_is_told_by_its_owner_without_its_body(
+    operator: httpx.AsyncClient, agents: Agents
+) -> None:
+    await agents.agent("bob", recipients=[])
+    async with operator.stream("GET", "/events?after=0") as stream:
+        await read(stream, 1, kind="hello")
+        assert (await operator.post("/api/send", json={"to": "bob", "body": "a secret plan"})).status_code == 200
+        seen = await read(stream, 1, kind="queued")
+    [queued] = [e for e in seen if e.event == "queued"]
+    assert queued.json() == {"owner": "bob"}
+    assert "secret" not in "".join(e.data for e in seen)
+    assert (await operator.get("/api/depths")).json()["depths"]["bob"] == 1
 
 
 async def test_a_snapshot_too_old_for_the_stream_is_told_to_resync(operator: httpx.AsyncClient) -> None:

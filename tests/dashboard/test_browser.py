@@ -63,11 +63,17 @@ async def test_a_question_is_answered_from_its_options(
     card = page.locator(f'[data-question="{asked.id}"]')
     await expect(card.locator(".text")).to_have_text("Ship it?")
     await card.get_by_label("yes").check()
+    other: AskReply = await alice.call("ask", AskRequest(question="And then?"), AskReply)
+    await expect(page.locator(f'[data-question="{other.id}"]')).to_be_visible()  # the page changed meanwhile
+    await expect(card.get_by_label("yes")).to_be_checked()  # and kept what the operator picked
     await card.locator("button.answer").click()
     await expect(card).to_have_count(0)
     nc = await hive.connect("operator")
     answered = await operator_call(nc, "questions", QuestionsRequest(status="answered"), QuestionsReply)
     assert [(q.id, q.answer) for q in answered.questions] == [(asked.id, "yes")]
+    await page.locator(f'[data-question="{other.id}"] textarea').fill("Then we rest.")
+    await page.locator(f'[data-question="{other.id}"] button.answer').click()
+    await expect(page.locator(f'[data-question="{other.id}"]')).to_have_count(0)
     assert all(isinstance(q, Question) for q in answered.questions)
 
 
@@ -78,7 +84,7 @@ async def publish(hive: TestHive, states: list[str]) -> None:
 
 
 async def applied(page: Page, count: int) -> list[int]:
-    await page.wait_for_function(f"window.hiveLive.applied.length >= {count}")
+    await expect(page.locator("#conn")).to_have_attribute("data-applied", str(count))
     seqs: list[int] = await page.evaluate("window.hiveLive.applied")
     return seqs
 

@@ -28,6 +28,7 @@ from hyperhive.wire.models import (
     Approval,
     ApprovalsReply,
     ApprovalStatus,
+    DepthsReply,
     Empty,
     HarnessReply,
     HarnessState,
@@ -158,6 +159,10 @@ def build(hive: Hive, store: Store, passwords: Passwords, state_dir: Any) -> Fas
     @app.get("/inbox/{owner}", response_model=InboxReply)
     async def inbox(owner: str, limit: int = Query(50, ge=1, le=500)) -> InboxReply:
         return await hive.inbox(inbox_owner(owner), limit)
+
+    @app.get("/depths", response_model=DepthsReply)
+    async def depths() -> DepthsReply:
+        return await hive.depths()
 
     @app.post("/send", response_model=SendReply)
     async def send(request: Request, body: OperatorSendRequest) -> SendReply:

@@ -11,7 +11,6 @@ a new snapshot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -59,12 +58,32 @@ def wanted(event: dict[str, Any], agent: str | None) -> bool:
     return agent is not None and event.get("agent") == agent
 
 
+class Feeds:
+    """The feeds being served, so that a stopping dashboard ends them at once (uvicorn waits for every open
+    response before it stops; an endless stream would hold it up until its grace period runs out)."""
+
+    def __init__(self) -> None:
+        self.queues: set[asyncio.Queue[Msg | None]] = set()
+
+    def end_all(self) -> None:
+        for queue in self.queues:
+            _end(queue)
+
+
+def _end(queue: asyncio.Queue[Msg | None]) -> None:
+    """Tell a feed to end: `None` in its queue, making room for it if the queue is full."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(None)
+
+
 async def feed(
-    nc: Client, js: JetStreamContext, after: int, agent: str | None = None
+    nc: Client, js: JetStreamContext, after: int, agent: str | None, feeds: Feeds
 ) -> AsyncIterator[ServerSentEvent]:
-    """Every event after sequence `after`, as it is stored, and every new message to the operator (`message`, no id:
-    the inbox is another stream; the page reads the inbox again at each `hello`, which comes once both are
-    subscribed, so a message sent while it was away is not missed), until the client goes."""
+    """Every event after sequence `after`, as it is stored, until the client goes; and, without ids (the inboxes are
+    another stream), every new message to the operator (`message`) and which other inbox grew (`queued`). The page
+    reads the operator's inbox and the depths again at each `hello`, which comes once everything is subscribed, so
+    what was sent while it was away is not missed."""
     state = (await js.stream_info(subjects.EVENTS_STREAM)).state
     if after > state.last_seq or state.first_seq > after + 1:
         # The stream was made anew, or what came after `after` has aged out: the page's snapshot is too old.
@@ -73,11 +92,10 @@ async def feed(
     queue: asyncio.Queue[Msg | None] = asyncio.Queue(MAX_QUEUED)
 
     async def take(msg: Msg) -> None:
-        try:
+        if queue.full():  # the client reads slower than the hive writes: it ends, and resumes by Last-Event-ID
+            _end(queue)
+        else:
             queue.put_nowait(msg)
-        except asyncio.QueueFull:  # the client reads slower than the hive writes: it resumes by Last-Event-ID
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
 
     events = await js.subscribe(
         ">",
@@ -87,16 +105,23 @@ async def feed(
         config=js_api.ConsumerConfig(opt_start_seq=after + 1),
         cb=take,
     )
-    messages = await nc.subscribe(subjects.inbox(OPERATOR), cb=take)
+    messages = await nc.subscribe(f"{subjects.INBOX_PREFIX}.>", cb=take)
+    operator = subjects.inbox(OPERATOR)
+    feeds.queues.add(queue)
     try:
         yield ServerSentEvent(event="hello", retry=RETRY_MS, data=json.dumps({"after": after}))
         while (msg := await queue.get()) is not None:
-            if msg.subject == messages.subject:
+            if msg.subject == operator:
                 yield ServerSentEvent(event="message", data=msg.data.decode(errors="replace"))
+                continue
+            if msg.subject.startswith(f"{subjects.INBOX_PREFIX}."):
+                # Another inbox grew: only whose, never what (an agent's messages are not the page's to show here).
+                yield ServerSentEvent(event="queued", data=json.dumps({"owner": msg.subject.rsplit(".", 1)[1]}))
                 continue
             if (sent := _event(msg, agent)) is not None:
                 yield sent
     finally:
+        feeds.queues.discard(queue)
         for sub in (events, messages):
             try:
                 await sub.unsubscribe()

@@ -11,7 +11,6 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anyio
 import uvicorn
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
@@ -77,7 +76,7 @@ class Dashboard:
         self.store = store
         self.passwords = passwords
         self.pages = Pages(settings, hive, store, passwords)
-        self.stopping = anyio.Event()
+        self.feeds = live.Feeds()
         self.app = self._app()
         self.url = ""  # set once it listens
 
@@ -91,10 +90,9 @@ class Dashboard:
         if agent is not None:
             check_agent_ref(agent)
         return EventSourceResponse(
-            live.feed(self.hive.nc, self.hive.js, after, agent),
+            live.feed(self.hive.nc, self.hive.js, after, agent, self.feeds),
             ping=self.settings.dashboard_ping_seconds,
             ping_message_factory=lambda: ServerSentEvent(event="ping", data=""),
-            shutdown_event=self.stopping,
             headers={"X-Accel-Buffering": "no"},
         )
 
@@ -171,7 +169,7 @@ async def serve_http(dashboard: Dashboard) -> AsyncIterator[str]:
     try:
         yield f"http://{shown}:{port}"
     finally:
-        dashboard.stopping.set()
+        dashboard.feeds.end_all()
         server.should_exit = True
         await task
         sock.close()

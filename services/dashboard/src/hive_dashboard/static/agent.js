@@ -82,7 +82,9 @@
 
   home.start({
     agent: name,
+    queued: (q) => { if (q.owner === name) inbox(); },
     event: (ev) => {
+      if (ev.agent === name && ev.type === "message_delivered") inbox();
       if (ev.agent === name && ev.type === "turn") turnEvent(ev.data || {});
       if (ev.agent === name || (ev.data && ev.data.agent === name)) showRow();
     },

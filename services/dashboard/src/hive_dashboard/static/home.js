@@ -108,13 +108,14 @@ const home = (() => {
 
   function approvalCard(a, index) {
     const note = el("input", { class: "note-input", placeholder: "note (optional)", maxlength: 4000, "aria-label": "note" });
-    const decide = (verb) => run(() => api("POST", `/approvals/${a.id}/${verb}`, { note: note.value || null }), `#${a.id} ${verb}d`);
+    const decide = (verb) => run(() => api("POST", `/approvals/${a.id}/${verb}`, { note: note.value || null }), `#${a.id} ${verb === "approve" ? "approved" : "denied"}`);
     const input = a.input || {};
     const what = a.type === "tool_permission"
       ? el("div", { class: "command" },
           el("div", {}, el("b", {}, a.tool || "tool"), input.cwd || input.working_dir ? ` in ${input.cwd || input.working_dir}` : ""),
           el("pre", { class: "cmd" }, input.command !== undefined ? String(input.command) : JSON.stringify(input, null, 2)))
-      : a.diff ? diffView(a.diff) : el("p", { class: "hint" }, a.frozen_sha ? `commit ${a.frozen_sha}` : "no diff");
+      : a.diff ? diffView(a.diff)
+      : el("p", { class: "hint" }, a.type === "spawn" ? "A new agent from the template." : a.frozen_sha ? `commit ${a.frozen_sha}` : "No diff.");
     return el("article", { class: "approval" + (index === selected ? " selected" : ""), "data-approval": a.id },
       el("header", {}, el("b", {}, `#${a.id} ${a.type}`), " ", el("span", { class: "chip" }, a.agent),
         a.requested_by !== a.agent ? el("span", { class: "chip" }, "by " + a.requested_by) : null, countdown(a.deadline)),
@@ -158,6 +159,15 @@ const home = (() => {
     if (empty) empty.hidden = nodes.length > 0;
   }
 
+  // A pending approval or question does not change until it goes, so its card is kept as it is (with what the
+  // operator has typed or picked in it) and only new ones are made.
+  function keep(id, items, key, make) {
+    const box = document.getElementById(id);
+    if (!box) return [];
+    const old = new Map([...box.children].map((c) => [c.dataset[key], c]));
+    return items.map((item, i) => old.get(String(item.id)) || make(item, i));
+  }
+
   function render() {
     const rows = [...state.agents.values()].sort((a, b) => a.name.localeCompare(b.name));
     fill("agents", rows.filter((r) => r.status.state !== "destroyed").map(agentRow));
@@ -169,10 +179,12 @@ const home = (() => {
     if (names) names.replaceChildren(el("option", { value: "*" }), ...rows.map((r) => el("option", { value: r.name })));
     const approvals = [...state.approvals.values()].sort((a, b) => a.id - b.id);
     selected = Math.min(selected, Math.max(0, approvals.length - 1));
-    fill("approvals", approvals.map(approvalCard));
+    const cards = keep("approvals", approvals, "approval", approvalCard);
+    cards.forEach((c, i) => c.classList.toggle("selected", i === selected));
+    fill("approvals", cards);
     const count = document.getElementById("approvals-count");
     if (count) count.textContent = String(approvals.length);
-    fill("questions", [...state.questions.values()].sort((a, b) => a.id - b.id).map(questionCard));
+    fill("questions", keep("questions", [...state.questions.values()].sort((a, b) => a.id - b.id), "question", questionCard));
     const qcount = document.getElementById("questions-count");
     if (qcount) qcount.textContent = String(state.questions.size);
     fill("inbox", [...state.inbox.values()].sort((a, b) => (b.sent_at || "").localeCompare(a.sent_at || "")).map(messageRow));
@@ -215,9 +227,7 @@ const home = (() => {
       case "model_changed":
         if (ev.agent && row(ev.agent).harness) row(ev.agent).harness = { ...row(ev.agent).harness, model: d.model, model_overridden: d.override !== null };
         break;
-      case "message_delivered":
-        if (d.owner && state.agents.has(d.owner)) row(d.owner).depth = Math.max(0, row(d.owner).depth - (d.seqs || []).length);
-        break;
+      case "message_delivered": refreshDepths(); break;
       default: return false;
     }
     if (TRANSIENT_ENDS.has(ev.type) && d.agent) row(d.agent).transient = null;
@@ -237,6 +247,20 @@ const home = (() => {
       for (const entry of reply.entries) state.inbox.set(entry.message.id, entry.message);
       render();
     } catch (e) { notice(`inbox: ${e.message}`, "error"); }
+  }
+
+  // Depths are read again when an inbox changes (a message queued or delivered), at most every 250 ms.
+  let depthsDue = null;
+  function refreshDepths() {
+    if (depthsDue) return;
+    depthsDue = setTimeout(async () => {
+      depthsDue = null;
+      try {
+        const reply = await api("GET", "/depths");
+        for (const row of state.agents.values()) row.depth = reply.depths[row.name] || 0;
+        render();
+      } catch (e) { notice(`depths: ${e.message}`, "error"); }
+    }, 250);
   }
 
   function keys(e) {
@@ -272,7 +296,8 @@ const home = (() => {
       agent: extra && extra.agent,
       event: (ev, seq) => { if (apply(ev)) render(); if (extra && extra.event) extra.event(ev, seq); },
       message,
-      hello: refreshInbox,
+      queued: (q) => { refreshDepths(); if (extra && extra.queued) extra.queued(q); },
+      hello: () => { refreshInbox(); refreshDepths(); if (extra && extra.hello) extra.hello(); },
       resync: async () => { const s = await api("GET", "/snapshot"); const at = load(s); render(); return at; },
     });
     window.hiveLive = live;

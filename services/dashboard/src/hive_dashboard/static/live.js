@@ -41,11 +41,16 @@ const hive = (() => {
     return node;
   }
 
+  // One line at the top saying how the last action went; it goes when clicked, or after a while when it was good news.
+  let noticeTimer = null;
   function notice(text, kind) {
     const box = document.getElementById("notice");
     box.textContent = text;
     box.dataset.kind = kind || "info";
     box.hidden = false;
+    box.onclick = () => { box.hidden = true; };
+    clearTimeout(noticeTimer);
+    if (kind === "ok") noticeTimer = setTimeout(() => { box.hidden = true; }, 4000);
   }
 
   // The live feed. `applied` is every sequence handled, so a test (and a curious operator) can see nothing came twice.
@@ -77,8 +82,10 @@ const hive = (() => {
         if (seq <= this.last) { this.duplicates += 1; return; }
         this.last = seq;
         this.applied.push(seq);
+        if (this.conn) this.conn.dataset.applied = String(this.applied.length);
         this.handlers.event(JSON.parse(m.data).event, seq);
       });
+      es.addEventListener("queued", (m) => { this.kick(); if (this.handlers.queued) this.handlers.queued(JSON.parse(m.data)); });
       es.addEventListener("message", (m) => { this.kick(); if (this.handlers.message) this.handlers.message(JSON.parse(m.data)); });
       es.addEventListener("resync", async () => {
         es.close();
