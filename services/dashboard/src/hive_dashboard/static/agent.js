@@ -91,4 +91,6 @@
   });
   showRow();
   inbox();
+  // What the harness says now (the snapshot has its last turn_state only for agents the spawner lists).
+  api("GET", `/harness/${path}`).then((h) => { home.row(name).harness = h; showRow(); }, () => {});
 })();

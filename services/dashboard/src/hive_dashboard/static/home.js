@@ -225,7 +225,7 @@ const home = (() => {
       case "agent_transient": row(d.agent).transient = d.transient; break;
       case "turn_state": if (d.agent) row(d.agent).harness = d; break;
       case "model_changed":
-        if (ev.agent && row(ev.agent).harness) row(ev.agent).harness = { ...row(ev.agent).harness, model: d.model, model_overridden: d.override !== null };
+        if (ev.agent) row(ev.agent).harness = { ...(row(ev.agent).harness || {}), model: d.model, model_overridden: d.override !== null };
         break;
       case "message_delivered": refreshDepths(); break;
       default: return false;
@@ -305,7 +305,7 @@ const home = (() => {
     return live;
   }
 
-  return { start, state, render, agentRow, run };
+  return { start, state, render, agentRow, run, row };
 })();
 
 if (document.getElementById("approvals")) home.start();

@@ -1,0 +1,50 @@
+"""An agent's page over its real harness (the real claude CLI against the scripted Messages API): `/model` changes
+the model chip, and a turn is shown live as it runs."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from playwright.async_api import Browser, Page, expect
+
+from hive_dashboard.__main__ import start
+from hivetest.harness import scene
+from hivetest.hive import TestHive
+from hivetest.messages_api import Text
+from hyperhive.wire.models import AgentPolicy
+
+from .conftest import Running, dashboard_settings, log_in
+
+POLICY = AgentPolicy(agent="alice", model="scripted-model-a", allowedRecipients=["bob"])  # type: ignore[call-arg]
+
+
+async def send(page: Page, text: str) -> None:
+    await page.fill("#agent-body", text)
+    await page.click("#agent-send button[type=submit]")
+
+
+async def test_model_changes_the_chip_and_a_turn_is_shown_as_it_runs(
+    browser: Browser, hive: TestHive, database_url: str, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        s = await scene(stack, hive, tmp_path, POLICY)  # alice's harness, a broker, and bob who writes to her
+        state = tmp_path / "hive-state"
+        dashboard = Running(await start(stack, dashboard_settings(hive, database_url, state)), state)
+        page = await log_in(browser, dashboard)
+        await page.goto(dashboard.url + "/agents/alice")
+        await expect(page.locator("#conn")).to_have_text("live")
+        chip = page.locator('#agent-row [data-agent="alice"] .model')
+
+        await send(page, "/model scripted-model-b")
+        await expect(page.locator("#agent-reply")).to_contain_text("scripted-model-b")
+        await expect(chip).to_have_text("scripted-model-b *")  # pushed by the harness's turn_state
+        await send(page, "/model default")
+        await expect(chip).to_have_text("scripted-model-a")
+
+        s.api.script([Text("Hello from the scripted model.")])
+        await s.bob.send("alice", "say hello")
+        result = await s.harness.run_once(wait=10)
+        assert result is not None
+        await expect(page.locator("#turn .assistant")).to_have_text("Hello from the scripted model.")
+        await expect(page.locator('#agent-row [data-agent="alice"] .turn')).to_contain_text("s ago")
