@@ -3,7 +3,7 @@ page shows it (Playwright's `expect`), never on time."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 from playwright.async_api import Browser, Page, expect
 
@@ -135,4 +135,19 @@ async def test_a_browser_notification_is_raised_only_while_the_tab_is_hidden(
     await expect(page.locator("#mute")).to_have_text("notifications off")  # the mute persists
 
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+async def test_a_password_changed_on_the_page_ends_the_session_and_the_new_one_logs_in(
+    page: Page, dashboard: Running
+) -> None:
+    await page.click("#password-section summary")
+    await page.fill("#password-current", "not the password")
+    await page.fill("#password-new", "a brand new password")
+    await page.click("#password-form button[type=submit]")
+    await expect(page.locator("#notice")).to_have_text("not_allowed: The current password is wrong.")
+    await page.fill("#password-current", dashboard.password)
+    await page.click("#password-form button[type=submit]")
+    await expect(page).to_have_url(re.compile(r"/login$"))
+    await page.goto(dashboard.url + "/")
+    await expect(page).to_have_url(re.compile(r"/login\?next=/$"))  # the old session is over
+    await page.fill("#password", "a brand new password")
+    await page.click("button[type=submit]")
+    await expect(page.locator("#conn")).to_have_text("live")

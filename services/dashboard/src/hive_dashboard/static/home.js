@@ -290,6 +290,14 @@ const home = (() => {
         if (sent) body.value = "";
       });
     }
+    const password = document.getElementById("password-form");
+    if (password) {
+      password.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        const body = { current: document.getElementById("password-current").value, new: document.getElementById("password-new").value };
+        if (await run(() => api("POST", "/password", body)) !== null) location.href = "/login";
+      });
+    }
     document.addEventListener("keydown", keys);
     setInterval(tick, 1000);
     const live = new hive.Live(asOf, {
