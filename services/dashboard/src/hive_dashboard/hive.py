@@ -9,9 +9,9 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import nats.errors
-import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js import api as js_api
 from pydantic import BaseModel, Field, ValidationError
 
 from hive_dashboard import live
@@ -141,17 +141,30 @@ class Hive:
             )
         return await bus.call(self.nc, subjects.harness(agent, verb), request, HarnessReply, TIMEOUT)
 
-    async def last_turn_state(self, agent: str) -> HarnessState | None:
-        """What the agent's harness last said of itself, from HIVE_EVENTS (no harness has to answer)."""
+    async def last_turn_states(self) -> dict[str, HarnessState]:
+        """What every agent's harness last said of itself, from HIVE_EVENTS (no harness has to answer): one
+        consumer that delivers the last message of each agent's `turn_state` subject, not a request per agent."""
+        where = f"{subjects.AGENT_PREFIX}.*.event.turn_state"
+        info = await self.js.stream_info(subjects.EVENTS_STREAM, subjects_filter=where)
+        count = len(info.state.subjects or {})
+        found: dict[str, HarnessState] = {}
+        if not count:
+            return found
+        sub = await self.js.subscribe(
+            where, ordered_consumer=True, deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT
+        )
         try:
-            msg = await self.js.get_last_msg(subjects.EVENTS_STREAM, subjects.agent_event(agent, "turn_state"))
-        except nats.js.errors.NotFoundError:
-            return None
-        try:
-            return HarnessState.model_validate(Event.model_validate_json(msg.data or b"").data)
-        except ValidationError:
-            log.warning("agent=%s outcome=unreadable_turn_state seq=%s", agent, msg.seq)
-            return None
+            for _ in range(count):
+                msg = await sub.next_msg(timeout=TIMEOUT)
+                try:
+                    state = HarnessState.model_validate(Event.model_validate_json(msg.data).data)
+                except ValidationError:
+                    log.warning("subject=%s outcome=unreadable_turn_state", msg.subject)
+                    continue
+                found[state.agent] = state
+        finally:
+            await sub.unsubscribe()
+        return found
 
     # ── the home page ──
     async def snapshot(self) -> Snapshot:
@@ -167,11 +180,11 @@ class Hive:
             _or_none(self.inbox(OPERATOR, 50), problems, "the operator's inbox"),
         )
         statuses = agents.agents if agents else []
-        harnesses = await asyncio.gather(*(self.last_turn_state(a.name) for a in statuses))
+        harnesses = await self.last_turn_states() if statuses else {}
         counts = depths.depths if depths else {}
         rows = [
-            AgentRow(name=a.name, status=a, harness=h, depth=counts.get(a.name, 0))
-            for a, h in zip(statuses, harnesses, strict=True)
+            AgentRow(name=a.name, status=a, harness=harnesses.get(a.name), depth=counts.get(a.name, 0))
+            for a in statuses
         ]
         return Snapshot(
             as_of=as_of,

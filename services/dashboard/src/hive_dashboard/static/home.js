@@ -206,32 +206,46 @@ const home = (() => {
     return state.agents.get(name);
   }
 
+  // What an event changed: one agent's row (its name), or a whole section.
   function apply(ev) {
     const d = ev.data || {};
+    const agent = (fn) => { const r = row(d.agent); fn(r); if (TRANSIENT_ENDS.has(ev.type)) r.transient = null; return d.agent; };
     switch (ev.type) {
       case "approval_added":
-        if (d.status === "pending") { state.approvals.set(d.id, d); notify(`Approval #${d.id}: ${d.type}`, d.description || d.agent); }
-        break;
+        if (d.status !== "pending") return null;
+        state.approvals.set(d.id, d);
+        notify(`Approval #${d.id}: ${d.type}`, d.description || d.agent);
+        return "approvals";
       case "approval_resolved": case "approval_applied":
-        state.approvals.delete(d.id); break;
+        return state.approvals.delete(d.id) ? "approvals" : null;
       case "question_added":
-        state.questions.set(d.id, d); notify(`${d.asker} asks`, d.question); break;
+        state.questions.set(d.id, d);
+        notify(`${d.asker} asks`, d.question);
+        return "questions";
       case "question_answered":
-        state.questions.delete(d.id); break;
-      case "agent_state": row(d.agent).status = { ...row(d.agent).status, state: d.state }; break;
-      case "agent_started": row(d.agent).status = { ...row(d.agent).status, state: "running" }; break;
-      case "container_crash": row(d.agent).status = { ...row(d.agent).status, state: "crashed" }; break;
-      case "agent_destroyed": row(d.agent).status = { ...row(d.agent).status, state: "destroyed" }; break;
-      case "agent_transient": row(d.agent).transient = d.transient; break;
-      case "turn_state": if (d.agent) row(d.agent).harness = d; break;
+        return state.questions.delete(d.id) ? "questions" : null;
+      case "agent_state": return agent((r) => { r.status = { ...r.status, state: d.state }; });
+      case "agent_started": return agent((r) => { r.status = { ...r.status, state: "running" }; });
+      case "container_crash": return agent((r) => { r.status = { ...r.status, state: "crashed" }; });
+      case "agent_destroyed": return agent((r) => { r.status = { ...r.status, state: "destroyed" }; });
+      case "agent_transient": return agent((r) => { r.transient = d.transient; });
+      case "turn_state": return d.agent ? agent((r) => { r.harness = d; }) : null;
       case "model_changed":
-        if (ev.agent) row(ev.agent).harness = { ...(row(ev.agent).harness || {}), model: d.model, model_overridden: d.override !== null };
-        break;
-      case "message_delivered": refreshDepths(); break;
-      default: return false;
+        if (!ev.agent) return null;
+        row(ev.agent).harness = { ...(row(ev.agent).harness || {}), model: d.model, model_overridden: d.override !== null };
+        return ev.agent;
+      case "message_delivered": refreshDepths(); return null;
+      default: return null;
     }
-    if (TRANSIENT_ENDS.has(ev.type) && d.agent) row(d.agent).transient = null;
-    return true;
+  }
+
+  // Draw one agent's row again in place; a row that is new, or moved between agents and tombstones, redraws all.
+  function renderAgent(name) {
+    const r = state.agents.get(name);
+    const where = r && r.status.state === "destroyed" ? "tombstones" : "agents";
+    const old = document.querySelector(`#${where} > [data-agent="${CSS.escape(name)}"]`);
+    if (!r || !old) { render(); return; }
+    old.replaceWith(agentRow(r));
   }
 
   function message(m) {
@@ -302,7 +316,12 @@ const home = (() => {
     setInterval(tick, 1000);
     const live = new hive.Live(asOf, {
       agent: extra && extra.agent,
-      event: (ev, seq) => { if (apply(ev)) render(); if (extra && extra.event) extra.event(ev, seq); },
+      event: (ev, seq) => {
+        const changed = apply(ev);
+        if (changed === "approvals" || changed === "questions") render();
+        else if (changed) renderAgent(changed);
+        if (extra && extra.event) extra.event(ev, seq);
+      },
       message,
       queued: (q) => { refreshDepths(); if (extra && extra.queued) extra.queued(q); },
       hello: () => { refreshInbox(); refreshDepths(); if (extra && extra.hello) extra.hello(); },
