@@ -158,3 +158,16 @@ async def test_screenshots_of_the_home_and_agent_pages_at_desktop_and_phone_widt
     card = phone.locator("#approvals .approval").first
     assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
     assert card is not None
+
+
+async def test_a_two_step_spawn_shows_as_a_draft_until_it_is_an_agent(
+    browser: Browser, real_hive: RealHive, hive: TestHive
+) -> None:
+    manager = await make_agent(hive, real_hive.approver, "manager")
+    page = await log_in(browser, real_hive.dashboard)
+    asked = await manager.request("spawn_draft", agent="writer", description="writer, in two steps")
+    await page.locator(f'[data-approval="{asked.id}"] button.approve').click()
+    draft = page.locator('#drafts [data-agent="writer"]')
+    await expect(draft).to_contain_text("the manager is writing its config", timeout=30_000)
+    await expect(page.locator("#drafts-section")).to_be_visible()
+    await expect(page.locator('#agents [data-agent="writer"]')).to_have_count(0)

@@ -96,6 +96,28 @@ async def test_the_session_cookie_is_http_only_and_same_site_strict(dashboard: R
         assert "content-security-policy" in (await client.get("/")).headers
 
 
+async def test_the_cookie_is_secure_when_the_dashboard_is_served_over_tls(
+    hive: TestHive, database_url: str, broker: object, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        settings = dashboard_settings(hive, database_url, tmp_path / "s", dashboard_secure_cookies=True)
+        running = Running(await start(stack, settings), tmp_path / "s")
+        async with running.client() as client:
+            reply = await client.post("/login", data={"password": running.password})
+    assert reply.status_code == 303
+    assert "secure" in reply.headers["set-cookie"].lower()
+
+
+async def test_a_forwarded_address_is_not_believed_from_an_untrusted_client(dashboard: Running) -> None:
+    """Else a local user could dodge the login limit by naming a new address each time."""
+    async with dashboard.client() as client:
+        for i in range(5):
+            forged = {"X-Forwarded-For": f"10.0.0.{i}"}
+            refused(await client.post("/login", data={"password": "wrong"}, headers=forged), 401, "unauthenticated")
+        forged = {"X-Forwarded-For": "10.0.0.99"}
+        refused(await client.post("/login", data={"password": dashboard.password}, headers=forged), 429, "rate_limited")
+
+
 async def test_a_wrong_password_is_refused_then_the_client_is_rate_limited_and_every_attempt_is_audited(
     dashboard: Running, database_url: str
 ) -> None:

@@ -151,3 +151,18 @@ async def test_a_password_changed_on_the_page_ends_the_session_and_the_new_one_l
     await page.fill("#password", "a brand new password")
     await page.click("button[type=submit]")
     await expect(page.locator("#conn")).to_have_text("live")
+
+
+async def test_approvals_are_decided_from_the_keyboard(page: Page, alice: Caller, approver: Approver) -> None:
+    first = await alice.request("tool_permission", agent="alice", tool="Bash", input={"command": "ls"})
+    second = await alice.request("tool_permission", agent="alice", tool="Bash", input={"command": "rm -r tmp"})
+    await expect(page.locator(f'[data-approval="{second.id}"]')).to_be_visible()
+    await expect(page.locator(f'[data-approval="{first.id}"]')).to_have_class(re.compile(r"\bselected\b"))
+    await page.keyboard.press("j")
+    await expect(page.locator(f'[data-approval="{second.id}"]')).to_have_class(re.compile(r"\bselected\b"))
+    await page.keyboard.press("d")
+    await expect(page.locator(f'[data-approval="{second.id}"]')).to_have_count(0)
+    await page.keyboard.press("a")
+    await expect(page.locator(f'[data-approval="{first.id}"]')).to_have_count(0)
+    assert (await approver.store.approval(first.id)).status == "approved"
+    assert (await approver.store.approval(second.id)).status == "denied"

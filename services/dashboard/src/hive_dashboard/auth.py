@@ -13,6 +13,7 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from hive_dashboard.errors import error_response
 from hive_dashboard.password import Passwords
@@ -108,13 +109,17 @@ class Guard:
         path: str = scope["path"]
         method: str = scope.get("method", "GET")
         unsafe = method not in SAFE_METHODS
-        if (unsafe or path.startswith(LIVE_PATHS) or scope["type"] == "websocket") and not same_origin(scope):
-            await error_response(ErrorCode.NOT_ALLOWED, "Requests from another site are refused.")(scope, receive, send)
+        websocket = scope["type"] == "websocket"
+        if (unsafe or path.startswith(LIVE_PATHS) or websocket) and not same_origin(scope):
+            await refuse(scope, receive, send, ErrorCode.NOT_ALLOWED, "Requests from another site are refused.")
             return
         if public(path):
             await self.app(scope, receive, send)
             return
         session = session_of(scope)
+        if session is None and websocket:
+            await refuse(scope, receive, send, ErrorCode.UNAUTHENTICATED, "Log in first: there is no session.")
+            return
         if session is None:
             if wants_json(path) or unsafe:
                 response: Response = error_response(ErrorCode.UNAUTHENTICATED, "Log in first: there is no session.")
@@ -130,6 +135,14 @@ class Guard:
                 )
                 return
         await self.app(scope, receive, send)
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send, code: ErrorCode, message: str) -> None:
+    """An HTTP refusal as `{code, message}`; a WebSocket is closed with 1008 (policy violation) before it opens."""
+    if scope["type"] == "websocket":
+        await WebSocketClose(code=1008, reason=message[:120])(scope, receive, send)
+        return
+    await error_response(code, message)(scope, receive, send)
 
 
 async def csrf_token(scope: Scope, receive: Receive) -> tuple[str | None, Receive]:

@@ -101,6 +101,7 @@ class Pages:
             log.warning("action=login client=%s outcome=refused", client)
             return self._refused(request, ErrorCode.UNAUTHENTICATED, "Wrong password.", nxt)
         lifetime = timedelta(hours=self.settings.dashboard_session_hours)
+        await self.store.forget_old()
         token = await self.store.open_session(ACCOUNT, self.passwords.current_id(), lifetime, client)
         await self.store.audit(ACCOUNT, "login", ACCOUNT, "ok", client=client)
         log.info("action=login account=%s client=%s outcome=ok", ACCOUNT, client)

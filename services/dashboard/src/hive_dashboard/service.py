@@ -159,8 +159,8 @@ async def serve_http(dashboard: Dashboard) -> AsyncIterator[str]:
         log_level="warning",
         access_log=False,
         server_header=False,
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        proxy_headers=bool(settings.dashboard_trusted_proxies),
+        forwarded_allow_ips=settings.dashboard_trusted_proxies or None,
         timeout_graceful_shutdown=3,
     )
     server = _Server(config)

@@ -18,6 +18,11 @@ class DashboardSettings(HiveSettings):
     dashboard_login_failures: int = Field(
         5, ge=1, description="Failed logins one client may make in 15 minutes before it is refused for a while."
     )
+    dashboard_trusted_proxies: str = Field(
+        "",
+        description="Addresses of reverse proxies whose X-Forwarded-For/-Proto to believe (comma-separated); none "
+        "by default, so a local user cannot pose as another client to dodge the login limit.",
+    )
     dashboard_ping_seconds: float = Field(
         15.0,
         gt=0,

@@ -80,6 +80,14 @@ class Store:
             )
         return token
 
+    async def forget_old(self) -> None:
+        """Drop sessions that ended a day ago and login records older than 30 days (the audit log keeps both)."""
+        with _outage():
+            await self._pool.execute(
+                "DELETE FROM dashboard_sessions WHERE coalesce(revoked_at, expires_at) < now() - interval '1 day'"
+            )
+            await self._pool.execute("DELETE FROM dashboard_logins WHERE at < now() - interval '30 days'")
+
     async def session(self, token: str) -> Session | None:
         """The live session of a cookie token: not revoked, not expired."""
         with _outage():

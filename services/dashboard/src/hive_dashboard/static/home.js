@@ -87,10 +87,18 @@ const home = (() => {
       badge(s),
       row.transient ? el("span", { class: "spinner", "data-transient": row.transient }, row.transient + "…") : null,
       h ? el("span", { class: "chip model", title: h.model_overridden ? "set with /model" : "from agent.nix" }, h.model + (h.model_overridden ? " *" : "")) : null,
-      el("span", { class: "chip turn", "data-age": staleness(h && h.last_turn_at) }, "last turn " + ago(h && h.last_turn_at)),
+      el("span", { class: "chip turn", "data-age": staleness(h && h.last_turn_at), "data-last-turn": (h && h.last_turn_at) || "" }, "last turn " + ago(h && h.last_turn_at)),
       el("span", { class: "chip depth", title: "unread messages" }, "inbox " + row.depth),
       h && h.note ? el("span", { class: "note" }, h.note) : null,
       el("span", { class: "actions" }, buttons));
+  }
+
+  function draftRow(row) {
+    const waiting = [...state.approvals.values()].filter((a) => a.agent === row.name);
+    return el("div", { class: "row agent draft", "data-agent": row.name },
+      el("span", { class: "name" }, row.name), badge("draft"),
+      row.transient ? el("span", { class: "spinner", "data-transient": row.transient }, row.transient + "…") : null,
+      el("span", { class: "note" }, waiting.length ? `waiting for approval #${waiting.map((a) => a.id).join(", #")}` : "the manager is writing its config"));
   }
 
   function diffView(text) {
@@ -170,7 +178,11 @@ const home = (() => {
 
   function render() {
     const rows = [...state.agents.values()].sort((a, b) => a.name.localeCompare(b.name));
-    fill("agents", rows.filter((r) => r.status.state !== "destroyed").map(agentRow));
+    fill("agents", rows.filter((r) => !["destroyed", "draft"].includes(r.status.state)).map(agentRow));
+    const drafts = rows.filter((r) => r.status.state === "draft");
+    fill("drafts", drafts.map(draftRow));
+    const draftsSection = document.getElementById("drafts-section");
+    if (draftsSection) draftsSection.hidden = drafts.length === 0;
     const dead = rows.filter((r) => r.status.state === "destroyed");
     fill("tombstones", dead.map(agentRow));
     const tomb = document.getElementById("tombstones-title");
@@ -194,6 +206,11 @@ const home = (() => {
   }
 
   function tick() {
+    for (const chip of document.querySelectorAll("[data-last-turn]")) {
+      const at = chip.dataset.lastTurn || null;
+      chip.textContent = "last turn " + ago(at);
+      chip.dataset.age = staleness(at);
+    }
     for (const chip of document.querySelectorAll("[data-deadline]")) {
       const left = Math.round((Date.parse(chip.dataset.deadline) - Date.now()) / 1000);
       chip.textContent = left > 0 ? `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")} left` : "due";
@@ -242,10 +259,10 @@ const home = (() => {
   // Draw one agent's row again in place; a row that is new, or moved between agents and tombstones, redraws all.
   function renderAgent(name) {
     const r = state.agents.get(name);
-    const where = r && r.status.state === "destroyed" ? "tombstones" : "agents";
+    const where = r && r.status.state === "destroyed" ? "tombstones" : r && r.status.state === "draft" ? "drafts" : "agents";
     const old = document.querySelector(`#${where} > [data-agent="${CSS.escape(name)}"]`);
     if (!r || !old) { render(); return; }
-    old.replaceWith(agentRow(r));
+    old.replaceWith(where === "drafts" ? draftRow(r) : agentRow(r));
   }
 
   function message(m) {
