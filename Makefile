@@ -48,3 +48,4 @@ lint: install
 
 wire-docs: install
 	$(UV) run python -m hyperhive.wire.reference > docs/wire.md
+	$(UV) run python -m hyperhive.wire.tooling > docs/tooling.md

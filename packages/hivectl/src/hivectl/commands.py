@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -21,6 +22,7 @@ from hivectl.console import tail
 from hivectl.layout import Layout
 from hyperhive import bus, credential
 from hyperhive.files import write_secret
+from hyperhive.identity import mint_seed
 from hyperhive.settings import HiveSettings, load
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -50,7 +52,11 @@ from hyperhive.wire.models import (
     QuestionsReply,
     QuestionsRequest,
     SendReply,
+    ToolGrant,
+    ToolRequest,
+    ToolsReply,
 )
+from hyperhive.wire.names import check_agent_ref
 
 Call = Callable[[Client], Awaitable[BaseModel]]
 PROCESSES = ("nats", "postgres", *subjects.SERVICES)
@@ -292,6 +298,69 @@ def render_login(done: Login) -> str:
     return "\n".join(lines)
 
 
+class ToolAdded(BaseModel):
+    """What `hivectl tool add` did: the grant the spawner holds, and where the tool's key is (when hivectl made it)."""
+
+    tool: ToolGrant
+    seed_file: Path | None
+
+
+def tool_add(args: argparse.Namespace) -> Call:
+    """Admit a tool. Its key is made here, 0600 (kept when it exists, so adding again changes only the grant), and
+    only its public half is sent: no secret crosses the bus. `--public-key` admits a key made elsewhere."""
+    name = check_agent_ref(args.name)
+    send = [r.strip() for r in args.send.split(",") if r.strip()] if args.send else []
+    seed: Path | None = None
+    public_key = args.public_key
+    if public_key is None:
+        seed = args.seed_file or Layout(state_dir_of(args)).state_dir / "tools" / f"{name}.nk"
+        public_key = mint_seed(seed)
+    grant = ToolGrant(name=name, public_key=public_key, send=send, broadcast=args.broadcast, ask=args.ask)
+
+    async def add(nc: Client) -> ToolAdded:
+        return ToolAdded(tool=await bus.call(nc, _spawner("tool-add"), grant, ToolGrant, 30), seed_file=seed)
+
+    return add
+
+
+def render_tool_added(done: ToolAdded) -> str:
+    t = done.tool
+    may = [f"send to {', '.join(t.send)}"] if t.send else []
+    may += ["send to everyone ('*')"] if t.broadcast else []
+    may += ["ask the operator questions"] if t.ask else []
+    lines = [f"Tool {t.name} is admitted: it may {'; '.join(may) or 'do nothing yet (--send, --broadcast, --ask)'}."]
+    if done.seed_file is not None:
+        lines.append(f"Its NATS key: {done.seed_file} (0600; give it to the tool, and to nobody else).")
+        example = {"to": t.send[0] if t.send else "alice", "body": "build 812 failed"}
+        lines.append(f"Try: nats req {subjects.tool(t.name, 'send')} '{json.dumps(example)}' --nkey {done.seed_file}")
+    return "\n".join(lines)
+
+
+def tool_list(args: argparse.Namespace) -> Call:
+    return asking(_spawner("tools"), Empty(), ToolsReply)
+
+
+def render_tools(reply: ToolsReply) -> str:
+    rows = [[t.name, ",".join(t.send), "yes" if t.broadcast else "", "yes" if t.ask else ""] for t in reply.tools]
+    return table(rows, ["TOOL", "SEND", "BROADCAST", "ASK"])
+
+
+def tool_revoke(args: argparse.Namespace) -> Call:
+    request = ToolRequest(name=args.name)
+    seed = Layout(state_dir_of(args)).state_dir / "tools" / f"{request.name}.nk"
+
+    async def revoke(nc: Client) -> ToolGrant:
+        grant = await bus.call(nc, _spawner("tool-revoke"), request, ToolGrant, 30)
+        seed.unlink(missing_ok=True)  # a key nobody will accept again
+        return grant
+
+    return revoke
+
+
+def render_tool_revoked(grant: ToolGrant) -> str:
+    return f"Tool {grant.name} is revoked: its connections are closed, and its key is refused."
+
+
 def lifecycle(args: argparse.Namespace) -> Call:
     return asking(_spawner(args.command), AgentRequest(agent=args.agent), AgentStatus, timeout=30)
 
@@ -376,6 +445,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         render_login,
     )
     p.add_argument("--file", default=None, help="read it from this file ('-': stdin); default: stdin, else a prompt")
+    _register_tools(sub, common)
     command("agents", "the hive's agents and their states", agents, render_agents)
     command("config", "an agent's applied agent.nix", agent_config, render_config).add_argument("agent")
     p = command("logs", "the last lines of an agent's journal, or with --service of a process", logs, render_logs)
@@ -391,6 +461,26 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("agent")
     p.add_argument("model", nargs="?", default=None)
     p.add_argument("--default", action="store_true", help="back to the model in the agent's agent.nix")
+
+
+def _register_tools(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`hivectl tool add|list|revoke`."""
+    tool = sub.add_parser("tool", help="admit, list and revoke tools (scripts that publish into the hive)")
+    tools = tool.add_subparsers(dest="tool_command", required=True, metavar="TOOL_COMMAND", parser_class=type(tool))
+    p = tools.add_parser("add", help="admit a tool, or change what it may do", parents=[common])
+    p.set_defaults(run=tool_add, render=render_tool_added)
+    p.add_argument("name")
+    p.add_argument("--send", default="", help="whom it may send to: agents, manager, operator (comma-separated)")
+    p.add_argument("--broadcast", action="store_true", help="it may send to every agent ('*')")
+    p.add_argument("--ask", action="store_true", help="it may ask the operator questions, and read the answers")
+    p.add_argument("--seed-file", type=Path, default=None, help="where to keep its key (default: <state>/tools/)")
+    p.add_argument("--public-key", default=None, help="admit a key made elsewhere (nk -gen user); no seed is written")
+    tools.add_parser("list", help="the admitted tools", parents=[common]).set_defaults(
+        run=tool_list, render=render_tools
+    )
+    p = tools.add_parser("revoke", help="cut a tool off at once", parents=[common])
+    p.set_defaults(run=tool_revoke, render=render_tool_revoked)
+    p.add_argument("name")
 
 
 LIFECYCLE = {

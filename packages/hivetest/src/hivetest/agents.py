@@ -1,10 +1,11 @@
 """Agents as their harnesses act, with real credentials on a test hive: `Agents` for the broker's side (send, take,
-ack), `Caller` for the approver's (requests, questions), and the operator's calls."""
+ack), `Caller` for the approver's (requests, questions), the operator's calls, and tools the operator admitted."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
@@ -12,9 +13,11 @@ from nats.js import api as js_api
 
 from hivetest.hive import TestHive
 from hyperhive import bus
+from hyperhive.identity import mint_seed
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
-from hyperhive.wire.models import AgentPolicy, Approval, ApprovalRequest, Message, SendReply, SendRequest
+from hyperhive.wire.models import AgentPolicy, Approval, ApprovalRequest, Message, SendReply, SendRequest, ToolGrant
+from hyperhive.wire.names import OPERATOR
 
 if TYPE_CHECKING:
     from hive_approver.service import Approver
@@ -135,3 +138,27 @@ async def make_agent(hive: TestHive, approver: Approver | None, name: str) -> Ca
 
 async def operator_call(nc: Client, verb: str, payload: Any, reply: Any) -> Any:
     return await bus.call(nc, subjects.operator(subjects.APPROVER, verb), payload, reply, timeout=10)
+
+
+class Tool:
+    """A tool the operator admitted, connected with its own key."""
+
+    def __init__(self, name: str, nc: Client, seed: Path) -> None:
+        self.name = name
+        self.nc = nc
+        self.seed = seed
+
+    async def send(self, to: str, body: str) -> SendReply:
+        return await bus.call(self.nc, subjects.tool(self.name, "send"), SendRequest(to=to, body=body), SendReply)
+
+
+async def admit_tool(
+    hive: TestHive, name: str, send: list[str], *, broadcast: bool = False, ask: bool = False, **options: Any
+) -> Tool:
+    """What `hivectl tool add` does: a key made here, its public half admitted by the real spawner's `tool-add`;
+    then the tool connects (nats-py `options`)."""
+    seed = hive.tmp_path / "tools" / f"{name}.nk"
+    grant = ToolGrant(name=name, public_key=mint_seed(seed), send=send, broadcast=broadcast, ask=ask)
+    operator = await hive.connect(OPERATOR)
+    await bus.call(operator, subjects.operator(subjects.SPAWNER, "tool-add"), grant, ToolGrant, timeout=30)
+    return Tool(name, await hive.connect_seed(seed, f"tool-{name}", **options), seed)

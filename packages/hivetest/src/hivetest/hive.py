@@ -62,6 +62,13 @@ class TestHive:
         self._clients.append(nc)
         return nc
 
+    async def connect_seed(self, seed: Path, name: str, **options: Any) -> Client:
+        """Connect with a seed of its own (a tool's), with any NATS client's default reply inbox."""
+        settings = HiveSettings(nats_url=self.url, nats_creds=seed, state_dir=self.tmp_path / "state")
+        nc = await bus.connect(settings, name=name, **options)
+        self._clients.append(nc)
+        return nc
+
     def add_agent(self, name: str) -> Path:
         """Mint and authorize agent `name` (a real credential, a real reload); return its seed file."""
         seed = self.tmp_path / "agents" / name / "nats.nk"

@@ -208,6 +208,14 @@ def agent_verb(
     return Endpoint(verb.partition(".")[0], subjects.agent_any(verb), request, handler, concurrent)
 
 
+def tool_verb(
+    verb: str, request: type[Req], handler: Callable[[str, Req], Awaitable[BaseModel]], *, concurrent: bool = True
+) -> Endpoint[Req]:
+    """`hive.tool.*.<verb>`: a verb every admitted tool calls on its own plane; the handler reads the tool from the
+    subject. Named `tool-<verb>`."""
+    return Endpoint(f"tool-{verb}", subjects.tool_any(verb), request, handler, concurrent)
+
+
 def operator_verb(
     service: str,
     verb: str,

@@ -1,5 +1,5 @@
-"""NATS identity: one nkey user per service, one for the operator's tools, one per agent — each agent in a NATS
-account of its own.
+"""NATS identity: one nkey user per service, one for the operator, one per agent and one per tool the operator
+admitted — each agent and each tool in a NATS account of its own.
 
 The server's permissions and accounts are the security boundary. Host principals share the `HIVE` account (which
 owns JetStream); every agent is alone in its own account, and reaches the hive only through the service imports
@@ -9,7 +9,8 @@ nothing an agent publishes, and nothing the server or a service answers on its b
 the hive (see docs/decisions/0008-agent-accounts.md).
 
 `Identities` keeps the registry on disk under one folder: `seeds/<principal>.nk` for host principals (mode 0600),
-`agents/<name>.pub` for agents (their seeds live in their own state dirs), and the generated `auth.conf` that the
+`agents/<name>.pub` for agents (their seeds live in their own state dirs), `tools/<name>.json` for tools (their
+grant; the seed stays with the tool, which made it), and the generated `auth.conf` that the
 nats-server configuration includes. Adding or removing an agent rewrites `auth.conf` atomically; `reload` applies
 it and closes the connections of users that are gone.
 """
@@ -27,9 +28,10 @@ import nkeys
 
 from hyperhive.files import write_atomic, write_secret
 from hyperhive.wire import subjects
+from hyperhive.wire.models import ToolGrant
 from hyperhive.wire.names import OPERATOR, check_agent_ref
 
-Role = Literal["service", "operator", "agent"]
+Role = Literal["service", "operator", "agent", "tool"]
 
 
 def mint_seed(path: Path) -> str:
@@ -59,6 +61,10 @@ def agent_account(name: str) -> str:
     return f"agent-{check_agent_ref(name)}"
 
 
+def tool_account(name: str) -> str:
+    return f"tool-{check_agent_ref(name)}"
+
+
 def _inbox_consumer(name: str) -> str:
     return f"{subjects.INBOX_STREAM}.inbox-{name}"
 
@@ -70,13 +76,20 @@ def agent_plane(name: str) -> list[str]:
     return [f"{subjects.AGENT_PREFIX}.{name}.>", f"$JS.API.CONSUMER.MSG.NEXT.{inbox}", f"$JS.ACK.{inbox}.>"]
 
 
-def permissions(role: Role, name: str) -> dict[str, Any]:
+def permissions(role: Role, name: str, verbs: tuple[str, ...] = ()) -> dict[str, Any]:
     """What a principal may publish and subscribe to, inside its account.
 
     An agent publishes only its own agent plane (and its hook's `waiting` notice to its own harness), and subscribes
-    only to its own reply inbox and its harness plane. No host principal may publish on the agent plane, so nobody
-    can speak as an agent.
+    only to its own reply inbox and its harness plane. A tool publishes only its granted `verbs` on its own tool
+    plane, and subscribes only to `_INBOX.>` — of its own account, which holds nobody else — so any NATS client's
+    default reply inbox works. No host principal may publish on an agent's or a tool's plane, so nobody can speak
+    as one.
     """
+    if role == "tool":
+        return {
+            "publish": {"allow": [subjects.tool(name, verb) for verb in verbs]},
+            "subscribe": {"allow": ["_INBOX.>"]},
+        }
     if role == "agent":
         return {
             "publish": {"allow": [*agent_plane(name), f"{subjects.HARNESS_PREFIX}.{name}.waiting"]},
@@ -98,6 +111,7 @@ def permissions(role: Role, name: str) -> dict[str, Any]:
                 # Only services speak as agents, queue commands, or report how applying went.
                 "deny": [
                     f"{subjects.AGENT_PREFIX}.>",
+                    f"{subjects.TOOL_PREFIX}.>",
                     f"{subjects.SPAWNER_CMD_PREFIX}.>",
                     subjects.operator(subjects.APPROVER, "outcome"),
                 ],
@@ -105,7 +119,7 @@ def permissions(role: Role, name: str) -> dict[str, Any]:
             "subscribe": {"allow": [f"{subjects.reply_prefix(OPERATOR)}.>"]},
         }
     return {
-        "publish": {"allow": [">"], "deny": [f"{subjects.AGENT_PREFIX}.>"]},
+        "publish": {"allow": [">"], "deny": [f"{subjects.AGENT_PREFIX}.>", f"{subjects.TOOL_PREFIX}.>"]},
         "subscribe": {"allow": [">"]},
     }
 
@@ -119,7 +133,15 @@ def accounts(principals: list[Principal], system_key: str) -> dict[str, Any]:
     hive: dict[str, Any] = {"jetstream": "enabled", "users": [], "exports": [], "imports": []}
     found: dict[str, Any] = {HIVE_ACCOUNT: hive, SYSTEM_ACCOUNT: {"users": [{"nkey": system_key}]}}
     for p in principals:
-        user = {"nkey": p.public_key, "permissions": permissions(p.role, p.name)}
+        user = {"nkey": p.public_key, "permissions": permissions(p.role, p.name, p.verbs)}
+        if p.role == "tool":  # its verbs, imported from the hive: each answer remapped back into its account
+            account, plane = tool_account(p.name), [subjects.tool(p.name, verb) for verb in p.verbs]
+            hive["exports"] += [{"service": s, "accounts": [account]} for s in plane]
+            found[account] = {
+                "users": [user],
+                "imports": [{"service": {"account": HIVE_ACCOUNT, "subject": s}} for s in plane],
+            }
+            continue
         if p.role != "agent":
             hive["users"].append(user)
             continue
@@ -148,6 +170,7 @@ class Principal:
     name: str
     role: Role
     public_key: str
+    verbs: tuple[str, ...] = ()  # a tool's
 
 
 class Identities:
@@ -182,6 +205,22 @@ class Identities:
         self._agent_pub(name).unlink(missing_ok=True)
         self.render()
 
+    def _tool_file(self, name: str) -> Path:
+        return self.root / "tools" / f"{check_agent_ref(name)}.json"
+
+    def add_tool(self, grant: ToolGrant) -> None:
+        """Admit a tool (or change its grant or key). Needs a reload to apply."""
+        write_atomic(self._tool_file(grant.name), grant.model_dump_json(indent=2))
+        self.render()
+
+    def remove_tool(self, name: str) -> None:
+        """Revoke tool `name`. After the reload its connections are closed and it cannot connect again."""
+        self._tool_file(name).unlink(missing_ok=True)
+        self.render()
+
+    def tools(self) -> list[ToolGrant]:
+        return [ToolGrant.model_validate_json(f.read_text()) for f in sorted((self.root / "tools").glob("*.json"))]
+
     def principals(self) -> list[Principal]:
         found: list[Principal] = []
         for seed in sorted((self.root / "seeds").glob("*.nk")):
@@ -190,6 +229,7 @@ class Identities:
                 found.append(Principal(seed.stem, role, public_key(seed)))
         for pub in sorted((self.root / "agents").glob("*.pub")):
             found.append(Principal(check_agent_ref(pub.stem), "agent", pub.read_text().strip()))
+        found += [Principal(t.name, "tool", t.public_key, t.verbs) for t in self.tools()]
         return found
 
     def render(self) -> None:

@@ -1,5 +1,5 @@
-"""The hive's JetStream layout: its streams and the policy bucket, declared the same way by every service at its
-start (idempotent), so no service depends on another having started first."""
+"""The hive's JetStream layout: its streams and KV buckets (policies, tools), declared the same way by every service
+at its start (idempotent), so no service depends on another having started first."""
 
 from __future__ import annotations
 
@@ -55,6 +55,12 @@ STREAMS = (
 )
 
 
+BUCKETS = {
+    subjects.POLICY_BUCKET: "Applied agent policies, written by the spawner.",
+    subjects.TOOLS_BUCKET: "The tools the operator admitted and what each may do, written by the spawner.",
+}
+
+
 async def declare(js: JetStreamContext) -> None:
     """Create or update the hive's streams and KV buckets; safe to run from every service at every start."""
     for config in STREAMS:
@@ -62,14 +68,12 @@ async def declare(js: JetStreamContext) -> None:
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
-    try:
-        await js.key_value(subjects.POLICY_BUCKET)
-    except (NotFoundError, nats.js.errors.BucketNotFoundError):
-        await js.create_key_value(
-            js_api.KeyValueConfig(
-                bucket=subjects.POLICY_BUCKET,
-                description="Applied agent policies, written by the spawner.",
-                history=5,
-                storage=js_api.StorageType.FILE,
+    for bucket, description in BUCKETS.items():
+        try:
+            await js.key_value(bucket)
+        except (NotFoundError, nats.js.errors.BucketNotFoundError):
+            await js.create_key_value(
+                js_api.KeyValueConfig(
+                    bucket=bucket, description=description, history=5, storage=js_api.StorageType.FILE
+                )
             )
-        )

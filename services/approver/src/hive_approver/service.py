@@ -211,7 +211,20 @@ class Approver:
         return approval
 
     async def ask(self, subject: str, req: AskRequest) -> AskReply:
-        caller = subjects.caller(subject)
+        return await self._ask(subjects.caller(subject), req)
+
+    async def tool_ask(self, subject: str, req: AskRequest) -> AskReply:
+        """An admitted tool's question (`hivectl tool add --ask`); it reads the answer with `tool_question`."""
+        return await self._ask(subjects.tool_sender(subjects.tool_caller(subject)), req)
+
+    async def tool_question(self, subject: str, req: QuestionRef) -> Question:
+        """One of the calling tool's own questions, answered or not; another's is not found."""
+        q = await self.store.question(req.id)
+        if q.asker != subjects.tool_sender(subjects.tool_caller(subject)):
+            raise HiveError(ErrorCode.NOT_FOUND, f"There is no question #{req.id} of yours.")
+        return q
+
+    async def _ask(self, caller: str, req: AskRequest) -> AskReply:
         q = await self.store.add_question(
             caller,
             req.question,
@@ -361,6 +374,8 @@ class Approver:
             bus.agent_verb(f"{subjects.REQUEST}.*", ApprovalRequest, self.request),
             bus.agent_verb(subjects.DECISION, WaitRequest, self.decision),
             bus.agent_verb(subjects.ASK, AskRequest, self.ask),
+            bus.tool_verb(subjects.ASK, AskRequest, self.tool_ask),
+            bus.tool_verb("question", QuestionRef, self.tool_question),
             bus.operator_verb(approver, "approve", DecisionRequest, self.approve),
             bus.operator_verb(approver, "deny", DecisionRequest, self.deny),
             bus.operator_verb(approver, "outcome", OutcomeRequest, self.outcome),

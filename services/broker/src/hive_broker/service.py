@@ -1,4 +1,5 @@
-"""The broker's wiring: agent-plane verbs (caller from the subject), operator-plane verbs, and events."""
+"""The broker's wiring: agent-plane and tool-plane verbs (the caller from the subject), operator-plane verbs, and
+events."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.nuid import NUID
+from pydantic import BaseModel
 
 from hive_broker.inbox import Inboxes
-from hive_broker.policy import recipients
+from hive_broker.policy import recipients, tool_recipients
 from hyperhive import bus, events
-from hyperhive.policies import PolicyBook
+from hyperhive.policies import Book, PolicyBook
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
@@ -29,6 +31,8 @@ from hyperhive.wire.models import (
     OperatorSendRequest,
     SendReply,
     SendRequest,
+    ToolGrant,
+    ToolMessage,
 )
 from hyperhive.wire.names import BROADCAST, OPERATOR, SYSTEM, check_agent_ref
 
@@ -68,10 +72,11 @@ def _all_or_say_who(mid: str, targets: list[str], results: Sequence[object]) -> 
 
 
 class Broker:
-    def __init__(self, nc: Client, inboxes: Inboxes, policy: PolicyBook) -> None:
+    def __init__(self, nc: Client, inboxes: Inboxes, policy: PolicyBook, tools: Book[ToolGrant]) -> None:
         self.nc = nc
         self.inboxes = inboxes
         self.policy = policy
+        self.tools = tools
         # One lock per sender: its messages are stored in the order it sent them, other senders run in parallel.
         self._order: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._ids = NUID()  # unique and much cheaper than uuid4
@@ -80,15 +85,12 @@ class Broker:
         """Queue `body` from `sender` (already authenticated) for `to`, after the recipient policy agrees."""
         check_body(body)
         try:
-            targets = recipients(self.policy, sender, to) if sender != SYSTEM else [to]
+            targets = await self._targets(sender, to)
         except HiveError as exc:
             if exc.code == ErrorCode.NOT_ALLOWED:
                 log.info("sender=%s to=%s outcome=refused", sender, to)
                 refused = MessageRefused(sender=sender, to=to, reason=exc.message)
-                try:  # the refusal stands either way; its audit record is stored, or its loss is logged
-                    await events.publish(self.nc, "message_refused", refused, about=sender)
-                except HiveError as lost:
-                    log.error("sender=%s to=%s outcome=refusal_unrecorded error=%s", sender, to, lost)
+                await self._audit("message_refused", refused, sender)
             raise
         mid = message_id or self._ids.next().decode()
         message = Message(id=mid, sender=sender, to=to, body=body, sent_at=datetime.now(UTC), broadcast=to == BROADCAST)
@@ -100,8 +102,28 @@ class Broker:
                     *(self.inboxes.put(r, message, f"{sender}:{mid}:{r}") for r in targets), return_exceptions=True
                 )
                 _all_or_say_who(mid, targets, results)
-        # No `message_sent` event: the inbox stream is the record of what was sent (decision 0006).
+        # No `message_sent` event: the inbox stream is the record of what was sent (decision 0006). A tool's messages
+        # are audited besides: the tool is no agent of the hive, and its sends are the operator's to review.
+        if sender.startswith(subjects.TOOL_SENDER):
+            size = len(body.encode())
+            record = ToolMessage(tool=sender, id=mid, to=to, recipients=targets, bytes=size)
+            await self._audit("tool_message", record, to if to != BROADCAST else SYSTEM)
         return SendReply(id=mid, recipients=targets)
+
+    async def _targets(self, sender: str, to: str) -> list[str]:
+        if sender == SYSTEM:
+            return [to]
+        if sender.startswith(subjects.TOOL_SENDER):
+            tool = sender.removeprefix(subjects.TOOL_SENDER)
+            return tool_recipients(self.policy, tool, await self.tools.lookup(tool), to)
+        return recipients(self.policy, sender, to)
+
+    async def _audit(self, kind: str, record: BaseModel, about: str) -> None:
+        """Store an audit record; what it records stands either way, and a record's loss is logged."""
+        try:
+            await events.publish(self.nc, kind, record, about=about)
+        except HiveError as lost:
+            log.error("event=%s about=%s outcome=unrecorded error=%s", kind, about, lost)
 
     async def system_message(self, to: str, body: str, message_id: str) -> None:
         await self.deliver(SYSTEM, to, body, message_id)
@@ -115,6 +137,11 @@ class Broker:
         """Create the caller's inbox consumer, so its harness can pull from it."""
         await self.inboxes.ensure(subjects.caller(subject), again=True)
         return Empty()
+
+    # ── tool plane: the tool is the subject's <name> ──
+
+    async def tool_send(self, subject: str, req: SendRequest) -> SendReply:
+        return await self.deliver(subjects.tool_sender(subjects.tool_caller(subject)), req.to, req.body, req.id)
 
     # ── operator plane ──
 
@@ -140,6 +167,7 @@ class Broker:
         return [
             bus.agent_verb(subjects.SEND, SendRequest, self.agent_send),
             bus.agent_verb(subjects.OPEN, Empty, self.agent_open),
+            bus.tool_verb(subjects.SEND, SendRequest, self.tool_send),
             bus.operator_verb(broker, "send", OperatorSendRequest, self.operator_send, name="operator-send"),
             bus.operator_verb(broker, "open", Empty, self.operator_open, name="operator-open"),
             bus.operator_verb(broker, "inbox", InboxRequest, self.inbox),

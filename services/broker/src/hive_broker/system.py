@@ -46,7 +46,9 @@ def compose(event: Event) -> tuple[str, str] | None:
         return a.requested_by, f"Your request #{a.id} ({a.kind} for {a.agent}) {said}.{note}"
     if event.type == "question_answered":
         q = QuestionAnswered.model_validate(event.data)
-        return q.asker, f"The operator answered your question #{q.id} ({q.question!r}): {q.answer}"
+        said = f"The operator answered your question #{q.id} ({q.question!r}): {q.answer}"
+        # A tool has no inbox: it reads the answer itself (`hive.tool.<name>.question`).
+        return None if q.asker.startswith(subjects.TOOL_SENDER) else (q.asker, said)
     if event.type == "container_crash":
         c = ContainerCrash.model_validate(event.data)
         code = f" with exit code {c.exit_code}" if c.exit_code is not None else ""

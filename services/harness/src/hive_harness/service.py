@@ -65,7 +65,8 @@ def wake_prompt(messages: list[Message], unread: int, carried: list[Message] | N
         lines.append(f"Your last turn did not finish; its {len(carried)} message(s) come first again.")
     for m in carried + messages:
         again = " (delivered again after a restart: you may have handled it already)" if m.redelivered else ""
-        lines.append(f"From {m.sender}{' to everyone' if m.broadcast else ''}{again}:\n{m.body}")
+        sender = m.sender.replace(subjects.TOOL_SENDER, "tool ", 1)  # `tool:ci` writes as "From tool ci"
+        lines.append(f"From {sender}{' to everyone' if m.broadcast else ''}{again}:\n{m.body}")
     if unread:
         lines.append(f"{unread} more unread: use the recv tool.")
     return "\n\n".join(lines)

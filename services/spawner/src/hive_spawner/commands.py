@@ -76,6 +76,8 @@ class Commands(Lifecycle):
         """A new agent's repos and state dir, made or finished. Only the hive's own bootstrap may create the
         manager."""
         name = check_agent_ref(agent) if bootstrap and agent == MANAGER else check_agent_name(agent)
+        if name in self.tools.names():
+            raise HiveError(ErrorCode.CONFLICT, f"{name!r} is a tool's name; an agent needs a name of its own.")
         if not self.repos.exists(name):
             self._mark(name, None)  # what a purge killed at its very end left of an earlier agent of this name
         self.repos.create(name, grant=self.backend.grant_manager)

@@ -24,6 +24,7 @@ from hive_spawner.dirs import POLICY_FILE, POLICY_IN_SANDBOX
 from hive_spawner.evaluate import evaluate
 from hive_spawner.repos import ConfigRepos
 from hive_spawner.settings import SpawnerSettings
+from hive_spawner.tools import Tools
 from hyperhive import bus, credential, events
 from hyperhive.files import write_atomic
 from hyperhive.identity import Identities
@@ -78,6 +79,7 @@ class Lifecycle:
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one change of an agent at a time
         self._auth = asyncio.Lock()  # auth.conf is rendered whole from the registry: one change, then its reload
+        self.tools = Tools(js, settings.nats_auth_dir, settings.nats_url, self._names, self._auth)
         self._marks_lock = threading.Lock()
         for lock in self.repos.clear_stale_locks():
             log.warning("lock=%s outcome=stale_git_lock_removed", lock)

@@ -1,7 +1,7 @@
 """The spawner's wiring: its operator-plane endpoints (freeze a commit for the approver, list agents, their logs and
-applied config, hand out a new credential, the lifecycle verbs) and the manager's lifecycle verbs, over its agents
-(`lifecycle`) and its approved work (`commands`). git, file work and the backend run in threads, so no request waits
-behind a `create`."""
+applied config, hand out a new credential, admit and revoke tools, the lifecycle verbs) and the manager's lifecycle
+verbs, over its agents (`lifecycle`) and its approved work (`commands`). git, file work and the backend run in
+threads, so no request waits behind a `create`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ from hyperhive.wire.models import (
     LifecycleRefused,
     LogsReply,
     LogsRequest,
+    ToolGrant,
+    ToolRequest,
+    ToolsReply,
 )
 from hyperhive.wire.names import MANAGER
 
@@ -63,6 +66,15 @@ class Spawner(Commands):
     async def credential(self, subject: str, req: Empty) -> AgentsReply:
         return AgentsReply(agents=await self.hand_over_credential())
 
+    async def tool_add(self, subject: str, req: ToolGrant) -> ToolGrant:
+        return await self.tools.add(req)
+
+    async def tool_revoke(self, subject: str, req: ToolRequest) -> ToolGrant:
+        return await self.tools.revoke(req.name)
+
+    async def tool_list(self, subject: str, req: Empty) -> ToolsReply:
+        return ToolsReply(tools=await asyncio.to_thread(self.tools.list))
+
     def operator_verb(self, verb: str) -> Callable[[str, AgentRequest], Awaitable[AgentStatus]]:
         async def handle(subject: str, req: AgentRequest) -> AgentStatus:
             return await self.act(req.agent, verb)
@@ -91,6 +103,9 @@ class Spawner(Commands):
             verb("logs", LogsRequest, self.logs),
             verb("agent-config", AgentRequest, self.agent_config),
             verb("credential", Empty, self.credential),
+            verb("tool-add", ToolGrant, self.tool_add),
+            verb("tool-revoke", ToolRequest, self.tool_revoke),
+            verb("tools", Empty, self.tool_list),
             *(verb(name, AgentRequest, self.operator_verb(name)) for name in OPERATOR_VERBS),
             bus.agent_verb("lifecycle.*", AgentRequest, self.manager_verb, concurrent=False),
         ]

@@ -61,7 +61,8 @@ class WireRequest(WireModel):
 
 
 class SendRequest(WireRequest):
-    """`hive.agent.<name>.send`: deliver `body` to `to`. The sender is the subject's `<name>`."""
+    """`hive.agent.<name>.send` (and a tool's `hive.tool.<name>.send`): deliver `body` to `to`. The sender is the
+    subject's `<name>`."""
 
     kind: Literal["hive.send.v1"] = "hive.send.v1"
     to: Recipient = Field(description="An agent, `manager`, `operator`, or `*` for every other agent.")
@@ -84,7 +85,7 @@ class Message(WireModel):
 
     kind: Literal["hive.message.v1"] = "hive.message.v1"
     id: str = Field(description="The id `send` returned.")
-    sender: str = Field(alias="from", description="An agent, `operator`, or `system`.")
+    sender: str = Field(alias="from", description="An agent, `operator`, `system`, or `tool:<name>`.")
     to: str = Field(description="The recipient as the sender addressed it (`*` for a broadcast).")
     body: str
     sent_at: datetime
@@ -171,6 +172,9 @@ class AgentPolicy(WireModel):
     allowed_bash: BashPolicy = Field(default_factory=BashPolicy, alias="allowedBash")
     mcp_servers: dict[str, McpServer] = Field(default_factory=dict, alias="mcpServers")
     notes_threshold: int = Field(16 * 1024, alias="notesThreshold")
+    accept_tools: bool = Field(
+        True, alias="acceptTools", description="Take messages from the tools the operator admitted (`tool:<name>`)."
+    )
 
 
 # ── events (JetStream stream HIVE_EVENTS) ────────────────────────────────────
@@ -203,6 +207,16 @@ class MessageRefused(WireModel):
     sender: str = Field(alias="from")
     to: str
     reason: str
+
+
+class ToolMessage(WireModel):
+    """`tool_message`: a tool's message was stored for its recipients (the audit record of every tool message)."""
+
+    tool: str
+    id: str
+    to: str
+    recipients: list[str]
+    bytes: int
 
 
 class MessageDelivered(WireModel):
@@ -442,6 +456,42 @@ class AgentStatus(WireModel):
 class AgentsReply(WireModel):
     kind: Literal["hive.agents.reply.v1"] = "hive.agents.reply.v1"
     agents: list[AgentStatus]
+
+
+class ToolGrant(WireRequest):
+    """A tool — a CI job, a cron script, a monitor — that the operator admitted: `hive.spawner.tool-add` takes it
+    (again: its grants and key replaced), KV `hive-tools` keeps it for the broker, `hive.spawner.tools` lists it.
+    The tool holds the seed of `public_key` and publishes only `hive.tool.<name>.send` (and `.ask`, `.question` when
+    `ask`); its messages are from `tool:<name>`."""
+
+    kind: Literal["hive.tool.v1"] = "hive.tool.v1"
+    name: AgentRef = Field(description="The hive's name rule; never an agent's name.")
+    public_key: str = Field(
+        pattern=r"^U[A-Z2-7]{55}$", description="Its NATS user nkey (`U…`); the seed stays with it."
+    )
+    send: list[Recipient] = Field(
+        default_factory=list, max_length=100, description="Whom it may send to: agents, `manager`, `operator`."
+    )
+    broadcast: bool = Field(False, description="It may send to `*` (every agent that takes messages from tools).")
+    ask: bool = Field(False, description="It may ask the operator questions, and read their answers.")
+
+    @property
+    def verbs(self) -> tuple[str, ...]:
+        return ("send", "ask", "question") if self.ask else ("send",)
+
+
+class ToolRequest(WireRequest):
+    """`hive.spawner.tool-revoke`: cut a tool off (its connections closed at once) and forget it."""
+
+    kind: Literal["hive.tool.request.v1"] = "hive.tool.request.v1"
+    name: AgentRef
+
+
+class ToolsReply(WireModel):
+    """`hive.spawner.tools`: every admitted tool."""
+
+    kind: Literal["hive.tools.reply.v1"] = "hive.tools.reply.v1"
+    tools: list[ToolGrant]
 
 
 class AgentRequest(WireRequest):

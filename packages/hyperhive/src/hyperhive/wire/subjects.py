@@ -25,6 +25,10 @@ PTY = "pty"
 # Harness plane: hive.harness.<name>.<verb>, served by that agent's harness.
 HARNESS_PREFIX = f"{ROOT}.harness"
 
+# Tool plane: hive.tool.<name>.<verb>, published only by that tool (a script or service the operator admitted).
+TOOL_PREFIX = f"{ROOT}.tool"
+TOOL_SENDER = "tool:"  # what a tool's messages say they are from: `tool:<name>`
+
 # Operator plane: NATS micro services, discoverable with $SRV.PING/INFO/STATS.
 BROKER = "broker"
 APPROVER = "approver"
@@ -42,6 +46,7 @@ STATS_PREFIX = f"{ROOT}.stats"
 SPAWNER_CMD_STREAM = "HIVE_SPAWNER_CMD"
 SPAWNER_CMD_PREFIX = f"{ROOT}.spawner.cmd"
 POLICY_BUCKET = "hive-policy"
+TOOLS_BUCKET = "hive-tools"
 
 
 def agent(name: str, verb: str) -> str:
@@ -64,6 +69,26 @@ def verb_of(subject: str, plane: str = AGENT_PREFIX) -> str:
     return _parts(subject, plane)[1]
 
 
+def tool(name: str, verb: str) -> str:
+    """`hive.tool.<name>.<verb>`: what tool `name` publishes to call `verb`."""
+    return f"{TOOL_PREFIX}.{check_agent_ref(name)}.{verb}"
+
+
+def tool_any(verb: str) -> str:
+    """`hive.tool.*.<verb>`: what a service subscribes to serve `verb` for every tool."""
+    return f"{TOOL_PREFIX}.*.{verb}"
+
+
+def tool_caller(subject: str) -> str:
+    """The tool that published on a tool-plane subject; the server's permissions vouch for it."""
+    return _parts(subject, TOOL_PREFIX)[0]
+
+
+def tool_sender(name: str) -> str:
+    """`tool:<name>`: the sender a tool's messages carry, which no agent's name can be."""
+    return f"{TOOL_SENDER}{check_agent_ref(name)}"
+
+
 def _parts(subject: str, plane: str) -> tuple[str, str]:
     head, _, rest = subject.removeprefix(f"{plane}.").partition(".")
     if not subject.startswith(f"{plane}.") or not rest:
@@ -84,9 +109,10 @@ def operator(service: str, verb: str) -> str:
 
 
 def event(kind: str, about: str) -> str:
-    """`hive.events.<kind>.<about>`: an event into HIVE_EVENTS, about an agent, `operator` or `system`."""
+    """`hive.events.<kind>.<about>`: an event into HIVE_EVENTS, about an agent, a tool (`tool:<name>`), `operator`
+    or `system`."""
     if about not in ("operator", "system"):
-        check_agent_ref(about)
+        check_agent_ref(about.removeprefix(TOOL_SENDER))
     return f"{EVENTS_PREFIX}.{kind}.{about}"
 
 

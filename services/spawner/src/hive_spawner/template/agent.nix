@@ -54,6 +54,9 @@
 
     # When /state/notes.md grows past this many bytes, a short session rewrites it.
     notesThreshold = 16384;
+
+    # Take messages from the tools the operator admitted (CI jobs, scripts: `From tool <name>`).
+    acceptTools = true;
   };
 
   # Packages inside the container (nixos backend): environment.systemPackages = [ pkgs.git ];
