@@ -1,4 +1,5 @@
-"""Broker benchmark: send→recv latency and delivered throughput, next to raw NATS on the same server, in one run.
+"""Broker benchmark: send→recv latency (an agent's send, and a tool's) and delivered throughput, next to raw NATS on
+the same server, in one run.
 
 Starts its own nats-server and a broker process (`python -m hive_broker`), as `hivectl up` would, and prints JSON.
     uv run python bench/bench_broker.py [--messages 10000] [--agents 100] [--out FILE]
@@ -19,10 +20,11 @@ from nats.aio.client import Client
 
 from hivectl.natsserver import NatsServer
 from hyperhive import bus, streams
+from hyperhive.identity import mint_seed
 from hyperhive.inbox import Inbox
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
-from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest
+from hyperhive.wire.models import AgentPolicy, SendReply, SendRequest, ToolGrant
 
 
 class Bench:
@@ -75,9 +77,17 @@ async def raw_js_publish(b: Bench, n: int) -> list[float]:
     return out
 
 
-async def send_recv_latency(b: Bench, n: int) -> tuple[list[float], list[float]]:
-    """Each message's send → recv, and the receiver's ack of it (`Inbox.ack` returning)."""
-    alice, bob = await b.agent("alice"), await b.agent("bob")
+async def send_recv_latency(b: Bench, n: int, tool: bool = False) -> tuple[list[float], list[float]]:
+    """Each message's send → recv, and the receiver's ack of it (`Inbox.ack` returning); sent by agent alice, or
+    by tool ci (its own account, its grant checked by the broker)."""
+    if tool:
+        alice, where = (
+            await bus.connect(b.settings("ci", b.root / "tools" / "ci.nk"), name="ci"),
+            subjects.tool("ci", "send"),
+        )
+    else:
+        alice, where = await b.agent("alice"), subjects.agent("alice", "send")
+    bob = await b.agent("bob")
     inbox = Inbox(bob, "bob")
     await inbox.open()
     out, acks = [], []
@@ -85,7 +95,7 @@ async def send_recv_latency(b: Bench, n: int) -> tuple[list[float], list[float]]
         recv = asyncio.create_task(inbox.take(max_messages=1, wait=30))
         await asyncio.sleep(0)  # let the pull go out first: we measure a waiting receiver being woken
         t = time.perf_counter()
-        await bus.call(alice, subjects.agent("alice", "send"), SendRequest(to="bob", body=f"message {i}"), SendReply)
+        await bus.call(alice, where, SendRequest(to="bob", body=f"message {i}"), SendReply)
         got, _ = await recv
         out.append(time.perf_counter() - t)
         if len(got) != 1:
@@ -194,6 +204,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         ]
         for name in names:
             server.identities.add_agent(name, root / "agents" / f"{name}.nk")
+        tool = ToolGrant(name="ci", public_key=mint_seed(root / "tools" / "ci.nk"), send=["bob"])
+        server.identities.add_tool(tool)  # what the spawner's tool-add does
         server.reload()
         setup = await bus.connect(b.settings("spawner"), name="setup")
         js = setup.jetstream()
@@ -203,6 +215,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             partner = {"alice": "bob"}.get(name) or (f"r{name[1:]}" if name.startswith("s") else None)
             policy = AgentPolicy(agent=name, allowedRecipients=[partner] if partner else [])  # type: ignore[call-arg]
             await kv.put(name, bus.encode(policy))
+        await (await js.key_value(subjects.TOOLS_BUCKET)).put("ci", bus.encode(tool))
         await setup.close()
         hive.service("broker")
 
@@ -211,6 +224,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         raw_js = summary(await raw_js_publish(b, n))
         latencies, acks = await send_recv_latency(b, n)
         ours = summary(latencies)
+        tool_latencies, _ = await send_recv_latency(b, n, tool=True)
+        by_tool = summary(tool_latencies)
         tput = await throughput(b, args.agents // 2, args.per_sender)
         raw_tput = await raw_request_throughput(b, args.agents, args.per_sender)
         raw_js_tput = await raw_js_publish_throughput(b, args.agents, args.per_sender)
@@ -219,6 +234,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "send_to_recv_latency": ours,
             "ack_latency": summary(acks),
+            "tool_send_to_recv_latency": by_tool,
+            "latency_ratio_p50_tool_vs_agent": round(by_tool["p50_ms"] / ours["p50_ms"], 2),
             "raw_nats_request_reply": raw_rr,
             "raw_jetstream_publish": raw_js,
             "latency_ratio_p50_vs_raw_request": round(ours["p50_ms"] / raw_rr["p50_ms"], 2),

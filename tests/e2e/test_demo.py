@@ -98,6 +98,8 @@ CHANGES: list[tuple[list[str], str, list[str]]] = [  # (as text, what it shows, 
     (["compact", "scout"], "", ["compact", "scout"]),  # between turns; or "in a turn" (conflict), in one line
     (["stop", "scout"], "scout is stopped", ["start", "scout"]),
     (["restart", "scout"], "scout is running", ["agents"]),
+    (["tool", "add", "ci", "--send", "scout,operator"], "nats req hive.tool.ci.send", ["tool", "list"]),
+    (["tool", "revoke", "ci"], "ci is revoked", ["tool", "list"]),
 ]
 # Bad input: one line on stderr, status 2, before anything is asked.
 BAD = [
@@ -108,6 +110,9 @@ BAD = [
     ["approve", str(2**63)],
     ["inbox", "scout", "--limit", "0"],
     ["nosuchcommand"],
+    ["tool", "add", "../x"],
+    ["tool", "add", "ci", "--send", "../etc"],
+    ["tool", "add", "ci", "--public-key", "not-a-key"],
 ]
 
 
