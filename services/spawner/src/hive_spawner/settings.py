@@ -17,6 +17,14 @@ class SpawnerSettings(HiveSettings):
     backend: Literal["local", "nixos"] = Field(
         "local", description="`local`: bubblewrap (development, tests, hivectl up); `nixos`: nixos-container."
     )
+    nix_lib: Path | None = Field(
+        None,
+        description="The `lib` folder of nixpkgs, whose module system evaluates every agent.nix against the agent "
+        "options (the NixOS module sets it; unset, `nixpkgs=` on NIX_PATH).",
+    )
+    default_model: str | None = Field(
+        None, description="The model of agents whose agent.nix names none (unset: the agent options' default)."
+    )
     containers_dir: Path | None = Field(None, description="nixos: where container flakes are rendered.")
     nixos_conf_dir: Path = Field(Path("/etc/nixos-containers"), description="nixos: the containers' conf files.")
     cpu_quota: str = Field("200%", description="nixos: CPUQuota of each agent's container.")

@@ -1,5 +1,7 @@
 # An agent of the hive. The manager edits this file in the agent's proposed repo; the operator approves a commit;
-# the spawner evaluates `hyperhive` (no nixpkgs needed) into the policy the broker and harness enforce.
+# the spawner evaluates it with the module system against the agent options (every `hyperhive` option, typed: a
+# misspelt name or a wrong type is refused with the evaluator's sentence) into the policy the broker and harness
+# enforce. The same options are part of the agent's container (nixos backend).
 { pkgs, ... }:
 {
   hyperhive = {
@@ -57,7 +59,11 @@
 
     # Take messages from the tools the operator admitted (CI jobs, scripts: `From tool <name>`).
     acceptTools = true;
+
+    # Packages on the PATH inside the container (nixos backend), by their names in nixpkgs: [ "git" "ripgrep" ].
+    packages = [ ];
   };
 
-  # Packages inside the container (nixos backend): environment.systemPackages = [ pkgs.git ];
+  # Other NixOS options of the container go here too (the container's build checks them; the hive's evaluation
+  # does not read them, and `pkgs` is only there for them): environment.variables.EDITOR = "vi";
 }
