@@ -2,10 +2,11 @@
 changes and run agents. Every failure reaches the model as a sentence it can act on (`is_error`), never as a crash.
 Tool results are plain text.
 
-The harness serves them itself (`ToolServer`), over streamable HTTP on loopback, for the CLI of every turn: a stdio
-server started by the CLI cost ~0.6 s of every turn, most of it importing the SDK. A random bearer token, written
-only into the agent's 0600 `mcp.json`, keeps every other local process out (agents of the local backend share the
-host's network). The same server answers the CLI's PreToolUse hook at `/hook` (see `hook.py`), behind the same token.
+The harness serves them itself (`ToolServer`, with `mcp.McpServer`), over streamable HTTP on loopback, for the CLI
+of every turn: a stdio server started by the CLI cost ~0.6 s of every turn, most of it importing the SDK. A random
+bearer token, written only into the agent's 0600 `mcp.json`, keeps every other local process out (agents of the
+local backend share the host's network). The same server answers the CLI's PreToolUse hook at `/hook` (see
+`hook.py`), behind the same token.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ import asyncio
 import hmac
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import uvicorn
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from nats.aio.client import Client
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hive_harness.mcp import McpServer, Tool, ToolError
 from hyperhive import bus
 from hyperhive.inbox import Handled, Inbox
 from hyperhive.wire import subjects
@@ -50,7 +50,7 @@ M = TypeVar("M", bound=BaseModel)
 
 @dataclass
 class ToolContext:
-    """What the tools share for the life of the server (the MCP lifespan context): the agent's connection and inbox."""
+    """What the tools share for the life of the server: the agent's connection and inbox."""
 
     agent: str
     nc: Client
@@ -62,8 +62,10 @@ def made(model: type[M], **fields: Any) -> M:
     """A request from a tool's arguments; a bad one is a ToolError the model reads (the validator's sentence)."""
     try:
         return model(**fields)
-    except ValueError as exc:
-        raise ToolError(str(exc).splitlines()[-1]) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "arguments"
+        raise ToolError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 async def guarded(work: Awaitable[T]) -> T:
@@ -85,36 +87,19 @@ def describe(messages: list[Message], unread: int) -> str:
     return "\n\n---\n\n".join(lines) + more
 
 
-def build(hive: ToolContext) -> MCPServer[ToolContext]:
+def build(hive: ToolContext) -> McpServer:
     me = hive.agent
 
-    @asynccontextmanager
-    async def lifespan(server: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
-        yield hive  # one for the harness's life; the SDK enters this for every session
+    async def call(verb: str, payload: Any, reply: type[M], timeout: float = 15) -> M:
+        return await guarded(bus.call(hive.nc, subjects.agent(me, verb), payload, reply, timeout))
 
-    server: MCPServer[ToolContext] = MCPServer(
-        name="hyperhive",
-        instructions=f"You are {me}, an agent of a hyperhive hive. Use these tools to talk to the hive.",
-        lifespan=lifespan,
-    )
-
-    def context_of(ctx: Context) -> ToolContext:
-        return cast(ToolContext, ctx.request_context.lifespan_context)
-
-    async def call(hive: ToolContext, verb: str, payload: Any, reply: type[M], timeout: float = 15) -> M:
-        return await guarded(bus.call(hive.nc, subjects.agent(hive.agent, verb), payload, reply, timeout))
-
-    @server.tool(structured_output=False)
-    async def send(ctx: Context, to: str, body: str) -> str:
+    async def send(to: str, body: str) -> str:
         """Send a message to another agent, to "manager", to "operator", or to "*" (every other agent)."""
-        hive = context_of(ctx)
-        sent = await call(hive, "send", made(SendRequest, to=to, body=body), SendReply)
+        sent = await call("send", made(SendRequest, to=to, body=body), SendReply)
         return f"Sent (message {sent.id}) to {', '.join(sent.recipients)}."
 
-    @server.tool(structured_output=False)
-    async def recv(ctx: Context, wait_seconds: float = 0, max: int = 8) -> str:
+    async def recv(wait_seconds: float = 0, max: int = 8) -> str:
         """Read your next messages, waiting up to wait_seconds (at most 180) when there are none."""
-        hive = context_of(ctx)
         if hive.handed:
             await guarded(hive.inbox.ack(hive.handed))
             hive.handed = []
@@ -122,70 +107,62 @@ def build(hive: ToolContext) -> MCPServer[ToolContext]:
         hive.handed = [m.token for m in messages]
         return describe(messages, unread)
 
-    @server.tool(structured_output=False)
-    async def ask(
-        ctx: Context, question: str, options: list[str] | None = None, multi: bool = False, ttl_seconds: int = 3600
-    ) -> str:
+    async def ask(question: str, options: list[str] | None = None, multi: bool = False, ttl_seconds: int = 3600) -> str:
         """Ask the operator a question; the answer arrives later as a message from "system"."""
-        hive = context_of(ctx)
         request = made(AskRequest, question=question, options=options or [], multi=multi, ttl_seconds=ttl_seconds)
-        asked = await call(hive, "ask", request, AskReply)
+        asked = await call("ask", request, AskReply)
         return f"Question #{asked.id} is with the operator; the answer will come as a message from system."
 
-    @server.tool(structured_output=False)
-    async def whoami(ctx: Context) -> str:
+    async def whoami() -> str:
         """Who you are in the hive."""
         role = "the manager of the hive" if me == MANAGER else "an agent of the hive"
         return f"You are {me}, {role}. Your notes are in /state/notes.md."
 
+    tools = [Tool.of(send), Tool.of(recv), Tool.of(ask), Tool.of(whoami)]
     if me == MANAGER:
-        manager_tools(server, context_of, call)
-    return server
+        tools += manager_tools(call)
+    instructions = f"You are {me}, an agent of a hyperhive hive. Use these tools to talk to the hive."
+    return McpServer("hyperhive", instructions, tools)
 
 
-def manager_tools(
-    server: MCPServer[ToolContext], context_of: Callable[[Any], ToolContext], call: Callable[..., Awaitable[Any]]
-) -> None:
+def manager_tools(call: Callable[..., Awaitable[Any]]) -> list[Tool]:
     """The manager's verbs: requests become approvals the operator decides; lifecycle acts at once."""
 
-    async def request(ctx: Context, kind: str, **fields: Any) -> str:
+    async def request(kind: str, **fields: Any) -> str:
         payload = made(ApprovalRequest, **fields)
-        approval: Approval = await call(context_of(ctx), f"request.{kind}", payload, Approval, 40)
+        approval: Approval = await call(f"request.{kind}", payload, Approval, 40)
         return f"Request #{approval.id} ({kind} for {approval.agent}) is waiting for the operator."
 
-    @server.tool(structured_output=False)
-    async def request_spawn(ctx: Context, name: str, description: str = "") -> str:
+    async def request_spawn(name: str, description: str = "") -> str:
         """Ask to create and start a new agent from the template."""
-        return await request(ctx, "spawn", agent=name, description=description)
+        return await request("spawn", agent=name, description=description)
 
-    @server.tool(structured_output=False)
-    async def request_spawn_draft(ctx: Context, name: str, description: str = "") -> str:
+    async def request_spawn_draft(name: str, description: str = "") -> str:
         """Ask to create a new agent's repos and state dir (no container) so you can prepare its config at /agents."""
-        return await request(ctx, "spawn_draft", agent=name, description=description)
+        return await request("spawn_draft", agent=name, description=description)
 
-    @server.tool(structured_output=False)
-    async def request_spawn_commit(ctx: Context, name: str, commit_ref: str, description: str = "") -> str:
+    async def request_spawn_commit(name: str, commit_ref: str, description: str = "") -> str:
         """Ask to start a drafted agent from a commit of its proposed repo."""
-        return await request(ctx, "spawn_commit", agent=name, commit_ref=commit_ref, description=description)
+        return await request("spawn_commit", agent=name, commit_ref=commit_ref, description=description)
 
-    @server.tool(structured_output=False)
-    async def request_apply_commit(ctx: Context, agent: str, commit_ref: str, description: str = "") -> str:
+    async def request_apply_commit(agent: str, commit_ref: str, description: str = "") -> str:
         """Ask to apply a commit of an agent's proposed repo (its agent.nix) to the running agent."""
-        return await request(ctx, "apply_commit", agent=agent, commit_ref=commit_ref, description=description)
+        return await request("apply_commit", agent=agent, commit_ref=commit_ref, description=description)
 
-    def lifecycle_tool(verb: str) -> Callable[..., Awaitable[str]]:
-        async def lifecycle(ctx: Context, agent: str) -> str:
-            status: AgentStatus = await call(
-                context_of(ctx), f"lifecycle.{verb}", made(AgentRequest, agent=agent), AgentStatus, 60
-            )
+    def lifecycle_tool(verb: str) -> Tool:
+        async def lifecycle(agent: str) -> str:
+            status: AgentStatus = await call(f"lifecycle.{verb}", made(AgentRequest, agent=agent), AgentStatus, 60)
             return f"{status.name} is {status.state}."
 
-        return lifecycle
+        return Tool.of(lifecycle, name=verb, description=f"{verb.capitalize()} another agent.")
 
-    for verb in ("start", "stop", "restart"):
-        server.add_tool(
-            lifecycle_tool(verb), name=verb, description=f"{verb.capitalize()} another agent.", structured_output=False
-        )
+    requests: list[Callable[..., Awaitable[str]]] = [
+        request_spawn,
+        request_spawn_draft,
+        request_spawn_commit,
+        request_apply_commit,
+    ]
+    return [*(Tool.of(r) for r in requests), *(lifecycle_tool(verb) for verb in ("start", "stop", "restart"))]
 
 
 class ToolServer:
@@ -202,7 +179,7 @@ class ToolServer:
 
     async def start(self, stack: AsyncExitStack) -> None:
         await self.context.inbox.open()
-        app = build(self.context).streamable_http_app(stateless_http=True, json_response=True)
+        app = build(self.context)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)  # connections queue from here on, before uvicorn accepts: no waiting for it to come up
