@@ -6,6 +6,9 @@ UV := $(CURDIR)/.tools/bin/uv
 UV_DEP := $(UV)
 endif
 NODE_DEP := $(if $(wildcard package.json),node_modules/.installed)
+# nixpkgs' lib, the module system agent.nix is evaluated with: $HIVE_NIX_LIB, else a copy beside the checkout.
+HIVE_NIX_LIB ?= $(firstword $(wildcard $(CURDIR)/../shared/nixpkgs-lib/lib))
+export HIVE_NIX_LIB
 
 .PHONY: install system up demo test bench lint wire-docs
 
