@@ -16,18 +16,7 @@ let
   resolve = name:
     lib.attrByPath (lib.splitString "." name) (throw "hyperhive.packages: nixpkgs has no package `${name}'") pkgs;
   packages = map resolve cfg.packages;
-  start = pkgs.writeShellScript "hyperhive-harness-start" ''
-    set -eu
-    set -a
-    . "$CREDENTIALS_DIRECTORY/harness.env"
-    set +a
-    if [ -s "$CREDENTIALS_DIRECTORY/nats.nk" ]; then
-      export HIVE_NATS_CREDS="$CREDENTIALS_DIRECTORY/nats.nk"
-    fi
-    gateway=$(${pkgs.iproute2}/bin/ip -4 route show default | ${pkgs.gawk}/bin/awk '{ print $3; exit }')
-    export HIVE_NATS_URL="nats://$gateway:''${HIVE_NATS_URL##*:}"
-    exec ${package}/bin/python -I -m hive_harness
-  '';
+  start = pkgs.writeShellScript "hyperhive-harness-start" (import ./harness-start.nix { inherit pkgs package; });
 in
 {
   imports = [ ../../services/spawner/src/hive_spawner/nix/agent-options.nix ];
@@ -47,7 +36,7 @@ in
     after = [ "network-online.target" ];
     path = [ pkgs.claude-code pkgs.bash pkgs.coreutils pkgs.git ] ++ packages;
     serviceConfig = {
-      ExecStart = start;
+      ExecStart = "${start}";
       LoadCredential = [ "harness.env" "nats.nk" ];
       WorkingDirectory = "/state";
       Restart = "on-failure";

@@ -1,7 +1,8 @@
 # Stand-ins for the NixOS options deploy/nixos/module.nix sets, declared with the types NixOS gives them (read in
 # nixpkgs' nixos/modules: users-groups.nix, systemd.nix, postgresql.nix, firewall*.nix, nftables.nix, nat.nix,
-# nix.nix, assertions.nix), so that evaluating the module with the real module system checks our option names,
-# types and Nix logic. They are not NixOS: a NixOS option the module misspells or mistypes in a way these do not
+# nix.nix, assertions.nix; for the container: boot, system, nixpkgs.nix, system-path.nix), so that evaluating the module with the real module system checks our option names,
+# types and Nix logic (the host's: deploy/nixos/module.nix; each container's: deploy/nixos/container.nix). They are
+# not NixOS: a NixOS option the module misspells or mistypes in a way these do not
 # declare is caught only by the VM test (deploy/nixos/vm-test.nix) on a NixOS host.
 { lib, ... }:
 let
@@ -59,6 +60,12 @@ in
     })) { };
     networking.firewall.extraInputRules = option types.lines "";
     networking.firewall.allowedTCPPorts = option (types.listOf types.port) [ ];
+    boot.isContainer = option types.bool false;
+    system.stateVersion = option types.str "";
+    networking.useDHCP = option types.bool true;
+    networking.hostName = option types.str "nixos";
+    nixpkgs.config = option (types.attrsOf types.anything) { };
+    environment.systemPackages = option (types.listOf types.package) [ ];
     networking.nat = {
       enable = option types.bool false;
       internalInterfaces = strings;

@@ -1,5 +1,6 @@
-"""The nixos backend's exact command lines and rendered files, against recording stand-ins for nixos-container,
-systemctl and journalctl (this machine cannot run NixOS containers)."""
+"""The nixos backend's exact command lines, rendered flake and container conf, against recording stand-ins for
+nixos-container, systemctl and journalctl (this machine cannot run NixOS containers); the rendered flake is
+evaluated by nix with stand-ins for its one input."""
 
 import json
 import os
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from hive_spawner.nixos import ENV_IN_CONTAINER, NixosBackend, exec_start, nix_string
+from hive_spawner.evaluate import run_restricted
+from hive_spawner.nixos import ENV_CREDENTIAL, NATS_CREDENTIAL, NixosBackend
 from hive_spawner.repos import ConfigRepos, git
 from hive_spawner.service import Spawner
 from hive_spawner.settings import SpawnerSettings
@@ -20,6 +22,8 @@ from hivetest.standins import Exits, calls
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import Empty
+
+HIVE_FLAKE = "path:/nix/store/00000000000000000000000000000000-source?dir=deploy/nixos"
 
 
 @pytest.fixture
@@ -36,6 +40,7 @@ def backend(tmp_path: Path, exits: Exits) -> Iterator[NixosBackend]:
         conf_dir=tmp_path / "conf",
         cpu_quota="150%",
         memory_max="2G",
+        flake=HIVE_FLAKE,
         on_exit=exits,
     )
     yield nixos
@@ -56,17 +61,18 @@ def test_starting_an_agent_creates_limits_and_starts_its_container(
     assert (flake / "agent.nix").read_text().strip() == git(applied, "show", "HEAD:agent.nix").strip()
     rendered = (flake / "flake.nix").read_text()
     assert git(applied, "rev-parse", "HEAD") in rendered
-    assert 'ExecStart = "\\"/run/current-system/sw/bin/hive-harness\\""' in rendered
-    assert 'EnvironmentFile = "/run/hyperhive/harness.env"' in rendered
+    assert "hive-harness" not in rendered  # the harness is the container's own (container.nix), not a host path
 
     uid = backend.uid("alice")
     assert uid % 65536 == 0
     conf = (tmp_path / "conf" / "alice.conf").read_text()
     assert "PRIVATE_NETWORK=0" in conf  # what nixos-container wrote is kept
-    env = backend.env_file("alice")
+    assert f"PRIVATE_USERS={uid}\n" in conf  # the range; nixos-container's start script then idmaps the store
     flags = (
-        f"--private-users={uid}:65536 --bind={backend.state_dir('alice')}:/state --bind-ro={env}:{ENV_IN_CONTAINER} "
-        f"--bind-ro={backend.policy_dir('alice')}:/run/hive"  # the policy its harness enforces, read-only
+        f"--private-users-ownership=chown --bind={backend.state_dir('alice')}:/state "
+        f"--bind-ro={backend.policy_dir('alice')}:/run/hive "  # the policy its harness enforces, read-only
+        f"--load-credential=harness.env:{backend.credential('alice', ENV_CREDENTIAL)} "
+        f"--load-credential=nats.nk:{backend.credential('alice', NATS_CREDENTIAL)}"
     )
     assert f'EXTRA_NSPAWN_FLAGS="{flags}"' in conf
     assert ":/agents" not in conf
@@ -87,36 +93,56 @@ def test_a_second_start_updates_and_the_manager_gets_the_proposed_repos(
     conf = (tmp_path / "conf" / "manager.conf").read_text()
     assert f"--bind={tmp_path / 'config' / 'proposed'}:/agents" in conf
     assert conf.count("EXTRA_NSPAWN_FLAGS=") == 1
+    assert conf.count("PRIVATE_USERS=") == 1
     assert backend.uid("manager") != backend.uid("alice")
 
 
 SECRET = "sk-ant-test-0123456789-secret"
+SEED = "SU" + "B" * 56
 
 
-def test_the_environment_goes_to_a_0600_file_outside_the_flake_and_the_container_reads_it(
+def test_the_secrets_are_0600_credentials_of_roots_outside_the_flake_and_never_on_a_command_line(
     backend: NixosBackend, standins: Path, tmp_path: Path
 ) -> None:
     env = {"ANTHROPIC_API_KEY": SECRET, "HIVE_AGENT": "alice", "QUOTED": 'a "b" $c `d` \\e'}
+    backend.prepare("alice")
+    (backend.state_dir("alice") / "nats.nk").write_text(SEED + "\n")  # as the spawner mints it
     backend.start("alice", ["hive-harness"], env)
     flake = tmp_path / "containers" / "alice"
     assert sorted(p.name for p in flake.iterdir()) == ["agent.nix", "flake.nix"]
-    assert not [p for p in flake.rglob("*") if SECRET.encode() in p.read_bytes()]
-    secret = backend.env_file("alice")
-    assert not secret.is_relative_to(flake)
-    assert not secret.is_relative_to(backend.state_dir("alice"))
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-    assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
-    if os.geteuid() == 0:
-        assert (secret.stat().st_uid, secret.parent.stat().st_uid) == (backend.uid("alice"), 0)
-    assert secret.read_text().splitlines() == [
+    assert not [p for p in flake.rglob("*") for s in (SECRET, SEED) if s.encode() in p.read_bytes()]
+    conf = (tmp_path / "conf" / "alice.conf").read_text()
+    for which in (ENV_CREDENTIAL, NATS_CREDENTIAL):
+        secret = backend.credential("alice", which)
+        assert not secret.is_relative_to(flake)
+        assert not secret.is_relative_to(backend.state_dir("alice"))
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
+        assert (secret.stat().st_uid, secret.parent.stat().st_uid) == (os.geteuid(), os.geteuid())  # nspawn reads it
+        assert f"--load-credential={which}:{secret}" in conf
+    assert backend.credential("alice", ENV_CREDENTIAL).read_text().splitlines() == [
         f'ANTHROPIC_API_KEY="{SECRET}"',
         'HIVE_AGENT="alice"',
         'QUOTED="a \\"b\\" \\$c \\`d\\` \\\\e"',
     ]
-    assert f"--bind-ro={secret}:/run/hyperhive/harness.env" in (tmp_path / "conf" / "alice.conf").read_text()
-    assert not [c for c in calls(standins) if any(SECRET in a for a in c)]  # never on a command line
+    assert backend.credential("alice", NATS_CREDENTIAL).read_text() == SEED
+    assert not [c for c in calls(standins) if any(SECRET in a or SEED in a for a in c)]  # never on a command line
     backend.destroy("alice")
-    assert not secret.exists()
+    assert not backend.credential("alice", ENV_CREDENTIAL).exists()
+    assert not backend.credential("alice", NATS_CREDENTIAL).exists()
+
+
+def test_a_seed_the_agent_replaced_with_a_link_is_not_followed(
+    backend: NixosBackend, standins: Path, tmp_path: Path
+) -> None:
+    """The agent writes its state dir: a link planted where the seed was must not make the root spawner copy
+    another file (a host secret) into the container's credentials."""
+    host_secret = tmp_path / "host-secret"
+    host_secret.write_text(SEED)
+    backend.prepare("alice")
+    (backend.state_dir("alice") / "nats.nk").symlink_to(host_secret)
+    backend.start("alice", ["hive-harness"], {})
+    assert backend.credential("alice", NATS_CREDENTIAL).read_text() == ""
 
 
 @pytest.mark.parametrize("env", [{"BAD KEY": "x"}, {"K": "two\nlines"}, {"K": "nul\0"}])
@@ -143,7 +169,9 @@ def test_journal_and_destroy(backend: NixosBackend, standins: Path) -> None:
 def test_an_agent_without_applied_config_gets_no_container(tmp_path: Path, standins: Path) -> None:
     repos = ConfigRepos(tmp_path / "config")
     repos.create("bob")  # a draft
-    backend = NixosBackend(tmp_path / "agents", repos, containers_root=tmp_path / "c", conf_dir=tmp_path / "conf")
+    backend = NixosBackend(
+        tmp_path / "agents", repos, containers_root=tmp_path / "c", conf_dir=tmp_path / "conf", flake=HIVE_FLAKE
+    )
     with pytest.raises(Exception, match="no applied config"):
         backend.start("bob", ["hive-harness"], {})
     assert calls(standins) == []
@@ -162,21 +190,52 @@ def test_a_failed_container_unit_is_reported_and_a_clean_stop_is_not(
     assert exits.seen == [("alice", 9)]
 
 
-def test_exec_start_keeps_every_argument_whole_through_nix_and_systemd() -> None:
-    """An argument with a space, quotes, `$`, `%` or `${` reaches systemd as one word, unexpanded (it was the
-    command joined with spaces)."""
-    argv = ["/bin/harness", "two words", 'a "quoted" one', "$HOME", "100%", "${x}", "back\\slash"]
-    line = exec_start(argv)
-    evaluated = subprocess.run(
-        ["nix-instantiate", "--store", "dummy://", "--eval", "--json", "--expr", f'"{nix_string(line)}"'],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    assert json.loads(evaluated) == line  # Nix gives back exactly the ExecStart line
-    assert line.count('" "') == len(argv) - 1  # one quoted word per argument
-    assert "$$HOME" in line  # systemd would expand it otherwise
-    assert "100%%" in line
+def test_the_rendered_flake_has_one_locked_input_and_builds_the_container_from_it(
+    backend: NixosBackend, standins: Path, tmp_path: Path
+) -> None:
+    """The flake, evaluated by nix with a stand-in for the hive's flake: its one input is exactly the locked
+    reference (no registry name such as `flake:nixpkgs`), and the system is the container module, the agent's
+    agent.nix and its host name."""
+    backend.start("alice", ["hive-harness"], {})
+    flake = tmp_path / "containers" / "alice"
+    expression = """
+      let
+        flake = import <flake/flake.nix>;
+        hyperhive = {
+          nixosModules.container = "the container module";
+          inputs.nixpkgs.lib.nixosSystem = args: args;
+        };
+        system = (flake.outputs { self = { }; inherit hyperhive; }).nixosConfigurations.agent;
+      in {
+        inherit (flake) inputs;
+        inherit (system) system;
+        modules = map (m: if builtins.isPath m then baseNameOf m else m) system.modules;
+      }
+    """
+    rendered = json.loads(run_restricted(expression, {"flake": flake}))
+    assert rendered == {
+        "inputs": {"hyperhive": {"url": HIVE_FLAKE}},
+        "system": backend.system,
+        "modules": ["the container module", "agent.nix", {"networking": {"hostName": "alice"}}],
+    }
+
+
+@pytest.mark.parametrize("flake", [None, "", "flake:hyperhive", "github:example/hyperhive?dir=deploy/nixos"])
+def test_a_container_is_not_built_from_an_unlocked_flake(
+    tmp_path: Path, standins: Path, flake: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HIVE_NIXOS_FLAKE", raising=False)
+    repos = ConfigRepos(tmp_path / "config")
+    frozen = repos.freeze("alice", repos.create("alice"), approval_id=1)
+    repos.apply("alice", frozen.tag, frozen.sha)
+    nixos = NixosBackend(
+        tmp_path / "agents", repos, containers_root=tmp_path / "c", conf_dir=tmp_path / "conf", flake=flake
+    )
+    with pytest.raises(HiveError) as err:
+        nixos.start("alice", ["hive-harness"], {})
+    assert err.value.code == ErrorCode.UNAVAILABLE
+    assert "HIVE_NIXOS_FLAKE" in err.value.message
+    assert calls(standins) == []
 
 
 def test_which_of_several_agents_run_is_one_systemctl_call(backend: NixosBackend, standins: Path) -> None:
@@ -202,6 +261,7 @@ async def test_listing_agents_costs_one_process_whatever_their_number(
     for name in names:
         frozen = repos.freeze(name, repos.create(name), approval_id=1)
         repos.apply(name, frozen.tag, frozen.sha)
+    monkeypatch.setenv("HIVE_NIXOS_FLAKE", HIVE_FLAKE)  # what the NixOS module sets
     nc = await hive.connect(subjects.SPAWNER)
     settings = SpawnerSettings(
         state_dir=tmp_path, backend="nixos", containers_dir=tmp_path / "containers", nixos_conf_dir=tmp_path / "conf"

@@ -1,5 +1,6 @@
 """Spawner settings (`HIVE_` environment variables)."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,11 @@ class SpawnerSettings(HiveSettings):
         None, description="The model of agents whose agent.nix names none (unset: the agent options' default)."
     )
     containers_dir: Path | None = Field(None, description="nixos: where container flakes are rendered.")
+    nixos_flake: str | None = Field(
+        None,
+        description="nixos: the hyperhive flake containers are built from, by a locked reference "
+        "(path:/nix/store/…?dir=deploy/nixos; the NixOS module sets it).",
+    )
     nixos_conf_dir: Path = Field(Path("/etc/nixos-containers"), description="nixos: the containers' conf files.")
     cpu_quota: str = Field("200%", description="nixos: CPUQuota of each agent's container.")
     memory_max: str = Field("4G", description="nixos: MemoryMax of each agent's container.")
@@ -41,6 +47,11 @@ class SpawnerSettings(HiveSettings):
         None,
         description="The hive's Anthropic credential (`hivectl login`, a 0600 file): handed to every agent at its "
         "start and by `hive.spawner.credential`. Unset, agents have only what `agent_env` gives the CLI.",
+    )
+    turn_slots: int = Field(
+        default_factory=lambda: max(2, 2 * (os.cpu_count() or 1)),
+        ge=1,
+        description="How many agents of this host run the claude CLI at once (~200 MiB each); the rest wait.",
     )
     agent_env: dict[str, str] = Field(
         default_factory=dict,
