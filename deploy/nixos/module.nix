@@ -22,7 +22,7 @@ let
     type = types.nullOr types.path;
     default = null;
     example = "/run/secrets/hyperhive";
-    description = "${description} A file outside the Nix store (every local user can read the store), read by systemd as a credential.";
+    description = "${lib.trim description} A file outside the Nix store (every local user can read the store), read by systemd as a credential.";
   };
 
   # What every host service's unit shares: the nixpkgs modules' hardening (nats.nix, attic's atticd.nix), tightened
