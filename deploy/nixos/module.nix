@@ -73,7 +73,8 @@ let
       Type = "simple";
       User = "hyperhive-${name}";
       Group = "hyperhive-${name}";
-      ExecStart = "${cfg.package}/bin/hive-${name}";
+      # As `hivectl up` starts it; -I: nothing of the working directory or the environment on its import path.
+      ExecStart = "${python} -I -m hive_${name}";
       LoadCredential = [ "nats.nk:${natsDir}/seeds/${name}.nk" ];
       Restart = "on-failure";
       RestartSec = "2s";
@@ -353,7 +354,9 @@ in
       hyperhive-spawner = hiveService "spawner" {
         description = "hyperhive: spawner";
         after = [ "nix-daemon.socket" ];
-        path = [ pkgs.nixos-container pkgs.systemd pkgs.nix pkgs.git ];
+        # nixos-container, systemctl and journalctl, nix (evaluation and builds, through the daemon), and git under
+        # prlimit (util-linux) for the config repos.
+        path = [ pkgs.nixos-container pkgs.systemd pkgs.nix pkgs.git pkgs.util-linux ];
         environment = {
           HIVE_BACKEND = "nixos";
           HIVE_NATS_AUTH_DIR = natsDir;
@@ -363,6 +366,8 @@ in
           HIVE_NIXOS_FLAKE = cfg.agents.containerFlake;
           HIVE_BOOTSTRAP_MANAGER = "true";
           NIX_REMOTE = "daemon";
+          # nix keeps its fetcher and evaluation caches under XDG_CACHE_HOME; root's home is out of reach here.
+          XDG_CACHE_HOME = "/var/cache/hyperhive-spawner";
         } // lib.optionalAttrs (cfg.defaultModel != null) { HIVE_DEFAULT_MODEL = cfg.defaultModel; }
           // lib.optionalAttrs (cfg.anthropicCredentialFile != null) { HIVE_CREDENTIAL_FILE = "%d/anthropic"; };
         serviceConfig = {
@@ -384,6 +389,7 @@ in
             "/nix/var/nix/gcroots/per-container"
             "/var/lib/nixos-containers"
           ];
+          CacheDirectory = "hyperhive-spawner";
           # Containers are units of their own: stopping the spawner ends only its journal watchers.
           KillMode = "mixed";
         };

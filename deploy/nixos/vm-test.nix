@@ -3,6 +3,18 @@
 # model and back, a container that dies is reported, and the hive resumes after a reboot.
 # Written, not run, where this repository was built (no KVM there): docs/nixos.md says what was checked instead.
 { pkgs, self }:
+let
+  # The manager's container as the spawner will build it (from the template agent.nix), built ahead: the VM has no
+  # network, so its store must already hold the container's system and every flake input the build reads.
+  manager = self.inputs.nixpkgs.lib.nixosSystem {
+    system = pkgs.stdenv.hostPlatform.system;
+    modules = [
+      self.nixosModules.container
+      ../../services/spawner/src/hive_spawner/template/agent.nix
+      { networking.hostName = "manager"; }
+    ];
+  };
+in
 pkgs.testers.runNixOSTest {
   name = "hyperhive";
   nodes.host = { pkgs, ... }: {
@@ -12,6 +24,8 @@ pkgs.testers.runNixOSTest {
       cores = 2;
       diskSize = 8192;
       writableStore = true;
+      additionalPaths = [ manager.config.system.build.toplevel self.sourceInfo.outPath ]
+        ++ map (input: input.outPath) (builtins.attrValues self.inputs);
     };
     networking.nftables.enable = true;
     environment.etc."hyperhive-test/operator-password".text = "a test password, not a secret";
@@ -37,7 +51,7 @@ pkgs.testers.runNixOSTest {
     with subtest("the manager's container boots and its harness runs as an unprivileged host uid"):
         host.wait_until_succeeds("nixos-container status manager | grep -qx up", timeout=900)
         host.wait_until_succeeds("systemctl -M manager is-active hyperhive-harness.service", timeout=300)
-        uid = int(host.succeed("ps -o uid= -C python3 -C python | sort -n | tail -n 1").strip())
+        uid = int(host.succeed("ps -o uid= -p \"$(pgrep -o -f hive_harness)\"").strip())
         assert uid >= 1 << 20, f"the harness runs as host uid {uid}"
 
     with subtest("secrets are nowhere in the store"):

@@ -4,7 +4,7 @@
 let
   lib = import <hivelib>;
   package = name: { type = "derivation"; inherit name; outPath = "${root}/pkgs/${name}"; };
-  pkgs = lib.genAttrs [ "nats-server" "coreutils" "nixos-container" "systemd" "nix" "git" ] package // {
+  pkgs = lib.genAttrs [ "nats-server" "coreutils" "nixos-container" "systemd" "nix" "git" "util-linux" ] package // {
     path = "${root}/nixpkgs";
   };
   evaluated = lib.evalModules {

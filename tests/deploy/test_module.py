@@ -2,6 +2,7 @@
 declared stand-ins of the NixOS options it sets, gives the units, users, database and firewall the hive needs — and
 refuses a secret in the store."""
 
+import importlib.util
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,25 @@ def test_units_are_ordered_after_what_they_need_and_restarted_when_they_fail(hos
         assert "hyperhive-nats.service" in unit["requires"]
         assert unit["serviceConfig"]["Restart"] == "on-failure"
         assert unit["wantedBy"] == ["multi-user.target"]
+        assert unit["serviceConfig"]["ExecStart"].endswith(f"/pkgs/hyperhive-env/bin/python -I -m hive_{name}")
     for name in ("approver", "dashboard"):
         unit = services[f"hyperhive-{name}"]
         assert {"postgresql.service", "postgresql-setup.service"} <= set(unit["after"])
         assert unit["environment"]["HIVE_DATABASE_URL"] == "postgresql:///hyperhive?host=/run/postgresql&user=hyperhive"
+
+
+def test_every_unit_runs_a_module_the_hives_environment_has(host: dict[str, Any]) -> None:
+    """The units run `python -I -m <module>` from the package: each module must exist (a console script might not:
+    the spawner has none)."""
+    ran = []
+    for unit in host["systemd"]["services"].values():
+        words = unit["serviceConfig"]["ExecStart"].split()
+        if words[0].endswith("/bin/python"):
+            assert words[1:3] == ["-I", "-m"]
+            module = words[3]
+            ran.append(module)
+            assert importlib.util.find_spec(module if "." in module else f"{module}.__main__"), module
+    assert sorted(ran) == sorted(["hive_spawner.nixos_setup", "hive_spawner", *(f"hive_{n}" for n in HOST_SERVICES)])
 
 
 def test_postgresql_has_the_hives_database_and_role_with_peer_authentication(host: dict[str, Any]) -> None:
@@ -128,6 +144,10 @@ def test_the_spawner_gets_the_nixos_backend_the_lib_the_limits_and_the_pinned_co
     assert "anthropic:/run/secrets/anthropic" in spawner["serviceConfig"]["LoadCredential"]
     assert "/run/secrets/anthropic" not in str(env)
     assert evaluated["nix"]["settings"]["experimental-features"] == ["nix-command", "flakes"]
+    tools = {"nixos-container", "systemd", "nix", "git", "util-linux"}  # util-linux: prlimit, around every git
+    assert set(spawner["path"]) == {f"{tmp_path}/pkgs/{p}" for p in tools}
+    assert env["XDG_CACHE_HOME"] == "/var/cache/hyperhive-spawner"  # nix's caches; root's home is out of reach
+    assert spawner["serviceConfig"]["CacheDirectory"] == "hyperhive-spawner"
 
 
 def test_the_operators_password_is_a_credential_of_the_setup_unit(tmp_path: Path) -> None:
