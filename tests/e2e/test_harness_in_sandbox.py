@@ -2,6 +2,7 @@
 broker's wake-up message starts a turn of the real claude CLI (against the scripted API), whose `send` reaches the
 manager; the harness beats, answers on its harness plane, serves a terminal inside the sandbox, and stops cleanly."""
 
+import asyncio
 import json
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -16,9 +17,9 @@ from hivectl.natsserver import NatsServer
 from hivetest.agents import Agents, make_agent, operator_call
 from hivetest.bypasses import FAMILIES
 from hivetest.claude import CLAUDE, SCRIPTED_ENV
-from hivetest.harness import plant_everything
+from hivetest.harness import States, harness_call, plant_everything
 from hivetest.hive import TestHive
-from hivetest.messages_api import MessagesApi, Text, ToolUse, serve_messages_api
+from hivetest.messages_api import Hold, MessagesApi, Text, ToolUse, serve_messages_api
 from hivetest.services import approver_settings, broker_settings
 from hyperhive import bus
 from hyperhive.wire import subjects
@@ -31,6 +32,7 @@ from hyperhive.wire.models import (
     HarnessState,
     PtyOpen,
     PtySession,
+    SpawnerCommand,
     TurnStats,
 )
 
@@ -133,3 +135,40 @@ async def test_in_the_sandbox_no_bash_bypass_runs(
     assert len(refused) == len(lines) + 1, [a for a in answers if a not in refused]
     assert not (state / "marker").exists()
     assert not list(state.glob("planted-ran-*"))
+
+
+async def test_with_one_turn_slot_a_second_agent_waits_until_the_first_turn_ends(
+    hive: TestHive, spawner_state: Path
+) -> None:
+    """Two agents woken at once on a host with one turn slot: one CLI runs, the other harness says it waits for a
+    slot, and runs once the first turn is over (cancelled here)."""
+    async with AsyncExitStack() as stack:
+        api = stack.enter_context(serve_messages_api())
+        api.script(Hold(120))  # whichever turn comes first holds its slot until it is cancelled
+        api.responder = lambda body: [Text("Done.")]
+        settings = real_harness_spawner(hive, spawner_state, api).model_copy(update={"turn_slots": 1})
+        spawner = await start_spawner(stack, settings)
+        await start_broker(stack, broker_settings(hive))
+        watch = await hive.connect("dashboard")
+        states = {name: States(await watch.subscribe(subjects.agent_event(name, "turn_state"))) for name in AB}
+        for i, name in enumerate(AB):
+            await spawner.apply(SpawnerCommand(approval_id=i + 1, action="spawn", agent=name))
+        assert await asyncio.to_thread(api.holding.wait, 60)  # the loop serves the hive meanwhile
+        waiting = await next_of(states, "thinking", "turn slots")
+        holder = next(name for name in AB if name != waiting)
+        assert len(api.requests) == 1  # the waiter's CLI has not started
+        await harness_call(hive, holder, "cancel")
+        await states[waiting].until("idle", timeout=60)
+        assert len(api.requests) == 2
+
+
+AB = ("alice", "bob")
+
+
+async def next_of(states: dict[str, States], state: str, note: str) -> str:
+    """Which agent first reaches `state` with `note`."""
+    tasks = {asyncio.create_task(s.until(state, note, timeout=60)): name for name, s in states.items()}
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return tasks[next(iter(done))]

@@ -13,10 +13,11 @@ cancel, which split apart would be private state reached across modules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +45,8 @@ from hyperhive.wire.models import (
     Message,
     ModelRequest,
     PauseRequest,
+    SlotReply,
+    SlotRequest,
     TurnState,
     WaitingNotice,
 )
@@ -376,8 +379,39 @@ class Harness:
         log.info("agent=%s turn exit=%s tools=%s", self.agent, result.stats.exit_class, result.stats.tool_calls)
         return result
 
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the host's turn slots (the spawner's `hive.agent.<name>.slot`) for as long as the CLI runs: so a
+        hundred agents woken at once take turns instead of holding ~200 MiB each together. Waited for in `thinking`,
+        with a note. With no spawner to answer (a harness run on its own) the CLI runs without one."""
+        where, held, wait = subjects.agent(self.agent, "slot"), False, 0.0
+        try:
+            while not held:
+                try:
+                    reply = await bus.call(self.nc, where, SlotRequest(wait_seconds=wait), SlotReply, timeout=wait + 15)
+                except HiveError as exc:
+                    if exc.code != ErrorCode.UNAVAILABLE:
+                        raise
+                    log.info("agent=%s outcome=no_turn_slots reason=%r", self.agent, exc.message)
+                    break
+                held = reply.granted
+                if not held and not wait:  # said at once, then waited for in long polls
+                    await self._set("thinking", f"Waiting for one of the host's {reply.limit} turn slots.")
+                wait = 60.0
+            yield
+        finally:
+            if held:
+                with contextlib.suppress(HiveError):  # not given back: the spawner takes it back at a stop or crash
+                    await bus.call(self.nc, where, SlotRequest(release=True), SlotReply, timeout=10)
+
     async def _cli(self, prompt: str, on_event: Callable[[dict[str, Any]], Awaitable[None]], **turn: Any) -> TurnResult:
         """The CLI on the agent's session, with its current model, tools, environment and working dir."""
+        async with self._slot():
+            return await self._cli_now(prompt, on_event, **turn)
+
+    async def _cli_now(
+        self, prompt: str, on_event: Callable[[dict[str, Any]], Awaitable[None]], **turn: Any
+    ) -> TurnResult:
         policy = self.policy()
         self.gate.use(policy.allowed_bash, self._policy_problem)
         for name in CLI_RUN_DIRS:

@@ -24,6 +24,7 @@ from hive_spawner.dirs import POLICY_FILE, POLICY_IN_SANDBOX
 from hive_spawner.evaluate import evaluate
 from hive_spawner.repos import ConfigRepos
 from hive_spawner.settings import SpawnerSettings
+from hive_spawner.slots import Slots
 from hive_spawner.tools import Tools
 from hyperhive import bus, credential, events
 from hyperhive.files import write_atomic
@@ -80,6 +81,7 @@ class Lifecycle:
         self._busy: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one change of an agent at a time
         self._auth = asyncio.Lock()  # auth.conf is rendered whole from the registry: one change, then its reload
         self.tools = Tools(js, settings.nats_auth_dir, settings.nats_url, self._names, self._auth)
+        self.slots = Slots(settings.turn_slots)
         self._marks_lock = threading.Lock()
         for lock in self.repos.clear_stale_locks():
             log.warning("lock=%s outcome=stale_git_lock_removed", lock)
@@ -120,6 +122,7 @@ class Lifecycle:
         by the run of this command before the kill): that is the end state, not a conflict."""
         self._mark(agent, "running")
         self._crashed.discard(agent)
+        await self.slots.give_back(agent)  # a harness that died mid-turn hands nothing on
         if agent in await asyncio.to_thread(self.backend.running, agent):
             log.info("agent=%s outcome=running_already", agent)
             return
@@ -166,6 +169,7 @@ class Lifecycle:
 
     async def _crash(self, agent: str, code: int | None) -> None:
         self._crashed.add(agent)
+        await self.slots.give_back(agent)
         log.warning("agent=%s exit_code=%s outcome=crashed", agent, code)
         await self._event("container_crash", agent, ContainerCrash(agent=agent, exit_code=code))
         await self._state_changed(agent)
@@ -283,6 +287,7 @@ class Lifecycle:
                 self._mark(agent, "stopped")
             await asyncio.to_thread(self.backend.stop, agent)
             self._crashed.discard(agent)
+            await self.slots.give_back(agent)
         if verb in ("start", "restart"):
             await self.start_agent(agent, restarted=verb == "restart")
         elif verb == "destroy":

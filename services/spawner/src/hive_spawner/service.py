@@ -1,7 +1,7 @@
 """The spawner's wiring: its operator-plane endpoints (freeze a commit for the approver, list agents, their logs and
-applied config, hand out a new credential, admit and revoke tools, the lifecycle verbs) and the manager's lifecycle
-verbs, over its agents (`lifecycle`) and its approved work (`commands`). git, file work and the backend run in
-threads, so no request waits behind a `create`."""
+applied config, hand out a new credential, admit and revoke tools, the lifecycle verbs), the manager's lifecycle
+verbs and every harness's turn slot, over its agents (`lifecycle`) and its approved work (`commands`). git, file
+work and the backend run in threads, so no request waits behind a `create`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from hyperhive.wire.models import (
     LifecycleRefused,
     LogsReply,
     LogsRequest,
+    SlotReply,
+    SlotRequest,
     ToolGrant,
     ToolRequest,
     ToolsReply,
@@ -81,6 +83,17 @@ class Spawner(Commands):
 
         return handle
 
+    async def slot(self, subject: str, req: SlotRequest) -> SlotReply:
+        """`hive.agent.<name>.slot`: a harness takes one of the host's turn slots before its CLI runs, and gives it
+        back after."""
+        agent = subjects.caller(subject)
+        if req.release:
+            await self.slots.give_back(agent)
+            granted = False
+        else:
+            granted = await self.slots.take(agent, req.wait_seconds)
+        return SlotReply(granted=granted, held=len(self.slots.holders), limit=self.slots.limit)
+
     async def manager_verb(self, subject: str, req: AgentRequest) -> AgentStatus:
         """`hive.agent.<name>.lifecycle.<verb>`: only the manager, never on itself, only start/stop/restart."""
         caller, verb = subjects.caller(subject), subjects.verb_of(subject).removeprefix("lifecycle.")
@@ -108,4 +121,5 @@ class Spawner(Commands):
             verb("tools", Empty, self.tool_list),
             *(verb(name, AgentRequest, self.operator_verb(name)) for name in OPERATOR_VERBS),
             bus.agent_verb("lifecycle.*", AgentRequest, self.manager_verb, concurrent=False),
+            bus.agent_verb("slot", SlotRequest, self.slot),
         ]

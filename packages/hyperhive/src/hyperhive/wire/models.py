@@ -342,6 +342,23 @@ class WaitRequest(WireRequest):
     wait_seconds: float = Field(0, ge=0, le=MAX_RECV_WAIT_SECONDS)
 
 
+class SlotRequest(WireRequest):
+    """`hive.agent.<name>.slot`: take one of the host's turn slots before running the claude CLI (waiting up to
+    `wait_seconds` for one to be free), or give it back (`release`). An agent holds at most one: asking again while
+    holding it is granted at once, so no agent can take more than its share."""
+
+    kind: Literal["hive.slot.v1"] = "hive.slot.v1"
+    release: bool = False
+    wait_seconds: float = Field(60, ge=0, le=MAX_RECV_WAIT_SECONDS)
+
+
+class SlotReply(WireModel):
+    kind: Literal["hive.slot.reply.v1"] = "hive.slot.reply.v1"
+    granted: bool = Field(description="The caller holds a slot now (false: none came free in time, or released).")
+    held: int = Field(description="How many of the host's slots are held.")
+    limit: int = Field(description="How many turns run at once on this host (`HIVE_TURN_SLOTS`).")
+
+
 class FreezeRequest(WireRequest):
     """`hive.spawner.freeze`: tag the proposed commit as `proposal/<approval_id>` and diff it against applied."""
 
