@@ -241,6 +241,15 @@ in
       '';
     };
 
+    # `sudo hivectl …` on the host: as root it finds the hive by <stateDir>/hive.json and the operator's seed beside
+    # it (what `hivectl up` leaves for a local hive); only hivectl, not the environment's python, goes on PATH.
+    environment.systemPackages = [
+      (pkgs.writeShellScriptBin "hivectl" ''
+        export HIVE_STATE_DIR=${lib.escapeShellArg cfg.stateDir}
+        exec ${cfg.package}/bin/hivectl "$@"
+      '')
+    ];
+
     # The spawner runs `nixos-container create --flake`, which builds with the nix-command and flakes features.
     nix.settings.experimental-features = [ "nix-command" "flakes" ];
 
@@ -290,9 +299,9 @@ in
           ExecStart = lib.escapeShellArgs ([
             python "-I" "-m" "hive_spawner.nixos_setup"
             "--nats-dir" natsDir "--host" cfg.nats.listenAddress "--port" (toString cfg.nats.port)
-            "--pid-file" "/run/hyperhive-nats/nats.pid"
+            "--pid-file" "/run/hyperhive-nats/nats.pid" "--state-dir" cfg.stateDir "--nats-url" natsUrl
           ] ++ lib.optionals (cfg.operatorPasswordFile != null) [
-            "--state-dir" cfg.stateDir "--operator-password-file" "%d/operator-password"
+            "--operator-password-file" "%d/operator-password"
           ]);
           LoadCredential = lib.optional (cfg.operatorPasswordFile != null) "operator-password:${cfg.operatorPasswordFile}";
           # Root, to write root's seeds and hand the password hash to the dashboard's user; nothing else.
@@ -301,7 +310,7 @@ in
           SystemCallFilter = [ "@system-service" "~@resources" ];
           PrivateNetwork = true;
           RestrictAddressFamilies = [ "AF_UNIX" ];
-          ReadWritePaths = [ natsDir "${cfg.stateDir}/dashboard" ];
+          ReadWritePaths = [ cfg.stateDir ];
         };
       };
 

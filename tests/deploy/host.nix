@@ -6,6 +6,7 @@ let
   package = name: { type = "derivation"; inherit name; outPath = "${root}/pkgs/${name}"; };
   pkgs = lib.genAttrs [ "nats-server" "coreutils" "nixos-container" "systemd" "nix" "git" "util-linux" ] package // {
     path = "${root}/nixpkgs";
+    writeShellScriptBin = name: text: package name // { inherit text; };
   };
   evaluated = lib.evalModules {
     modules = [
@@ -25,6 +26,7 @@ in
 if failed != [ ] then { inherit failed; } else {
   failed = [ ];
   inherit (config) users systemd nix;
+  commands = map (p: { inherit (p) name text; }) config.environment.systemPackages;
   services.postgresql = config.services.postgresql;
   networking = config.networking;
 }

@@ -95,6 +95,16 @@ def test_every_unit_runs_a_module_the_hives_environment_has(host: dict[str, Any]
     assert sorted(ran) == sorted(["hive_spawner.nixos_setup", "hive_spawner", *(f"hive_{n}" for n in HOST_SERVICES)])
 
 
+def test_root_gets_a_hivectl_that_finds_the_hive_by_itself(host: dict[str, Any]) -> None:
+    [hivectl] = host["commands"]
+    assert hivectl["name"] == "hivectl"
+    lines = hivectl["text"].strip().splitlines()
+    assert lines[0] == "export HIVE_STATE_DIR=/var/lib/hyperhive"
+    assert lines[1].endswith('/pkgs/hyperhive-env/bin/hivectl "$@"')
+    setup = host["systemd"]["services"]["hyperhive-setup"]["serviceConfig"]["ExecStart"]
+    assert "--state-dir /var/lib/hyperhive --nats-url nats://127.0.0.1:4222" in setup
+
+
 def test_postgresql_has_the_hives_database_and_role_with_peer_authentication(host: dict[str, Any]) -> None:
     pg = host["services"]["postgresql"]
     assert pg["enable"]
@@ -154,7 +164,7 @@ def test_the_operators_password_is_a_credential_of_the_setup_unit(tmp_path: Path
     evaluated = evaluate_host(tmp_path, with_hive(operatorPasswordFile="/run/secrets/operator"))
     setup = evaluated["systemd"]["services"]["hyperhive-setup"]["serviceConfig"]
     assert setup["LoadCredential"] == ["operator-password:/run/secrets/operator"]
-    assert setup["ExecStart"].endswith("--state-dir /var/lib/hyperhive --operator-password-file %d/operator-password")
+    assert setup["ExecStart"].endswith("--operator-password-file %d/operator-password")
 
 
 @pytest.mark.parametrize("option", ["operatorPasswordFile", "anthropicCredentialFile"])

@@ -16,6 +16,7 @@ from argon2 import PasswordHasher
 
 from hive_dashboard import password
 from hive_spawner.nixos_setup import main
+from hivectl.layout import operator_settings
 from hivectl.natsserver import nats_server_binary
 from hyperhive import bus
 from hyperhive.identity import mint_seed
@@ -70,6 +71,17 @@ async def test_the_setup_makes_a_nats_server_with_jetstream_that_admits_only_the
     settings = HiveSettings(nats_url=server, nats_creds=stranger)
     with pytest.raises(Exception, match=r"(?i)authorization"):
         await bus.connect(settings, name="stranger", allow_reconnect=False, error_cb=record)
+
+
+def test_hivectl_on_the_host_finds_the_hive_and_the_operators_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `hivectl up` leaves for a local hive, so root's `hivectl agents` needs no variable on a NixOS host."""
+    run_setup(tmp_path, "--state-dir", str(tmp_path), "--nats-url", "nats://127.0.0.1:4222")
+    for variable in ("HIVE_NATS_URL", "HIVE_NATS_CREDS", "HIVE_STATE_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    settings = operator_settings(tmp_path)
+    assert (settings.nats_url, settings.nats_creds) == ("nats://127.0.0.1:4222", tmp_path / "nats/seeds/operator.nk")
 
 
 def test_a_second_run_keeps_every_seed(tmp_path: Path) -> None:

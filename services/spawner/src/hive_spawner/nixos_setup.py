@@ -1,8 +1,10 @@
 """What a NixOS host does before its nats-server starts, as `hivectl up` does for a local hive: the hive's NATS
 users and the server's configuration, written into the state dir (the spawner rewrites `auth.conf` later, and
-nats-server includes it relative to its config file, so neither can be a store file), and the operator's first
-password. The hyperhive NixOS module runs it as root in `hyperhive-setup.service`; the streams and the database
-schema need nothing of it (every service declares the streams it joins, and migrates its own tables).
+nats-server includes it relative to its config file, so neither can be a store file); `hive.json` (where the hive
+listens, as `hivectl up` writes it), so root's `hivectl` on the host finds the hive and the operator's seed by
+itself; and the operator's first password. The hyperhive NixOS module runs it as root in `hyperhive-setup.service`;
+the streams and the database schema need nothing of it (every service declares the streams it joins, and migrates
+its own tables).
 
 `python -I -m hive_spawner.nixos_setup --nats-dir … --host … --port … --pid-file …`; the seeds it makes never leave
 the state dir (services get theirs as systemd credentials)."""
@@ -10,12 +12,14 @@ the state dir (services get theirs as systemd credentials)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pwd
 import sys
 from pathlib import Path
 
 from hyperhive import identity
+from hyperhive.files import write_atomic
 from hyperhive.identity import Identities
 
 
@@ -29,6 +33,13 @@ def write_identities(nats_dir: Path, *, host: str, port: int, pid_file: Path) ->
     config.write_text(text)
     config.chmod(0o644)  # no secret in it; the server's user reads it through the folder's group
     return config
+
+
+def write_hive_file(state_dir: Path, nats_url: str) -> Path:
+    """What hivectl reads to find a running hive (`hivectl.layout.Layout.hive_file`); no secret in it."""
+    hive_file = state_dir / "hive.json"
+    write_atomic(hive_file, json.dumps({"nats_url": nats_url}) + "\n")
+    return hive_file
 
 
 def set_first_password(state_dir: Path, password_file: Path, owner: str) -> bool:
@@ -51,15 +62,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pid-file", type=Path, required=True)
-    parser.add_argument("--state-dir", type=Path, help="with --operator-password-file: the hive's state dir")
+    parser.add_argument("--state-dir", type=Path, help="the hive's state dir (for hive.json and the password)")
+    parser.add_argument("--nats-url", help="where host processes reach the server, written to hive.json")
     parser.add_argument("--operator-password-file", type=Path)
     parser.add_argument("--dashboard-user", default="hyperhive-dashboard")
     args = parser.parse_args(argv)
     config = write_identities(args.nats_dir, host=args.host, port=args.port, pid_file=args.pid_file)
     print(f"event=identities config={config}", file=sys.stderr)
+    if (args.operator_password_file is not None or args.nats_url is not None) and args.state_dir is None:
+        parser.error("--operator-password-file and --nats-url need --state-dir")
+    if args.nats_url is not None:
+        print(f"event=hive_file file={write_hive_file(args.state_dir, args.nats_url)}", file=sys.stderr)
     if args.operator_password_file is not None:
-        if args.state_dir is None:
-            parser.error("--operator-password-file needs --state-dir")
         made = set_first_password(args.state_dir, args.operator_password_file, args.dashboard_user)
         print(f"event=operator_password outcome={'set' if made else 'kept'}", file=sys.stderr)
 
