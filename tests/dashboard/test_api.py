@@ -7,6 +7,7 @@ import json
 import stat
 from contextlib import AsyncExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx2 as httpx
@@ -356,3 +357,35 @@ async def test_a_snapshot_too_old_for_the_stream_is_told_to_resync(operator: htt
     async with operator.stream("GET", "/events?after=1000") as stream:
         [resync] = await read(stream, 1, kind="resync")
     assert resync.json() == {"as_of": 0}
+
+
+async def test_with_postgresql_away_nothing_is_done_and_the_answer_says_unavailable(
+    operator: httpx.AsyncClient, agents: Agents, database_url: str, postgres_admin_url: str
+) -> None:
+    """Actions are audited before they are taken: without the audit log, no action."""
+    await agents.agent("bob", recipients=[])
+    name = urlsplit(database_url).path.lstrip("/")
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+        refused(await operator.post("/api/send", json={"to": "bob", "body": "unaudited"}), 503, "unavailable")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+    depths = (await operator.get("/api/depths")).json()["depths"]
+    assert depths.get("bob", 0) == 0
+
+
+async def test_an_action_the_audit_log_cannot_record_is_not_taken(
+    operator: httpx.AsyncClient, agents: Agents, db: asyncpg.Connection
+) -> None:
+    await agents.agent("bob", recipients=[])
+    await db.execute("ALTER TABLE dashboard_audit RENAME TO dashboard_audit_away")
+    try:
+        refused(await operator.post("/api/send", json={"to": "bob", "body": "unaudited"}), 500, "internal")
+    finally:
+        await db.execute("ALTER TABLE dashboard_audit_away RENAME TO dashboard_audit")
+    assert (await operator.get("/api/depths")).json()["depths"].get("bob", 0) == 0
+    assert (await operator.post("/api/send", json={"to": "bob", "body": "audited"})).status_code == 200
+    assert (await operator.get("/api/depths")).json()["depths"]["bob"] == 1

@@ -6,6 +6,7 @@ checked with the hive's name rule before it is used, and every action is audited
 from __future__ import annotations
 
 import asyncio
+import pathlib
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from hive_dashboard import errors
-from hive_dashboard.auth import COOKIE, session_of
+from hive_dashboard.auth import COOKIE, client_of, session_of
 from hive_dashboard.hive import Hive, Snapshot
 from hive_dashboard.password import ACCOUNT, PasswordError, Passwords, check_password, set_password
 from hive_dashboard.store import Store
@@ -91,13 +92,10 @@ def inbox_owner(name: str) -> str:
     return OPERATOR if name == OPERATOR else check_agent_ref(name)
 
 
-def client_of(request: Request) -> str:
-    return request.client.host if request.client else ""
-
-
 class Audited:
-    """Do what the operator asked and audit it with their account and session, with the refusal's code when it is
-    refused."""
+    """Do what the operator asked and audit it with their account and session: recorded as `started` before it is
+    done (so nothing is done that the log does not show: with PostgreSQL away, nothing is done at all), then settled
+    with `ok` or the refusal's code."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -107,15 +105,24 @@ class Audited:
         account, short = (session.account, session.short) if session else ("", "")
         client = client_of(request)
         try:
+            row = await self.store.audit(account, action, target, "started", session=short, client=client, **detail)
+        except BaseException:
+            if asyncio.iscoroutine(work):
+                work.close()  # never started: nothing was done
+            raise
+        try:
             result = await work
         except HiveError as exc:
-            await self.store.audit(account, action, target, str(exc.code), session=short, client=client, **detail)
+            await self.store.settle(row, str(exc.code))
             raise
-        await self.store.audit(account, action, target, "ok", session=short, client=client, **detail)
+        except Exception:
+            await self.store.settle(row, str(ErrorCode.INTERNAL))
+            raise
+        await self.store.settle(row, "ok")
         return result
 
 
-def build(hive: Hive, store: Store, passwords: Passwords, state_dir: Any) -> FastAPI:
+def build(hive: Hive, store: Store, passwords: Passwords, state_dir: pathlib.Path) -> FastAPI:
     app = FastAPI(
         title="hyperhive dashboard API",
         version="1",

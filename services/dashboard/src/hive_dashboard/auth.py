@@ -91,6 +91,11 @@ def same_origin(scope: Scope) -> bool:
     return origin == f"{scheme}://{headers.get('host', '')}"
 
 
+def client_of(conn: HTTPConnection) -> str:
+    """The client's address: the connection's peer, or what a trusted proxy said (`HIVE_DASHBOARD_TRUSTED_PROXIES`)."""
+    return conn.client.host if conn.client else ""
+
+
 def session_of(scope: Scope) -> Session | None:
     user = scope.get("user")
     return user.session if isinstance(user, Operator) else None

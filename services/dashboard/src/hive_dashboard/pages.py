@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from hive_dashboard.auth import COOKIE, session_of
+from hive_dashboard.auth import COOKIE, client_of, session_of
 from hive_dashboard.errors import STATUS, error_response
 from hive_dashboard.hive import Hive
 from hive_dashboard.password import ACCOUNT, Passwords
@@ -41,10 +41,6 @@ def safe_next(value: object) -> str:
     if isinstance(value, str) and value.startswith("/") and not value.startswith(("//", "/\\")) and len(value) < 512:
         return value
     return "/"
-
-
-def client_of(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 def wants_html(request: Request) -> bool:

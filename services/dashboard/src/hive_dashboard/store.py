@@ -16,8 +16,19 @@ import asyncpg
 
 from hyperhive.wire.errors import ErrorCode, HiveError
 
-# What a database outage looks like from asyncpg: no connection can be made, or the one in use went away.
-OUTAGE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+# What a database outage looks like from asyncpg: no connection can be made (the server is away, starting, shutting
+# down, full, or not accepting connections to this database), or the one in use went away.
+OUTAGE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ObjectNotInPrerequisiteStateError,
+)
 FAILURE_WINDOW = timedelta(minutes=15)
 
 
@@ -142,19 +153,26 @@ class Store:
         session: str = "",
         client: str = "",
         **detail: Any,
-    ) -> None:
+    ) -> int:
+        """Record an action (or an attempt, `started`, settled later); its row id."""
         with _outage():
-            await self._pool.execute(
-                """INSERT INTO dashboard_audit (account, session, action, target, outcome, detail, client)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-                account,
-                session,
-                action,
-                target,
-                outcome,
-                detail,
-                client,
+            return int(
+                await self._pool.fetchval(
+                    """INSERT INTO dashboard_audit (account, session, action, target, outcome, detail, client)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
+                    account,
+                    session,
+                    action,
+                    target,
+                    outcome,
+                    detail,
+                    client,
+                )
             )
+
+    async def settle(self, id: int, outcome: str) -> None:
+        with _outage():
+            await self._pool.execute("UPDATE dashboard_audit SET outcome = $2 WHERE id = $1", id, outcome)
 
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         with _outage():
