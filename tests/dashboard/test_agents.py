@@ -12,7 +12,7 @@ from playwright.async_api import Browser, Page, expect
 
 from hivetest.agents import Caller, make_agent
 from hivetest.hive import TestHive
-from hyperhive.wire.models import AskReply, AskRequest
+from hyperhive.wire.models import AskReply, AskRequest, SendReply, SendRequest
 
 from .conftest import RealHive, log_in
 
@@ -137,6 +137,8 @@ async def test_screenshots_of_the_home_and_agent_pages_at_desktop_and_phone_widt
         "tool_permission", agent="alice", tool="Bash", input={"command": "git push origin main", "cwd": "/state/repo"}
     )
     await alice.call("ask", AskRequest(question="Which branch should I release?", options=["main", "next"]), AskReply)
+    await manager.call("send", SendRequest(to="operator", body="scout is up and has read its notes."), SendReply)
+    await expect(page.locator("#inbox .message")).to_have_count(1)
     await expect(page.locator("#approvals .approval")).to_have_count(2)
     await expect(page.locator("#questions .question")).to_have_count(1)
     phone = await log_in(browser, real_hive.dashboard, **PHONE)

@@ -10,6 +10,7 @@ from playwright.async_api import Browser, Page, expect
 from hive_approver.service import Approver
 from hivetest.agents import Caller, operator_call
 from hivetest.hive import TestHive
+from hivetest.services import TestSpawner
 from hyperhive import events
 from hyperhive.wire import subjects
 from hyperhive.wire.models import (
@@ -166,3 +167,17 @@ async def test_approvals_are_decided_from_the_keyboard(page: Page, alice: Caller
     await expect(page.locator(f'[data-approval="{first.id}"]')).to_have_count(0)
     assert (await approver.store.approval(first.id)).status == "approved"
     assert (await approver.store.approval(second.id)).status == "denied"
+
+
+async def test_a_config_change_shows_its_frozen_diff_before_its_buttons(
+    page: Page, manager: Caller, alice: Caller, spawner: TestSpawner
+) -> None:
+    spawner.knows("abc1234")
+    asked = await manager.request("apply_commit", agent="alice", commit_ref="abc1234", description="a new model")
+    card = page.locator(f'[data-approval="{asked.id}"]')
+    await expect(card.locator(".diff .line.add")).to_have_text("+ model = x;")
+    diff_box = await card.locator(".diff").bounding_box()
+    button_box = await card.locator("button.approve").bounding_box()
+    assert diff_box is not None
+    assert button_box is not None
+    assert diff_box["y"] + diff_box["height"] <= button_box["y"]
