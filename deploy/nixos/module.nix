@@ -255,7 +255,8 @@ in
 
     networking.nftables.enable = lib.mkDefault true;
     # Containers (each behind its own veth, `ve-<name>` on this side) reach the host's NATS and nothing else on it;
-    # beyond the host, only HTTPS and DNS (the Anthropic API's addresses change, so the port is what can be named).
+    # beyond the host, DNS, and HTTPS to public addresses (the Anthropic API's addresses change, so the port is what
+    # can be named); never another container or a private network.
     networking.firewall.extraInputRules = ''
       iifname "ve-*" tcp dport ${toString cfg.nats.port} accept comment "hyperhive: agents reach NATS"
     '';
@@ -272,8 +273,10 @@ in
         chain forward {
           type filter hook forward priority filter - 1; policy accept;
           oifname "ve-*" ct state established,related accept
-          iifname "ve-*" tcp dport 443 accept comment "hyperhive: the Anthropic API"
+          iifname "ve-*" oifname "ve-*" drop comment "hyperhive: no container reaches another"
           iifname "ve-*" meta l4proto { tcp, udp } th dport 53 accept comment "hyperhive: DNS"
+          iifname "ve-*" ip daddr { 10.0.0.0/8, 100.64.0.0/10, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16 } drop comment "hyperhive: the API is not on a private network"
+          iifname "ve-*" tcp dport 443 accept comment "hyperhive: the Anthropic API"
           iifname "ve-*" drop
           oifname "ve-*" drop
         }

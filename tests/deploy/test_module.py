@@ -184,7 +184,7 @@ def test_the_module_turns_nftables_on_and_says_why_when_a_host_turns_it_off(tmp_
     ]
 
 
-def test_containers_reach_nats_on_the_host_and_only_https_and_dns_beyond_it(tmp_path: Path) -> None:
+def test_containers_reach_nats_on_the_host_and_beyond_it_only_dns_and_public_https(tmp_path: Path) -> None:
     evaluated = evaluate_host(tmp_path, with_hive(nats={"port": 4333}, agents={"externalInterface": "eth0"}))
     net = evaluated["networking"]
     assert net["firewall"]["extraInputRules"].strip() == (
@@ -202,8 +202,11 @@ def test_containers_reach_nats_on_the_host_and_only_https_and_dns_beyond_it(tmp_
     forward = rules[rules.index("chain forward {") + 2 : -1]
     assert forward == [
         'oifname "ve-*" ct state established,related accept',
-        'iifname "ve-*" tcp dport 443 accept comment "hyperhive: the Anthropic API"',
+        'iifname "ve-*" oifname "ve-*" drop comment "hyperhive: no container reaches another"',
         'iifname "ve-*" meta l4proto { tcp, udp } th dport 53 accept comment "hyperhive: DNS"',
+        'iifname "ve-*" ip daddr { 10.0.0.0/8, 100.64.0.0/10, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16 } drop '
+        'comment "hyperhive: the API is not on a private network"',
+        'iifname "ve-*" tcp dport 443 accept comment "hyperhive: the Anthropic API"',
         'iifname "ve-*" drop',
         'oifname "ve-*" drop',
     ]
