@@ -177,6 +177,15 @@ def test_the_hives_default_model_replaces_the_options_default_but_not_an_agents_
         ),
         ('{ hyperhive.model = builtins.fetchurl "https://example.com/m"; }', ["is forbidden in restricted mode"]),
         ("{ hyperhive.model = ; }", ["syntax error"]),
+        (
+            "{ lib, ... }: { options.hyperhive = lib.mkOption { type = lib.types.submodule { "
+            'freeformType = lib.types.attrs; }; }; config.hyperhive.modle = "x"; }',
+            ["agent.nix may not declare, extend or disable the hyperhive options", "declared in: agent.nix, "],
+        ),
+        (
+            '{ disabledModules = [ <hive/agent-options.nix> ]; hyperhive.modle = "x"; }',
+            ["may not declare, extend or disable the hyperhive options: they are the hive's (declared in: nothing)"],
+        ),
     ],
 )
 def test_a_misspelt_option_or_a_wrong_type_is_refused_with_the_evaluators_sentence(

@@ -23,5 +23,14 @@ let
       modulesPath = unavailable "modulesPath";
     };
   };
+  # The options are the hive's alone: an agent.nix that declared `hyperhive` again (a submodule declared twice is
+  # merged, so it could add a freeformType that swallows typos) or disabled the options file would get past the
+  # strict check quietly.
+  declared = evaluated.options.hyperhive.declarations or [ ];
 in
-evaluated.config.hyperhive
+if declared != [ (toString ./agent-options.nix) ] then
+  throw "agent.nix may not declare, extend or disable the hyperhive options: they are the hive's (declared in: ${
+    if declared == [ ] then "nothing" else builtins.concatStringsSep ", " declared
+  })."
+else
+  evaluated.config.hyperhive
