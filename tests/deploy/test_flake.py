@@ -15,7 +15,9 @@ from tests.deploy.units import HERE, REPO
 @pytest.fixture
 def flake(tmp_path: Path) -> dict[str, Any]:
     out = run_restricted(
-        "import <tests/flake-outputs.nix>", {"hivelib": find_nix_lib(), "repo": REPO, "tests": HERE}, {"root": str(tmp_path)}
+        "import <tests/flake-outputs.nix>",
+        {"hivelib": find_nix_lib(), "repo": REPO, "tests": HERE},
+        {"root": str(tmp_path)},
     )
     evaluated: dict[str, Any] = json.loads(out)
     return evaluated
