@@ -14,7 +14,8 @@ import httpx2 as httpx
 import pytest
 
 from hive_dashboard.__main__ import start
-from hive_dashboard.password import hash_file, initial_password_file, set_password
+from hive_dashboard.password import PasswordError, hash_file, initial_password, initial_password_file, set_password
+from hive_dashboard.service import url_of
 from hivetest.agents import Agents, Caller
 from hivetest.hive import TestHive
 from hyperhive import events
@@ -73,6 +74,20 @@ async def test_a_first_start_makes_a_password_whose_hash_and_plain_text_only_the
     assert len(dashboard.password) >= 20
     assert dashboard.password not in caplog.text
     assert (dashboard.state / "dashboard" / "url").read_text().strip() == dashboard.url
+    assert url_of(dashboard.state) == dashboard.url  # what `hivectl up` prints
+    assert initial_password(dashboard.state) == dashboard.password
+
+
+async def test_what_hivectl_passwd_sets_is_checked_and_the_first_password_then_goes(dashboard: Running) -> None:
+    with pytest.raises(PasswordError, match="at least 12"):
+        set_password(dashboard.state, "too short")
+    with pytest.raises(PasswordError, match="NUL"):
+        set_password(dashboard.state, "twelve chars\x00 and more")
+    assert initial_password(dashboard.state) == dashboard.password
+    set_password(dashboard.state, "the operator's own password")
+    assert initial_password(dashboard.state) is None
+    assert stat.S_IMODE(hash_file(dashboard.state).stat().st_mode) == 0o600
+    await (await dashboard.logged_in("the operator's own password")).aclose()
 
 
 async def test_every_route_but_the_login_page_and_static_files_needs_a_session(dashboard: Running) -> None:

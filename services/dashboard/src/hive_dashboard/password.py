@@ -46,6 +46,15 @@ def initial_password_file(state_dir: Path) -> Path:
     return folder(state_dir) / "initial-password"
 
 
+def initial_password(state_dir: Path) -> str | None:
+    """The generated first password while it is still the password (for `hivectl up` to print); None once the
+    operator has set one of their own."""
+    try:
+        return initial_password_file(state_dir).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def check_password(plain: str) -> str:
     if len(plain) < MIN_LENGTH:
         raise PasswordError(f"The password is {len(plain)} characters long; use at least {MIN_LENGTH}.")

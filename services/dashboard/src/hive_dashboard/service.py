@@ -135,6 +135,14 @@ def url_file(state_dir: Path) -> Path:
     return folder(state_dir) / "url"
 
 
+def url_of(state_dir: Path) -> str | None:
+    """Where the dashboard of the hive in `state_dir` listens, once it has said so; None before."""
+    try:
+        return url_file(state_dir).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def bind(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), backlog=128)
