@@ -41,12 +41,15 @@ def dashboard_settings(hive: TestHive, database_url: str, state: Path, **overrid
 
 @dataclass
 class Running:
-    dashboard: Dashboard
+    """A dashboard: started in this test's process, or (`dashboard` None) as a process of its own at `url`."""
+
+    dashboard: Dashboard | None
     state: Path
+    at: str = ""
 
     @property
     def url(self) -> str:
-        return self.dashboard.url
+        return self.dashboard.url if self.dashboard is not None else self.at
 
     @property
     def password(self) -> str:

@@ -3,7 +3,11 @@ page shows it (Playwright's `expect`), never on time."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import signal
+from pathlib import Path
 
 from playwright.async_api import Browser, Page, expect
 
@@ -12,6 +16,7 @@ from hivetest.agents import Caller, operator_call
 from hivetest.hive import TestHive
 from hivetest.services import TestSpawner
 from hyperhive import events
+from hyperhive.process import free_port, start_service
 from hyperhive.wire import subjects
 from hyperhive.wire.models import (
     AgentStateChanged,
@@ -181,3 +186,38 @@ async def test_a_config_change_shows_its_frozen_diff_before_its_buttons(
     assert diff_box is not None
     assert button_box is not None
     assert diff_box["y"] + diff_box["height"] <= button_box["y"]
+
+
+async def test_a_stream_gone_silent_is_noticed_by_its_pings_and_opened_again(
+    browser: Browser, hive: TestHive, database_url: str, broker: object, tmp_path: Path
+) -> None:
+    """The dashboard process is frozen (SIGSTOP): its connection stays open but says nothing. The page notices the
+    missing pings, opens a new stream, and once the dashboard runs again shows what happened meanwhile, once."""
+    state = tmp_path / "hive-state"
+    port = free_port()
+    env = {
+        **hive.service_env(subjects.DASHBOARD),
+        "HIVE_DATABASE_URL": database_url,
+        "HIVE_STATE_DIR": str(state),
+        "HIVE_DASHBOARD_PORT": str(port),
+        "HIVE_DASHBOARD_PING_SECONDS": "0.3",
+    }
+    child = await asyncio.to_thread(start_service, "dashboard", env)
+    try:
+        running = Running(None, state, at=f"http://127.0.0.1:{port}")
+        page = await log_in(browser, running)
+        await publish(hive, ["running"])
+        before = await applied(page, 1)
+        os.kill(child.pid, signal.SIGSTOP)
+        try:
+            await expect(page.locator("#conn")).to_have_text("reconnecting")
+            await publish(hive, ["stopped", "running"])
+        finally:
+            os.kill(child.pid, signal.SIGCONT)
+        await expect(page.locator("#conn")).to_have_text("live")
+        seqs = await applied(page, 3)
+        assert seqs == [before[0], before[0] + 1, before[0] + 2]
+        assert await page.evaluate("window.hiveLive.duplicates") == 0
+        assert await page.evaluate("window.hiveLive.opens") >= 2  # the page opened a new stream itself
+    finally:
+        await asyncio.to_thread(child.stop)
