@@ -13,7 +13,7 @@ from hyperhive.settings import HiveSettings
 class SpawnerSettings(HiveSettings):
     host: str = Field("local", pattern=r"^[a-z][a-z0-9-]{0,30}$", description="Which work queue this spawner serves.")
     nats_auth_dir: Path | None = Field(
-        None, description="The nats-server's identities folder (auth.conf, nats.pid); agents get credentials there."
+        None, description="The nats-server's identities folder (auth.conf, seeds/); agents get credentials there."
     )
     backend: Literal["local", "nixos"] = Field(
         "local", description="`local`: bubblewrap (development, tests, hivectl up); `nixos`: nixos-container."
