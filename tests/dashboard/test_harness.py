@@ -11,12 +11,14 @@ from playwright.async_api import Browser, Page, expect
 from hive_dashboard.__main__ import start
 from hivetest.harness import scene
 from hivetest.hive import TestHive
-from hivetest.messages_api import Text
-from hyperhive.wire.models import AgentPolicy
+from hivetest.messages_api import Text, ToolUse
+from hyperhive.wire.models import AgentPolicy, BashPolicy
 
 from .conftest import Running, dashboard_settings, log_in
 
-POLICY = AgentPolicy(agent="alice", model="scripted-model-a", allowedRecipients=["bob"])  # type: ignore[call-arg]
+POLICY = AgentPolicy(  # type: ignore[call-arg]
+    agent="alice", model="scripted-model-a", allowedRecipients=["bob"], allowedBash=BashPolicy(allow=["echo *"])
+)
 
 
 async def send(page: Page, text: str) -> None:
@@ -42,9 +44,15 @@ async def test_model_changes_the_chip_and_a_turn_is_shown_as_it_runs(
         await send(page, "/model default")
         await expect(chip).to_have_text("scripted-model-a")
 
-        s.api.script([Text("Hello from the scripted model.")])
+        s.api.script([ToolUse("Bash", {"command": "echo hello from bash"})], [Text("Hello from the scripted model.")])
         await s.bob.send("alice", "say hello")
-        result = await s.harness.run_once(wait=10)
+        result = await s.harness.run_once(wait=30)
         assert result is not None
-        await expect(page.locator("#turn .assistant")).to_have_text("Hello from the scripted model.")
+        turn = page.locator("#turn")
+        await expect(turn.locator(".tool b")).to_have_text("Bash")
+        await expect(turn.locator(".tool pre")).to_contain_text("echo hello from bash")
+        await expect(turn.locator("details.result")).not_to_have_attribute("open", "")  # folded
+        await expect(turn.locator("details.result pre")).to_contain_text("hello from bash")
+        await expect(turn.locator(".assistant").last).to_have_text("Hello from the scripted model.")
+        await expect(turn.locator(".hint").last).to_contain_text(" ms")
         await expect(page.locator('#agent-row [data-agent="alice"] .turn')).to_contain_text("s ago")
