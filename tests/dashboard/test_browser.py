@@ -12,7 +12,7 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, expect
 
 from hive_approver.service import Approver
-from hivetest.agents import Caller, operator_call
+from hivetest.agents import Agents, Caller, operator_call
 from hivetest.hive import TestHive
 from hivetest.services import TestSpawner
 from hyperhive import events
@@ -115,8 +115,9 @@ async def test_the_stream_cut_while_events_are_published_shows_every_event_exact
 
 
 async def test_a_browser_notification_is_raised_only_while_the_tab_is_hidden(
-    browser: Browser, dashboard: Running, alice: Caller, approver: Approver
+    browser: Browser, dashboard: Running, alice: Caller, approver: Approver, agents: Agents
 ) -> None:
+    bob = await agents.agent("bob", recipients=["operator"])
     page = await log_in(browser, dashboard, permissions=["notifications"])
     await page.evaluate(
         """() => {
@@ -131,12 +132,17 @@ async def test_a_browser_notification_is_raised_only_while_the_tab_is_hidden(
     await page.evaluate("window.tabHidden = true")
     hidden = await alice.request("tool_permission", agent="alice", tool="Bash", input={"command": "pwd"})
     await expect(page.locator(f'[data-approval="{hidden.id}"]')).to_be_visible()
-    assert await page.evaluate("window.raised") == [f"Approval #{hidden.id}: tool_permission"]
+    asked: AskReply = await alice.call("ask", AskRequest(question="Lunch?"), AskReply)
+    await expect(page.locator(f'[data-question="{asked.id}"]')).to_be_visible()
+    await bob.send("operator", "the build is green")
+    await expect(page.locator("#inbox .message")).to_have_count(1)
+    raised = [f"Approval #{hidden.id}: tool_permission", "alice asks", "Message from bob"]
+    assert await page.evaluate("window.raised") == raised
     await page.click("#mute")
     await expect(page.locator("#mute")).to_have_text("notifications off")
     muted = await alice.request("tool_permission", agent="alice", tool="Bash", input={"command": "id"})
     await expect(page.locator(f'[data-approval="{muted.id}"]')).to_be_visible()
-    assert await page.evaluate("window.raised") == [f"Approval #{hidden.id}: tool_permission"]
+    assert await page.evaluate("window.raised") == raised
     await page.reload()
     await expect(page.locator("#mute")).to_have_text("notifications off")  # the mute persists
 
