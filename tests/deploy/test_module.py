@@ -3,6 +3,7 @@ declared stand-ins of the NixOS options it sets, gives the units, users, databas
 refuses a secret in the store."""
 
 import importlib.util
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -239,3 +240,32 @@ def test_a_misspelt_or_mistyped_host_option_is_an_evaluation_error(
     with pytest.raises(NixError) as err:
         evaluate_host(tmp_path, with_hive(**options))
     assert said in err.value.message
+
+
+def nft_check(ruleset: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`nft --check` on `ruleset`, in a user and network namespace of its own: the real parser and its validation
+    against the kernel's netlink, touching no firewall of this machine (and needing no root)."""
+    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    assert nft, "nft is not installed (Debian: nftables), so the firewall's rules cannot be checked"
+    file = tmp_path / "ruleset.nft"
+    file.write_text(ruleset)
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--net", nft, "--check", "-f", str(file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_firewall_rules_are_valid_nftables(tmp_path: Path) -> None:
+    net = evaluate_host(tmp_path, with_hive(agents={"externalInterface": "eth0"}))["networking"]
+    table = net["nftables"]["tables"]["hyperhive"]
+    # NixOS puts extraInputRules in its input-allow chain; a chain of the same kind stands for it.
+    ruleset = (
+        f"table {table['family']} hyperhive {{\n{table['content']}}}\n"
+        f"table inet nixos-fw {{\n  chain input-allow {{\n{net['firewall']['extraInputRules']}  }}\n}}\n"
+    )
+    done = nft_check(ruleset, tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    broken = nft_check(ruleset.replace("tcp dport 443", "tcp dprot 443"), tmp_path)
+    assert "syntax error" in broken.stderr  # the check can fail
