@@ -227,3 +227,20 @@ async def test_a_stream_gone_silent_is_noticed_by_its_pings_and_opened_again(
         assert await page.evaluate("window.hiveLive.opens") >= 2  # the page opened a new stream itself
     finally:
         await asyncio.to_thread(child.stop)
+
+
+async def test_what_an_agent_writes_is_shown_as_text_and_never_run(
+    browser: Browser, dashboard: Running, alice: Caller, approver: Approver
+) -> None:
+    """In the page's embedded snapshot (a reload) and in what the stream adds, markup is only ever text."""
+    attack = '</script><img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    page = await log_in(browser, dashboard)
+    live = await alice.request("tool_permission", agent="alice", tool="Bash", input={"command": attack})
+    await expect(page.locator(f'[data-approval="{live.id}"] .cmd')).to_have_text(attack)
+    await alice.call("ask", AskRequest(question=attack, options=[attack]), AskReply)
+    await expect(page.locator(".question .text")).to_have_text(attack)
+    await page.reload()
+    await expect(page.locator(f'[data-approval="{live.id}"] .cmd')).to_have_text(attack)
+    await expect(page.locator(".question .option")).to_have_text(attack)
+    assert await page.evaluate("window.pwned") is None
+    assert await page.locator("img").count() == 0

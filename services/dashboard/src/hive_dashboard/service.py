@@ -36,8 +36,6 @@ from hyperhive.wire.names import check_agent_ref
 log = logging.getLogger("hive_dashboard")
 
 STATIC = Path(__file__).parent / "static"
-VENDOR = Path(__file__).resolve().parents[4] / "node_modules"
-"""The checkout's npm install (`make install`): front-end libraries come from there, never copied in."""
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
@@ -106,8 +104,6 @@ class Dashboard:
             Route("/", pages.home, methods=["GET"]),
             Route("/agents/{name}", pages.agent, methods=["GET"]),
             Route("/events", self.events, methods=["GET"]),
-            Mount("/static/vendor/uplot", StaticFiles(directory=VENDOR / "uplot" / "dist", check_dir=False)),
-            Mount("/static/vendor/xterm", StaticFiles(directory=VENDOR / "@xterm" / "xterm", check_dir=False)),
             Mount("/static", StaticFiles(directory=STATIC)),
             Mount("/api", app=api_app),
         ]
