@@ -1,7 +1,9 @@
 """The NATS server's permissions are the security boundary: these run against a real nats-server with our auth."""
 
 import asyncio
+import os
 import stat
+import sys
 from pathlib import Path
 
 import nats
@@ -11,7 +13,8 @@ import pytest
 from hivectl.natsserver import NatsServer
 from hivetest.hive import TestHive
 from hyperhive import bus
-from hyperhive.identity import mint_seed
+from hyperhive.identity import Reloads, mint_seed
+from hyperhive.process import SERVICE_READY, Child, free_port
 from hyperhive.settings import HiveSettings
 
 
@@ -145,3 +148,48 @@ async def test_agent_publishes_on_the_harness_plane_only_its_own_waiting_notice(
     )
     assert "permissions violation" in error.lower()
     assert first == "hive.harness.alice.waiting"
+
+
+async def test_agents_admitted_at_once_share_reloads_and_each_is_reachable(authed: TestHive) -> None:
+    """Twenty admissions, each waiting for a reload that began after its change: two reloads serve them all (each
+    reload closes the connections of every account it changes), and every agent's credential is accepted."""
+    identities = authed.server.identities
+    reloads = Reloads(identities, authed.url)
+    done: list[int] = []
+    real = identities.reload
+
+    async def counted(url: str) -> None:
+        done.append(1)
+        await real(url)
+
+    identities.reload = counted  # type: ignore[method-assign]
+    names = [f"r{i}" for i in range(20)]
+    for name in names:
+        seed = authed.tmp_path / "agents" / name / "nats.nk"
+        identities.add_agent(name, seed)
+        authed.agent_seeds[name] = seed
+    await asyncio.gather(*(reloads.after_change() for _ in names))
+    assert len(done) == 2
+    for name in names:  # each credential is accepted: every change was in a reload
+        assert (await authed.connect(name)).is_connected
+
+
+async def test_a_service_started_before_nats_waits_for_it_instead_of_failing(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats", port=free_port())
+    server.identities.ensure_host()
+    env = {
+        "HIVE_NATS_URL": server.url,
+        "HIVE_NATS_CREDS": str(server.identities.seed_path("broker")),
+        "HIVE_STATE_DIR": str(tmp_path / "state"),
+    }
+    broker = Child("broker", [sys.executable, "-I", "-m", "hive_broker"], env={**os.environ, **env}).start()
+    try:
+        broker.wait_for(r"event=start_retry", 30)  # NATS is not there yet: it says so, and tries again
+        server.start()
+        try:
+            broker.wait_for(SERVICE_READY, 60)
+        finally:
+            broker.stop()
+            server.stop()
+    finally:
+        broker.stop()

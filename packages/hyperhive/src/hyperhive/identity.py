@@ -17,6 +17,7 @@ it and closes the connections of users that are gone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import dataclass
@@ -257,6 +258,30 @@ class Identities:
                     raise RuntimeError(f"nats-server refused to reload its configuration: {answer['error']}")
         finally:
             await nc.close()
+
+
+class Reloads:
+    """The server's reloads of auth.conf, coalesced: a caller that changed the registry (under its own lock) waits
+    until a reload that began after its change has completed, and one reload serves everyone who changed it
+    meanwhile. A hundred agents admitted at once cost a handful of reloads, not a hundred — each of which would
+    close and reconnect the connections of every account it changes."""
+
+    def __init__(self, identities: Identities, nats_url: str) -> None:
+        self.identities = identities
+        self.nats_url = nats_url
+        self._lock = asyncio.Lock()
+        self._changes = 0  # changes made so far
+        self._applied = 0  # changes a completed reload has applied
+
+    async def after_change(self) -> None:
+        self._changes += 1
+        mine = self._changes
+        async with self._lock:
+            if self._applied >= mine:
+                return  # a reload that began after this change has done it
+            covers = self._changes
+            await self.identities.reload(self.nats_url)
+            self._applied = max(self._applied, covers)
 
 
 def server_config(

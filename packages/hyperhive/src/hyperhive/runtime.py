@@ -13,12 +13,14 @@ from typing import Any, TypeVar
 
 import uvloop
 
+from hyperhive.backoff import Backoff
 from hyperhive.settings import HiveSettings, SettingsError, load
-from hyperhive.wire.errors import HiveError
+from hyperhive.wire.errors import ErrorCode, HiveError
 
 log = logging.getLogger("hyperhive.runtime")
 
 S = TypeVar("S", bound=HiveSettings)
+START_PATIENCE_SECONDS = 120.0
 
 
 def main(settings_type: type[S], start: Callable[[AsyncExitStack, S, asyncio.Event], Awaitable[object]]) -> None:
@@ -31,7 +33,26 @@ def main(settings_type: type[S], start: Callable[[AsyncExitStack, S, asyncio.Eve
     setup_logging(settings.log_level)
 
     async def started(stack: AsyncExitStack, stop: asyncio.Event) -> None:
-        await start(stack, settings, stop)
+        """`start`, again after a back-off while what it needs is unavailable (NATS restarting, a reload closing
+        connections, JetStream electing): a hive that is busy for a moment — a hundred agents starting at once —
+        is waited out for up to START_PATIENCE_SECONDS, not turned into a crash."""
+        backoff, deadline = Backoff(0.25, 8.0), asyncio.get_running_loop().time() + START_PATIENCE_SECONDS
+        while True:
+            attempt = AsyncExitStack()
+            try:
+                await start(attempt, settings, stop)
+            except HiveError as exc:
+                await attempt.aclose()
+                if exc.code != ErrorCode.UNAVAILABLE or asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("event=start_retry error=%r", exc.message)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff.failed())  # a back-off that a stop cuts short
+                if stop.is_set():
+                    raise
+                continue
+            stack.push_async_callback(attempt.aclose)
+            return
 
     try:
         run(started)

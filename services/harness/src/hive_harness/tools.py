@@ -11,7 +11,6 @@ local backend share the host's network). The same server answers the CLI's PreTo
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import secrets
 import socket
@@ -185,12 +184,16 @@ class ToolServer:
         sock.listen(64)  # connections queue from here on, before uvicorn accepts: no waiting for it to come up
         self.port = sock.getsockname()[1]
         routed = bearer_only(with_hook(app, self.hook), self.token)
-        server = uvicorn.Server(uvicorn.Config(routed, log_level="warning"))
-        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{self.context.agent}-tools")
+        config = uvicorn.Config(routed, log_level="warning", lifespan="off")
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        # uvicorn's startup and shutdown without its main loop, which wakes ten times a second to check for a stop:
+        # at a hundred idle agents, most of the host's idle CPU (docs/PERFORMANCE.md, "A hundred agents").
+        await server.startup(sockets=[sock])
 
         async def stop() -> None:
-            server.should_exit = True
-            await task
+            await server.shutdown(sockets=[sock])
             sock.close()
 
         stack.push_async_callback(stop)

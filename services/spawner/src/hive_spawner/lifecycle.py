@@ -28,7 +28,7 @@ from hive_spawner.slots import Slots
 from hive_spawner.tools import Tools
 from hyperhive import bus, credential, events
 from hyperhive.files import write_atomic
-from hyperhive.identity import Identities
+from hyperhive.identity import Identities, Reloads
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
@@ -79,8 +79,10 @@ class Lifecycle:
         self._crashed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one change of an agent at a time
-        self._auth = asyncio.Lock()  # auth.conf is rendered whole from the registry: one change, then its reload
-        self.tools = Tools(js, settings.nats_auth_dir, settings.nats_url, self._names, self._auth)
+        self._auth = asyncio.Lock()  # auth.conf is rendered whole from the registry: one change at a time
+        auth = settings.nats_auth_dir
+        self._reloads = Reloads(Identities(auth), settings.nats_url) if auth is not None else None
+        self.tools = Tools(js, self._reloads, self._names, self._auth)
         self.slots = Slots(settings.turn_slots)
         self._marks_lock = threading.Lock()
         for lock in self.repos.clear_stale_locks():
@@ -108,10 +110,10 @@ class Lifecycle:
         auth = self.settings.nats_auth_dir
         if auth is None:
             return  # an open server (tests against $NATS_URL): agents connect without credentials
-        identities = Identities(auth)
+        assert self._reloads is not None
         async with self._auth:
-            await asyncio.to_thread(self._mint, agent, identities)
-            await identities.reload(self.settings.nats_url)
+            await asyncio.to_thread(self._mint, agent, self._reloads.identities)
+        await self._reloads.after_change()
 
     def _mint(self, agent: str, identities: Identities) -> None:
         identities.add_agent(agent, self.backend.prepare(agent) / "nats.nk")
@@ -310,11 +312,10 @@ class Lifecycle:
         """Its credential stops working (the reload closes its connections) and it leaves the recipient lists."""
         kv = await self._js.key_value(subjects.POLICY_BUCKET)
         await kv.delete(agent)
-        if self.settings.nats_auth_dir is not None:
-            identities = Identities(self.settings.nats_auth_dir)
+        if self._reloads is not None:
             async with self._auth:
-                await asyncio.to_thread(identities.remove_agent, agent)
-                await identities.reload(self.settings.nats_url)
+                await asyncio.to_thread(self._reloads.identities.remove_agent, agent)
+            await self._reloads.after_change()
 
     def _purge(self, agent: str) -> None:
         """The tombstone's mark goes last: until then the agent is known and destroyed, so a purge a kill

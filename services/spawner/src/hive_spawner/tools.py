@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from nats.js import JetStreamContext
 
 from hyperhive import bus
-from hyperhive.identity import Identities
+from hyperhive.identity import Identities, Reloads
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import ToolGrant
@@ -23,18 +22,13 @@ log = logging.getLogger("hive_spawner.tools")
 
 class Tools:
     def __init__(
-        self,
-        js: JetStreamContext,
-        auth_dir: Path | None,
-        nats_url: str,
-        agents: Callable[[], list[str]],
-        auth: asyncio.Lock,
+        self, js: JetStreamContext, reloads: Reloads | None, agents: Callable[[], list[str]], auth: asyncio.Lock
     ) -> None:
         self._js = js
-        self._identities = Identities(auth_dir) if auth_dir is not None else None
-        self._nats_url = nats_url
+        self._reloads = reloads
+        self._identities = reloads.identities if reloads is not None else None
         self._agents = agents
-        self._auth = auth  # auth.conf is rendered whole, for agents and tools alike: one change, then its reload
+        self._auth = auth  # auth.conf is rendered whole, for agents and tools alike: one change at a time
 
     def names(self) -> set[str]:
         return {grant.name for grant in self.list()}
@@ -50,6 +44,10 @@ class Tools:
             )
         return self._identities
 
+    async def _reload(self) -> None:
+        assert self._reloads is not None  # _registry() said there is one
+        await self._reloads.after_change()
+
     async def add(self, grant: ToolGrant) -> ToolGrant:
         """Admit `grant.name` (or change its grant or key): the grant is in KV before the tool can connect."""
         identities = self._registry()
@@ -61,7 +59,7 @@ class Tools:
         await kv.put(grant.name, bus.encode(grant))
         async with self._auth:
             await asyncio.to_thread(identities.add_tool, grant)
-            await identities.reload(self._nats_url)
+        await self._reload()
         log.info(
             "tool=%s send=%s broadcast=%s ask=%s outcome=admitted", grant.name, grant.send, grant.broadcast, grant.ask
         )
@@ -75,7 +73,7 @@ class Tools:
             raise HiveError(ErrorCode.NOT_FOUND, f"There is no tool {name!r}.")
         async with self._auth:
             await asyncio.to_thread(identities.remove_tool, name)
-            await identities.reload(self._nats_url)
+        await self._reload()
         await (await self._js.key_value(subjects.TOOLS_BUCKET)).delete(name)
         log.info("tool=%s outcome=revoked", name)
         return grant
