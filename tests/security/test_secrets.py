@@ -9,7 +9,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from hive_spawner.nixos import NixosBackend
+from hive_spawner.nixos import ENV_CREDENTIAL, NixosBackend
 from hive_spawner.repos import ConfigRepos
 from hivetest.standins import calls
 from hyperhive.files import write_atomic, write_secret
@@ -27,7 +27,11 @@ def test_a_secret_in_agent_env_reaches_no_flake_store_path_argv_or_readable_file
     frozen = repos.freeze("alice", first, approval_id=1)
     repos.apply("alice", frozen.tag, frozen.sha)
     backend = NixosBackend(
-        tmp_path / "agents", repos, containers_root=tmp_path / "containers", conf_dir=tmp_path / "conf"
+        tmp_path / "agents",
+        repos,
+        containers_root=tmp_path / "containers",
+        conf_dir=tmp_path / "conf",
+        flake="path:/nix/store/00000000000000000000000000000000-source?dir=deploy/nixos",
     )
     try:
         backend.start("alice", ["hive-harness"], {"ANTHROPIC_API_KEY": SECRET, "HIVE_AGENT": "alice"})
@@ -48,8 +52,8 @@ def test_a_secret_in_agent_env_reaches_no_flake_store_path_argv_or_readable_file
         "the secret in a file but the one credentials file", succeeded=holding != [backend.env_file("alice")]
     )
     if os.geteuid() == 0:
-        owner = backend.env_file("alice").stat().st_uid
-        attacks.record("the credentials file owned by another uid", succeeded=owner != backend.uid("alice"))
+        owner = backend.credential("alice", ENV_CREDENTIAL).stat().st_uid
+        attacks.record("the credentials file owned by anyone but root (nspawn reads it)", succeeded=owner != 0)
     attacks.record("the secret on a command line", succeeded=any(SECRET in " ".join(c) for c in calls(standins)))
     attacks.none_succeeded()
 

@@ -21,7 +21,7 @@ from hivectl.up import UpOptions, up
 from hyperhive import bus
 from hyperhive.settings import SettingsError, default_state_dir
 from hyperhive.wire import subjects
-from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.errors import ErrorCode, HiveError, first_problem
 from hyperhive.wire.names import OPERATOR
 
 BAD_INPUT = frozenset({ErrorCode.INVALID_NAME, ErrorCode.INVALID_REQUEST, ErrorCode.INVALID_BODY})
@@ -87,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = args.run(args)  # a command done here (a log file, a login) is its answer; others ask the hive
         result = outcome if isinstance(outcome, BaseModel) else asyncio.run(_over_nats(outcome, args.state_dir))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "input"
-        return _fail(2, f"{where}: {first['msg'].removeprefix('Value error, ')}")
+        return _fail(2, "{}: {}".format(*first_problem(exc)))
     except HiveError as exc:
         return _fail(2 if exc.code in BAD_INPUT else 1, str(exc))
     except SettingsError as exc:

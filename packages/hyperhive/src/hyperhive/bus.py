@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 from hyperhive import events, streams
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
-from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.errors import ErrorCode, HiveError, first_problem
 from hyperhive.wire.models import PoisonMessage
 from hyperhive.wire.names import SYSTEM
 
@@ -240,9 +240,8 @@ def parse(model: type[Req], data: bytes) -> Req:
     try:
         return model.model_validate_json(data or b"{}")
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise HiveError(ErrorCode.INVALID_REQUEST, f"Field {where!r}: {first['msg']}.") from None
+        where, what = first_problem(exc, "body")
+        raise HiveError(ErrorCode.INVALID_REQUEST, f"Field {where!r}: {what}.") from None
 
 
 async def _handle(endpoint: Endpoint[Any], subject: str, data: bytes) -> bytes:

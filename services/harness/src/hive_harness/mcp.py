@@ -20,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError, create_model
 from starlette.types import Receive, Scope, Send
 
+from hyperhive.wire.errors import first_problem
+
 log = logging.getLogger("hive_harness.mcp")
 
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")  # newest first
@@ -107,9 +109,8 @@ class McpServer:
         try:
             given = tool.arguments.model_validate(arguments)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "arguments"
-            return _text(f"Argument {where!r}: {first['msg']}.", error=True)
+            where, what = first_problem(exc, "arguments")
+            return _text(f"Argument {where!r}: {what}.", error=True)
         try:
             return _text(await tool.handler(**dict(given)))
         except ToolError as exc:

@@ -29,7 +29,7 @@ from hive_harness.mcp import McpServer, Tool, ToolError
 from hyperhive import bus
 from hyperhive.inbox import Handled, Inbox
 from hyperhive.wire import subjects
-from hyperhive.wire.errors import HiveError
+from hyperhive.wire.errors import HiveError, first_problem
 from hyperhive.wire.models import (
     AgentRequest,
     AgentStatus,
@@ -62,9 +62,7 @@ def made(model: type[M], **fields: Any) -> M:
     try:
         return model(**fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "arguments"
-        raise ToolError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise ToolError("{}: {}".format(*first_problem(exc, "arguments"))) from None
 
 
 async def guarded(work: Awaitable[T]) -> T:

@@ -46,6 +46,7 @@ def make_backend(
             conf_dir=settings.nixos_conf_dir,
             cpu_quota=settings.cpu_quota,
             memory_max=settings.memory_max,
+            flake=settings.nixos_flake,
             on_exit=on_exit,
         )
     return LocalBackend(state_root, on_exit=on_exit, proposed_root=repos.root / "proposed")

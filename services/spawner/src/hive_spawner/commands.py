@@ -12,7 +12,6 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 
-from hive_spawner.evaluate import evaluate
 from hive_spawner.lifecycle import BOOTSTRAP, Lifecycle
 from hive_spawner.repos import proposal_tag
 from hyperhive import bus
@@ -67,7 +66,7 @@ class Commands(Lifecycle):
     def _evaluate_and_apply(self, agent: str, tag: str, sha: str) -> AgentPolicy:
         """Evaluate the frozen commit first; only a commit that evaluates and validates is applied."""
         with self.repos.checkout(agent, tag, sha) as files:
-            policy = evaluate(files, agent)
+            policy = self._evaluate(files, agent)
         self.repos.apply(agent, tag, sha)
         self._hand_over(agent, policy)
         return policy

@@ -88,10 +88,14 @@ class Lifecycle:
         for lock in self.repos.clear_stale_locks():
             log.warning("lock=%s outcome=stale_git_lock_removed", lock)
 
+    def _evaluate(self, files: Path, agent: str) -> AgentPolicy:
+        """A checkout's agent.nix with this spawner's nixpkgs lib and default model."""
+        return evaluate(files, agent, nix_lib=self.settings.nix_lib, default_model=self.settings.default_model)
+
     def _evaluate_applied(self, agent: str) -> AgentPolicy:
         """revive: the applied commit evaluated again, and its policy handed over."""
         with self.repos.checkout_applied(agent) as files:
-            policy = evaluate(files, agent)
+            policy = self._evaluate(files, agent)
         self._hand_over(agent, policy)
         return policy
 

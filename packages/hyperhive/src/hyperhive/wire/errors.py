@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pydantic import ValidationError
+
 
 class ErrorCode(StrEnum):
     """Stable error codes. Clients branch on these, never on the message text."""
@@ -47,3 +49,11 @@ class HiveError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+def first_problem(exc: ValidationError, whole: str = "input") -> tuple[str, str]:
+    """Where the first problem of a validation is (`a.b`, or `whole` when it is the value itself) and what it is, in
+    pydantic's words without its `Value error, ` prefix or help link: what every boundary says in one line."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or whole
+    return where, first["msg"].removeprefix("Value error, ")
