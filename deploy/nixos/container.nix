@@ -27,7 +27,12 @@ in
 
   # The one unfree package, allowed in the container's own nixpkgs (the host's allowUnfree does not reach it).
   nixpkgs.config.allowUnfreePredicate = pkg: lib.getName pkg == "claude-code";
-  environment.systemPackages = packages;
+  # The harness's Bash checker and the CLI's Bash find programs only on the fixed PATH /usr/bin:/bin (the harness's
+  # bash_policy.FIXED_PATH), which NixOS leaves nearly empty: here /usr/bin is the system profile's bin, read-only
+  # as the store is, holding the agent's packages and the tools every agent has.
+  environment.systemPackages = [ pkgs.bash pkgs.coreutils pkgs.git ] ++ packages;
+  environment.usrbinenv = null; # its activation would write /usr/bin/env into what is now the profile
+  systemd.tmpfiles.rules = [ "L+ /usr/bin - - - - /run/current-system/sw/bin" ];
 
   systemd.services.hyperhive-harness = {
     description = "hyperhive harness";

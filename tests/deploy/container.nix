@@ -25,6 +25,8 @@ in
   inherit (config) boot system hyperhive;
   networking.useDHCP = config.networking.useDHCP;
   packages = map (p: p.name) config.environment.systemPackages;
+  usrbinenv = config.environment.usrbinenv;
+  tmpfiles = config.systemd.tmpfiles.rules;
   unfree = map (name: config.nixpkgs.config.allowUnfreePredicate { inherit name; }) [ "claude-code" "vscode" ];
   systemd.services.hyperhive-harness = config.systemd.services.hyperhive-harness // {
     path = map toString config.systemd.services.hyperhive-harness.path;

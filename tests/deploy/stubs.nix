@@ -66,6 +66,7 @@ in
     networking.hostName = option types.str "nixos";
     nixpkgs.config = option (types.attrsOf types.anything) { };
     environment.systemPackages = option (types.listOf types.package) [ ];
+    environment.usrbinenv = option (types.nullOr types.path) "/run/current-system/sw/bin/env";
     networking.nat = {
       enable = option types.bool false;
       internalInterfaces = strings;

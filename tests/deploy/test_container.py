@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from hive_harness.bash_policy import FIXED_PATH
 from hive_spawner.evaluate import NIX_DIR, NixError, evaluate, find_nix_lib, run_restricted
 from hive_spawner.nixos import ENV_CREDENTIAL, NATS_CREDENTIAL, NixosBackend
 from hive_spawner.repos import ConfigRepos
@@ -56,7 +57,7 @@ def test_the_harness_is_a_unit_of_the_containers_closure_with_its_secrets_as_cre
 
 def test_packages_named_in_agent_nix_are_on_the_system_and_the_harness_path(tmp_path: Path) -> None:
     container = evaluate_container(tmp_path, '{ hyperhive.packages = [ "ripgrep" "python3Packages.pytest" ]; }\n')
-    assert container["packages"] == ["ripgrep", "pytest"]
+    assert container["packages"] == ["bash", "coreutils", "git", "ripgrep", "pytest"]
     assert {f"{tmp_path}/pkgs/ripgrep", f"{tmp_path}/pkgs/pytest"} <= set(
         container["systemd"]["services"]["hyperhive-harness"]["path"]
     )
@@ -171,3 +172,13 @@ def test_without_a_route_to_the_host_the_harness_does_not_start(tmp_path: Path) 
     assert done.returncode == 1
     assert "no default route to the host" in done.stderr
     assert not seen.exists()
+
+
+def test_the_programs_the_bash_checker_may_allow_are_on_its_fixed_path_in_the_container(tmp_path: Path) -> None:
+    """The checker and the CLI's Bash look only on /usr/bin:/bin; in the container /usr/bin is the system profile,
+    which holds the agent's packages (and nothing writes into it: usrbinenv's activation is off)."""
+    container = evaluate_container(tmp_path, '{ hyperhive.packages = [ "ripgrep" ]; }\n')
+    assert "/usr/bin" in FIXED_PATH
+    assert "L+ /usr/bin - - - - /run/current-system/sw/bin" in container["tmpfiles"]
+    assert container["usrbinenv"] is None
+    assert "ripgrep" in container["packages"]
