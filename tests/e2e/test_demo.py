@@ -22,7 +22,7 @@ from hyperhive.wire.names import OPERATOR
 
 async def test_the_demo_shows_the_whole_loop(spawner_state: Path) -> None:
     nats_port = free_port()
-    ports = ["--nats-port", str(nats_port), "--postgres-port", str(free_port())]
+    ports = ["--nats-port", str(nats_port), "--postgres-port", str(free_port()), "--dashboard-port", str(free_port())]
     argv = [*HIVECTL, "up", "--demo", "--state-dir", str(spawner_state), *ports]
     up = Child("up", argv).start()
     try:

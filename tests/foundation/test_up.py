@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import asyncpg
@@ -97,6 +98,16 @@ def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path
         )
         bogus = hivectl(state, "logs", "--service", "nginx")
         assert (bogus.returncode, bogus.stderr.count("\n")) == (2, 1), bogus.stderr
+        # The dashboard is up, its address and (this first time) its password said once on the terminal.
+        [where] = [line.split()[1] for line in up.lines if line.strip().startswith("dashboard ")]
+        [first] = [line.split()[1] for line in up.lines if line.strip().startswith("password ")]
+        with urllib.request.urlopen(f"{where}/login", timeout=10) as page:  # noqa: S310 - our own loopback page
+            assert page.status == 200
+        assert first not in "\n".join(hivectl(state, "logs", "--service", "dashboard", "--lines", "500").stdout)
+        changed = hivectl(state, "passwd", "--file", "-", stdin="a new password, long enough\n")
+        assert changed.returncode == 0, changed.stderr
+        short = hivectl(state, "passwd", "--file", "-", stdin="short\n")
+        assert (short.returncode, short.stderr.count("\n")) == (2, 1), short.stderr
     finally:
         up.stop(signal.SIGINT)
     assert up.returncode == 0, "\n".join(up.lines[-20:])
@@ -105,6 +116,8 @@ def test_up_starts_the_hive_lists_services_stops_cleanly_and_keeps_data(tmp_path
     up = start_up(state, nats_port, pg_port)
     try:
         assert asyncio.run(write_and_read_back(layout, pg_port, write=False)) == (1, 1)
+        assert any(line.strip().startswith("dashboard ") for line in up.lines)
+        assert not any(line.strip().startswith("password ") for line in up.lines)  # it was changed: never again
     finally:
         up.stop(signal.SIGTERM)
     assert up.returncode == 0

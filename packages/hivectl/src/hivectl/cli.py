@@ -58,6 +58,7 @@ def parser() -> Parser:
         action="store_true",
         help="also listen on TCP at --host:--postgres-port (agents on the local backend share the host's loopback)",
     )
+    u.add_argument("--dashboard-port", type=int, default=8420, help="where the dashboard listens (on --host)")
     u.add_argument("--database-url", default=None, help="use this PostgreSQL instead of the embedded one")
     u.add_argument("--demo", action="store_true", help="agents talk to a scripted model, not Anthropic")
     u.add_argument("-v", "--verbose", action="store_true", help="show every line of every process, not only events")
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 nats_port=args.nats_port,
                 postgres_port=args.postgres_port,
                 postgres_tcp=args.postgres_tcp,
+                dashboard_port=args.dashboard_port,
                 database_url=args.database_url,
                 demo=args.demo,
                 verbose=args.verbose,

@@ -288,6 +288,37 @@ def _secret_input(file: str | None) -> str:
         raise HiveError(ErrorCode.INVALID_REQUEST, f"Cannot read the credential from {file}: {exc}.") from None
 
 
+class PasswordSet(BaseModel):
+    """What `hivectl passwd` did."""
+
+    account: str
+    sessions_ended: bool = True
+
+
+def passwd(args: argparse.Namespace) -> PasswordSet:
+    """Set the operator's dashboard password (argon2, 0600 in the state dir); every open session ends. Read like a
+    credential: a prompt asked twice, or --file / stdin — never an argument."""
+    try:
+        from hive_dashboard import password  # noqa: PLC0415 - the dashboard's, installed with it
+    except ImportError:
+        raise HiveError(ErrorCode.UNAVAILABLE, "The dashboard is not installed here.") from None
+    if args.file is None and sys.stdin.isatty():
+        plain = getpass.getpass("New dashboard password: ")
+        if getpass.getpass("Again: ") != plain:
+            raise HiveError(ErrorCode.INVALID_REQUEST, "The two passwords differ; nothing was changed.")
+    else:
+        plain = _secret_input(args.file).rstrip("\n")
+    try:
+        password.set_password(state_dir_of(args), plain)
+    except password.PasswordError as exc:
+        raise HiveError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+    return PasswordSet(account=password.ACCOUNT)
+
+
+def render_passwd(done: PasswordSet) -> str:
+    return f"The {done.account}'s dashboard password is changed; every open session has ended."
+
+
 def render_login(done: Login) -> str:
     lines = [f"Stored the {done.kind} in {done.stored} (mode 0600)."]
     if not done.hive_running:
@@ -445,6 +476,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         render_login,
     )
     p.add_argument("--file", default=None, help="read it from this file ('-': stdin); default: stdin, else a prompt")
+    p = command("passwd", "set the operator's dashboard password (every open session ends)", passwd, render_passwd)
+    p.add_argument("--file", default=None, help="read it from this file ('-': stdin); default: a prompt, asked twice")
     _register_tools(sub, common)
     command("agents", "the hive's agents and their states", agents, render_agents)
     command("config", "an agent's applied agent.nix", agent_config, render_config).add_argument("agent")

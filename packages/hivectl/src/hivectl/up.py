@@ -47,6 +47,7 @@ class UpOptions:
     nats_port: int = 4222
     postgres_port: int = 5433
     postgres_tcp: bool = False
+    dashboard_port: int = 8420
     database_url: str | None = None
     demo: bool = False
     verbose: bool = False
@@ -98,12 +99,16 @@ class LocalHive:
         if "HIVE_CLAUDE_ENV" in os.environ:  # how the CLI reaches the model (a proxy's ANTHROPIC_BASE_URL, …)
             self.agent_env["HIVE_CLAUDE_ENV"] = os.environ["HIVE_CLAUDE_ENV"]
         self._demo_stack = ExitStack()
+        self.started_at = time.time()
 
     def start(self) -> None:
         o = self.options
         if o.demo:
             self._start_demo_model()
         check_port_free(o.host, o.nats_port, "NATS", "--nats-port")
+        if "dashboard" in installed_services():
+            check_port_free(o.host, o.dashboard_port, "the dashboard", "--dashboard-port")
+        self.started_at = time.time()
         if o.database_url is None and o.postgres_tcp:
             check_port_free(o.host, o.postgres_port, "PostgreSQL", "--postgres-port")
         self.layout.state_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +167,9 @@ class LocalHive:
             "HIVE_STATE_DIR": str(self.layout.state_dir),
             "HIVE_NATS_AUTH_DIR": str(self.layout.nats_root),
         }
+        if name == "dashboard":
+            env["HIVE_DASHBOARD_HOST"] = self.options.host
+            env["HIVE_DASHBOARD_PORT"] = str(self.options.dashboard_port)
         if name == "spawner":
             env["HIVE_BOOTSTRAP_MANAGER"] = "true"
             env["HIVE_AGENT_ENV"] = json.dumps(self.agent_env)
@@ -190,6 +198,7 @@ class LocalHive:
             f"  nats        {self.nats.url} (operator credential {self.layout.seed(OPERATOR)})",
             f"  postgres    {postgres}",
             f"  services    {', '.join(self.services) or 'none installed'}",
+            *self._dashboard_lines(),
             "Try `hivectl status` in another terminal. Ctrl-C stops the hive.",
         ]
         if o.demo:
@@ -204,6 +213,25 @@ class LocalHive:
                 "  hivectl inbox                      # the manager tells you scout is up",
             ]
         return "\n".join(lines)
+
+    def _dashboard_lines(self) -> list[str]:
+        """Where the dashboard is, and at the hive's first start its generated password, printed this once (it stays
+        in a 0600 file until the operator changes it: `hivectl passwd`)."""
+        if "dashboard" not in self.services:
+            return []
+        from hive_dashboard import password  # noqa: PLC0415 - installed with the dashboard, which may not be
+        from hive_dashboard.service import url_of  # noqa: PLC0415
+
+        lines = [f"  dashboard   {url_of(self.layout.state_dir) or '(no address yet)'} (user operator)"]
+        first = password.initial_password(self.layout.state_dir)
+        made_now = first is not None and password.hash_file(self.layout.state_dir).stat().st_mtime >= self.started_at
+        if made_now:
+            lines.append(f"  password    {first}  (shown once; change it with `hivectl passwd` or on the page)")
+        elif first is not None:
+            lines.append(
+                f"  password    the first one, still in {password.initial_password_file(self.layout.state_dir)}"
+            )
+        return lines
 
     def _exited(self, child: Child) -> None:
         if not self.stopping:

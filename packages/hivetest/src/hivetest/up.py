@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hyperhive.inbox import Inbox
-from hyperhive.process import Child
+from hyperhive.process import Child, free_port
 
 HIVECTL = [sys.executable, "-m", "hivectl"]
 
@@ -23,6 +23,8 @@ def start_up(state: Path, nats_port: int, pg_port: int, env: dict[str, str] | No
         str(nats_port),
         "--postgres-port",
         str(pg_port),
+        "--dashboard-port",
+        str(free_port()),
     ]
     child = Child("up", argv, env={**os.environ, **env} if env else None).start()
     child.wait_for(r"hyperhive is up", 120)
