@@ -91,8 +91,7 @@ step(repos, "run_git", lambda repo, *args, **kw: f"git {args[0]} {repo.name}", l
 step(os, "rename", lambda src, dst: f"move {os.path.basename(dst)} into place")
 step(shutil, "rmtree", lambda path, **kw: f"remove {os.path.relpath(path, os.path.dirname(os.path.dirname(path)))}",
      lambda path, **kw: os.path.exists(path) and not str(path).startswith(tempfile.gettempdir()))
-step(commands, "evaluate", lambda files, agent: "evaluate agent.nix")
-step(lifecycle, "evaluate", lambda files, agent: "evaluate agent.nix")
+step(lifecycle, "evaluate", lambda files, agent, **kw: "evaluate agent.nix")
 step(dirs.AgentDirs, "hand_over_policy", lambda self, name, text: "hand the policy over")
 step(dirs.Uids, "forget", lambda self, name: "forget the uid")
 step(identity.Identities, "add_agent", lambda self, name, seed: "mint the credential")

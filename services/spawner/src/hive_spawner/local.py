@@ -84,7 +84,7 @@ def sandboxes_binding(states: Iterable[Path]) -> dict[int, Path]:
         if not proc.name.isdigit():
             continue
         try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            argv = _command_line(proc).decode(errors="replace").split("\0")
         except OSError:
             continue  # gone meanwhile, or not ours to read
         if not (argv[0].endswith("bwrap") or ENTER in argv[:4]):  # the pid of an entering sandbox is bwrap's to be
@@ -94,6 +94,23 @@ def sandboxes_binding(states: Iterable[Path]) -> dict[int, Path]:
         if state := next((wanted[b] for b in seen if b in wanted), None):
             found[int(proc.name)] = state
     return found
+
+
+PF_KTHREAD = 0x00200000
+
+
+def _command_line(proc: Path) -> bytes:
+    """A process's arguments. One in the middle of an exec (an entering sandbox becoming bwrap) shows none for a
+    moment: read again, yielding the core, until it does (a kernel thread or a zombie never will: not waited for)."""
+    for _ in range(1000):
+        raw = proc.joinpath("cmdline").read_bytes()
+        if raw:
+            return raw
+        fields = proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] in "ZX" or int(fields[6]) & PF_KTHREAD:
+            return raw
+        os.sched_yield()
+    return b""
 
 
 class LocalBackend(AgentDirs):
