@@ -19,11 +19,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
-from hive_dashboard import api, errors, live
+from hive_dashboard import api, errors, live, terminal
 from hive_dashboard.auth import Guard, SessionBackend, on_auth_error
 from hive_dashboard.hive import Hive
 from hive_dashboard.pages import Pages
@@ -36,6 +37,8 @@ from hyperhive.wire.names import check_agent_ref
 log = logging.getLogger("hive_dashboard")
 
 STATIC = Path(__file__).parent / "static"
+XTERM = Path(__file__).resolve().parents[4] / "node_modules" / "@xterm" / "xterm"
+"""xterm.js from the checkout's npm install (`make install`), never copied into the repo."""
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
@@ -94,6 +97,9 @@ class Dashboard:
             headers={"X-Accel-Buffering": "no"},
         )
 
+    async def terminal(self, websocket: WebSocket) -> None:
+        await terminal.terminal(websocket, self.hive, self.store)
+
     def _app(self) -> Starlette:
         pages = self.pages
         api_app = api.build(self.hive, self.store, self.passwords, self.settings.state_dir)
@@ -104,6 +110,8 @@ class Dashboard:
             Route("/", pages.home, methods=["GET"]),
             Route("/agents/{name}", pages.agent, methods=["GET"]),
             Route("/events", self.events, methods=["GET"]),
+            WebSocketRoute("/ws/terminal/{name}", self.terminal),
+            Mount("/static/vendor/xterm", StaticFiles(directory=XTERM, check_dir=False)),
             Mount("/static", StaticFiles(directory=STATIC)),
             Mount("/api", app=api_app),
         ]

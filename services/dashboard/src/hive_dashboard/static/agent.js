@@ -80,6 +80,26 @@
     catch (err) { document.getElementById("config").textContent = `${err.code}: ${err.message}`; }
   });
 
+  // The terminal: a shell in the agent's container, opened when its section is, closed when it is.
+  let shell = null;
+  document.getElementById("terminal-section").addEventListener("toggle", (e) => {
+    if (!e.target.open) { if (shell) shell.close(); return; }
+    const term = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 13 });
+    const box = document.getElementById("terminal");
+    box.replaceChildren();
+    term.open(box);
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = (shell = new WebSocket(`${scheme}//${location.host}/ws/terminal/${path}?cols=${term.cols}&rows=${term.rows}`));
+    ws.binaryType = "arraybuffer";
+    box.dataset.state = "opening";
+    ws.onopen = () => { box.dataset.state = "open"; term.focus(); };
+    ws.onmessage = (m) => term.write(new Uint8Array(m.data));
+    ws.onclose = (c) => { box.dataset.state = "closed"; term.write(`\r\n[closed${c.reason ? ": " + c.reason : ""}]\r\n`); };
+    const encoder = new TextEncoder();
+    term.onData((d) => { if (ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(d)); });
+    term.onResize(({ cols, rows }) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ cols, rows })); });
+  });
+
   home.start({
     agent: name,
     queued: (q) => { if (q.owner === name) inbox(); },

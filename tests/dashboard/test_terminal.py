@@ -1,0 +1,90 @@
+"""The agent's terminal through the dashboard: the harness's real PTY relay (`hive_harness.terminal`) bridged to a
+WebSocket and shown by xterm.js; refused without a session and from another site."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import websockets
+from playwright.async_api import Browser, expect
+from websockets.asyncio.client import connect
+
+from hive_harness.terminal import Terminals
+from hivetest.hive import TestHive
+from hyperhive.wire import subjects
+from hyperhive.wire.models import Event, PtySession
+
+from .conftest import Running, log_in
+
+
+@pytest.fixture
+async def alice_terminals(hive: TestHive, tmp_path: Path) -> AsyncIterator[Terminals]:
+    """alice's harness's terminals, as her harness serves them (its login shell, in a folder of hers)."""
+    hive.add_agent("alice")
+    home = tmp_path / "alice"
+    home.mkdir()
+    async with AsyncExitStack() as stack:
+        terminals = Terminals(await hive.connect("alice"), "alice", cwd=home)
+        await terminals.serve(stack)
+        yield terminals
+
+
+def ws_url(dashboard: Running, name: str = "alice") -> str:
+    return dashboard.url.replace("http://", "ws://") + f"/ws/terminal/{name}"
+
+
+async def test_a_shell_in_the_agents_container_runs_in_the_browser_and_closes_with_its_section(
+    browser: Browser, dashboard: Running, alice_terminals: Terminals, hive: TestHive
+) -> None:
+    watcher = await hive.connect(subjects.DASHBOARD)
+    opened = await watcher.subscribe(subjects.agent_event("alice", "pty_opened"))
+    closed = await watcher.subscribe(subjects.agent_event("alice", "pty_closed"))
+    page = await log_in(browser, dashboard)
+    await page.goto(dashboard.url + "/agents/alice")
+    await page.click("#terminal-section summary")
+    await expect(page.locator("#terminal")).to_have_attribute("data-state", "open")
+    session = PtySession.model_validate(Event.model_validate_json((await opened.next_msg(timeout=10)).data).data)
+    assert session.opened_by == "operator"  # the operator account, in the harness's own audit record
+    await page.locator("#terminal .xterm-helper-textarea").focus()
+    await page.keyboard.type("echo hi-$((6*7))")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#terminal .xterm-rows")).to_contain_text("hi-42")
+    await page.click("#terminal-section summary")  # closing the section closes the shell
+    ended = PtySession.model_validate(Event.model_validate_json((await closed.next_msg(timeout=10)).data).data)
+    assert ended.session == session.session
+    client = await dashboard.logged_in()
+    audit = [(e["action"], e["target"], e["outcome"]) for e in (await client.get("/api/audit")).json()]
+    await client.aclose()
+    assert ("terminal", "alice", "ok") in audit
+
+
+async def test_a_terminal_is_refused_without_a_session_from_another_site_or_for_a_bad_name(
+    dashboard: Running, alice_terminals: Terminals, hive: TestHive
+) -> None:
+    closed = await (await hive.connect(subjects.DASHBOARD)).subscribe(subjects.agent_event("alice", "pty_closed"))
+    with pytest.raises(websockets.exceptions.InvalidStatus) as anonymous:
+        async with connect(ws_url(dashboard)):
+            pass
+    assert anonymous.value.response.status_code == 403
+    client = await dashboard.logged_in()
+    cookie = {"Cookie": f"hive_session={client.cookies['hive_session']}"}
+    await client.aclose()
+    with pytest.raises(websockets.exceptions.InvalidStatus) as foreign:
+        async with connect(ws_url(dashboard), additional_headers=cookie, origin="http://evil.example"):  # type: ignore[arg-type]
+            pass
+    assert foreign.value.response.status_code == 403
+    with pytest.raises(websockets.exceptions.InvalidStatus) as bad_name:
+        async with connect(ws_url(dashboard, "Alice"), additional_headers=cookie):
+            pass
+    assert bad_name.value.response.status_code == 403
+    own = dashboard.url
+    async with connect(ws_url(dashboard), additional_headers=cookie, origin=own) as ws:  # type: ignore[arg-type]
+        await ws.send(b"echo from-a-script\n")
+        seen = b""
+        while seen.count(b"from-a-script") < 2:  # the line as typed, then what it printed
+            seen += await ws.recv()  # type: ignore[operator]
+    await closed.next_msg(timeout=10)  # the socket closed, and so did the shell
+    assert alice_terminals.sessions == {}
