@@ -10,7 +10,7 @@ from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse, serve_messages_api
 from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
-from hyperhive.wire.models import AgentPolicy, TurnStats
+from hyperhive.wire.models import AgentPolicy, Event, TurnStats
 
 
 async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: TestHive, tmp_path: Path) -> None:
@@ -18,6 +18,7 @@ async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: Test
         policy = AgentPolicy(agent="alice", model="scripted-model-a", allowedRecipients=["bob"])  # type: ignore[call-arg]
         seed, state, bob = await alice_and_bob(stack, hive, tmp_path, policy)
         stats_sub = await (await hive.connect("dashboard")).subscribe(subjects.agent("alice", subjects.STATS))
+        turn_sub = await (await hive.connect("dashboard")).subscribe(subjects.agent_event("alice", "turn"))
         with serve_messages_api() as api:
             harness = await harness_for(stack, hive, "alice", seed, state, api)
 
@@ -25,6 +26,10 @@ async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: Test
             api.script([ToolUse("mcp__hyperhive__send", {"to": "bob", "body": "here, and on it"})], [Text("Done.")])
             first = await harness.run_once(wait=10)
             assert first is not None
+            # The live view gets the prompt right after the CLI's init (which starts a turn's view afresh).
+            kinds = [Event.model_validate_json((await turn_sub.next_msg(timeout=5)).data).data for _ in range(2)]
+            assert (kinds[0]["type"], kinds[0]["subtype"]) == ("system", "init")
+            assert "please confirm you are there" in kinds[1]["message"]["content"]
             sent = json.dumps(api.requests[0]["messages"])
             assert "From bob:\\nplease confirm you are there" in sent  # the wake prompt, as JSON text
             assert api.requests[0]["model"] == "scripted-model-a"

@@ -366,6 +366,8 @@ class Harness:
                 await self.inbox.ack(tokens)
                 tokens.clear()  # a retry of this turn (a CLI that failed, a compaction) acks nothing again
             await self._publish_event("turn", event)
+            if event.get("type") == "system" and event.get("subtype") == "init":  # a live view starts at init
+                await self._publish_event("turn", {"type": "user", "message": {"role": "user", "content": prompt}})
 
         self.gate.denied = 0
         result = await self._cli(prompt, on_event, messages=messages, cancel=self._cancel)
