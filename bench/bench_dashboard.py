@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 import httpx2 as httpx
 from benchhive import BenchFailed, BenchHive, arguments, bench_hive, run, summary
 from nats.js import JetStreamContext
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from hivectl.postgres import Postgres
 from hivectl.up import prepare_database
+from hivetest.browser import chromium
 from hyperhive import bus, events, streams
 from hyperhive.process import free_port
 from hyperhive.settings import HiveSettings
@@ -36,17 +37,6 @@ from hyperhive.wire.models import (
     Empty,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STATES = ("stopped", "running")
 AGENTS = 100
 APPROVALS = 50
@@ -241,8 +231,7 @@ async def in_the_browser(
         seen[int(seq)] = time.perf_counter()
         changed.set()
 
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    async with chromium() as browser:
         page = await browser.new_page()
         await page.goto(url + "/login")
         await page.fill("#password", password)
@@ -260,7 +249,6 @@ async def in_the_browser(
                 changed.clear()
                 await asyncio.wait_for(changed.wait(), 10)
             lat.append(seen[seq] - t)
-        await browser.close()
     return lat
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from hive_approver.__main__ import start as start_approver
 from hive_approver.service import Approver
@@ -22,6 +22,7 @@ from hive_dashboard.service import Dashboard
 from hive_dashboard.settings import DashboardSettings
 from hive_spawner.__main__ import start as start_spawner
 from hive_spawner.service import Spawner
+from hivetest.browser import chromium
 from hivetest.hive import TestHive
 from hivetest.services import approver_settings, spawner_settings
 from hyperhive.wire import subjects
@@ -80,26 +81,11 @@ async def operator(dashboard: Running) -> AsyncIterator[httpx.AsyncClient]:
     await client.aclose()
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """Debian's chromium, headless, driven by Playwright (never a downloaded browser)."""
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
 async def log_in(browser: Browser, dashboard: Running, **context: Any) -> Page:
