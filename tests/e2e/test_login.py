@@ -21,6 +21,8 @@ from hyperhive.inbox import Inbox
 from hyperhive.process import free_port
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
+from hyperhive.wire.errors import ErrorCode, HiveError
+from hyperhive.wire.models import Empty, HarnessState
 from hyperhive.wire.names import OPERATOR
 
 
@@ -69,9 +71,18 @@ async def test_a_login_reaches_the_running_manager_and_nothing_else(tmp_path: Pa
                 states = States(await watch.subscribe(subjects.agent_event("manager", "turn_state")))
                 inbox = Inbox(op, OPERATOR)
                 await inbox.open()
-                # Without a credential the CLI is not logged in: the manager waits, and says what to do.
-                waiting = await states.until("needs-login", "hivectl login", timeout=60)
-                assert "claude setup-token" in waiting.note
+                # Without a credential the CLI is not logged in: the manager waits, and says what to do. Its state
+                # now, then its changes from here on (it may have got there before we listened).
+                await watch.flush()
+                now: HarnessState | None = None
+                try:
+                    now = await bus.call(watch, subjects.harness("manager", "state"), Empty(), HarnessState, 30)
+                except HiveError as exc:  # its harness not up yet: whatever it becomes, we hear
+                    assert exc.code == ErrorCode.UNAVAILABLE, exc
+                if now is None or now.state != "needs-login":
+                    now = await states.until("needs-login", "hivectl login", timeout=60)
+                assert "hivectl login" in now.note
+                assert "claude setup-token" in now.note
 
                 done = hivectl(state, "login", stdin=f"{key}\n")
                 assert done.returncode == 0, done.stderr
