@@ -41,6 +41,7 @@ from hyperhive.wire.models import (
     Question,
     QuestionsReply,
     SendReply,
+    WireRequest,
 )
 from hyperhive.wire.names import OPERATOR, check_agent_ref
 
@@ -50,16 +51,16 @@ QuestionStatus = Literal["pending", "answered", "expired", "cancelled"]
 RowId = Annotated[int, Path(ge=0, le=MAX_ROW_ID, description="An approval's or question's id.")]
 
 
-class Note(BaseModel):
+class Note(WireRequest):  # a NUL anywhere is refused, as at the wire
     note: str | None = Field(None, max_length=4000, description="Why, for the agent and the audit log.")
 
 
-class Answer(BaseModel):
+class Answer(WireRequest):  # a NUL anywhere is refused, as at the wire
     choices: list[str] = Field(default_factory=list, description="Options picked (several only when `multi`).")
     text: str | None = Field(None, max_length=20000, description="A free-text answer instead of options.")
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(WireRequest):  # a NUL anywhere is refused, as at the wire
     current: str = Field(max_length=1024)
     new: str = Field(max_length=1024)
 
