@@ -111,10 +111,8 @@ class Lifecycle:
     async def _admit(self, agent: str) -> None:
         """Mint the agent's NATS credential into its state dir (0600, its own uid; one minted before is kept) and
         reload the server."""
-        auth = self.settings.nats_auth_dir
-        if auth is None:
-            return  # an open server (tests against $NATS_URL): agents connect without credentials
-        assert self._reloads is not None
+        if self._reloads is None:
+            return  # an open server (no HIVE_NATS_AUTH_DIR): agents connect without credentials
         async with self._auth:
             await asyncio.to_thread(self._mint, agent, self._reloads.identities)
         await self._reloads.after_change()
