@@ -22,10 +22,13 @@ async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: Test
         with serve_messages_api() as api:
             harness = await harness_for(stack, hive, "alice", seed, state, api)
 
+            (state / "notes.md").write_text("twelve bytes")
             await bob.send("alice", "please confirm you are there")
+            await bob.send("alice", "and a second one")
             api.script([ToolUse("mcp__hyperhive__send", {"to": "bob", "body": "here, and on it"})], [Text("Done.")])
             first = await harness.run_once(wait=10)
             assert first is not None
+            assert first.stats.received == {"peer": 2}
             # The live view gets the prompt right after the CLI's init (which starts a turn's view afresh).
             kinds = [Event.model_validate_json((await turn_sub.next_msg(timeout=5)).data).data for _ in range(2)]
             assert (kinds[0]["type"], kinds[0]["subtype"]) == ("system", "init")
@@ -46,7 +49,9 @@ async def test_a_message_wakes_a_turn_whose_answer_reaches_the_sender(hive: Test
         [m] = (await bob.recv(wait=10)).messages
         assert (m.sender, m.body) == ("alice", "here, and on it")
         stats = TurnStats.model_validate_json((await stats_sub.next_msg(timeout=5)).data)
-        assert (stats.exit_class, stats.tool_calls, stats.messages) == ("ok", {"mcp__hyperhive__send": 1}, 1)
+        assert (stats.exit_class, stats.tool_calls, stats.messages) == ("ok", {"mcp__hyperhive__send": 1}, 2)
+        # What only the harness knows: the inbox when the turn began, what it read and sent per party, the notes.
+        assert (stats.inbox_depth, stats.received, stats.sent, stats.notes_bytes) == (2, {"peer": 2}, {"peer": 1}, 12)
         # Both messages were acknowledged when their turns started: a new harness finds nothing waiting.
         fresh = Inbox(await hive.connect("alice"), "alice", held_file=state / "harness-held.json")
         await fresh.open()

@@ -36,6 +36,7 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
     )
     # Only now: the spawner answers a command with an outcome, which needs the endpoints above.
     await approver.resume_commands()
+    await approver.sample_queue()  # the stats' approval queue starts from what is waiting now
     return approver
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -26,6 +27,7 @@ from hyperhive.wire.models import (
     AnswerRequest,
     Approval,
     ApprovalKind,
+    ApprovalQueue,
     ApprovalRequest,
     ApprovalResolved,
     ApprovalsReply,
@@ -115,6 +117,19 @@ class Approver:
         if (waiters := self._decided.pop(approval_id, None)) is not None:
             waiters.decided.set()
 
+    async def _queue_changed(self) -> None:
+        """Publish what the change called for, then how many approvals wait now (the stats' approval queue)."""
+        await self.outbox.flush()
+        await self.sample_queue()
+
+    async def sample_queue(self) -> None:
+        """`hive.stats.approvals`: a sample lost to an outage is only a missing point; the next change sends one."""
+        try:
+            pending = await self.store.pending_approvals()
+            await self._nc.publish(subjects.APPROVAL_QUEUE, bus.encode(ApprovalQueue(pending=pending)))
+        except (HiveError, nats.errors.Error) as exc:
+            log.warning("outcome=queue_sample_unsent error=%r", exc)
+
     # ── agent plane ──
 
     async def request(self, subject: str, req: ApprovalRequest) -> Approval:
@@ -148,7 +163,7 @@ class Approver:
         if kind in NEEDS_COMMIT:
             approval = await self._freeze(approval)
         await self.store.audit(caller, f"request.{kind}", agent, "pending", approval=approval.id)
-        await self.outbox.flush()
+        await self._queue_changed()
         return approval
 
     async def _freeze(self, approval: Approval) -> Approval:
@@ -187,7 +202,7 @@ class Approver:
             caller, "request.tool_permission", caller, "pending", approval=approval.id, tool=req.tool
         )
         self._deadline_changed.set()
-        await self.outbox.flush()
+        await self._queue_changed()
         return approval
 
     async def decision(self, subject: str, req: WaitRequest) -> Approval:
@@ -235,7 +250,7 @@ class Approver:
         )
         await self.store.audit(caller, "ask", caller, "pending", question=q.id)
         self._deadline_changed.set()
-        await self.outbox.flush()
+        await self._queue_changed()
         return AskReply(id=q.id, deadline=q.deadline)
 
     # ── operator plane ──
@@ -260,7 +275,7 @@ class Approver:
             raise
         await self.store.audit(OPERATOR, verb, a.agent, a.status, approval=a.id, note=req.note)
         log.info("approval=%d agent=%s outcome=%s", a.id, a.agent, a.status)
-        await self.outbox.flush()
+        await self._queue_changed()
         self._wake(a.id)
         return a
 
@@ -339,7 +354,7 @@ class Approver:
         """One pass: settle what is due, then wait for the next deadline (or a nearer one being added)."""
         self._deadline_changed.clear()
         approvals, questions = await self.store.expire_due(self._resolved(), self._answered)
-        await self.outbox.flush()
+        await (self._queue_changed() if approvals else self.outbox.flush())
         for a in approvals:
             await self.store.audit("deadline", "expire", a.agent, a.status, approval=a.id)
             self._wake(a.id)

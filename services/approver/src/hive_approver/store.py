@@ -188,6 +188,9 @@ class Store:
             raise HiveError(ErrorCode.NOT_FOUND, f"There is no approval #{id}.")
         return _approval(row)
 
+    async def pending_approvals(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM approvals WHERE status = 'pending'"))
+
     async def approvals(self, status: str | None, limit: int) -> list[Approval]:
         rows = await self.pool.fetch(
             "SELECT * FROM approvals WHERE $1::text IS NULL OR status = $1 ORDER BY id DESC LIMIT $2", status, limit

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from hive_dashboard import __version__
 from hive_dashboard.hive import Hive
 from hive_dashboard.password import Passwords, ensure_password, initial_password_file
+from hive_dashboard.recorder import Recorder
 from hive_dashboard.service import Dashboard, serve_http, url_file
 from hive_dashboard.settings import DashboardSettings
 from hive_dashboard.store import Store, connect
@@ -29,6 +30,9 @@ async def start(stack: AsyncExitStack, settings: DashboardSettings, stop: asynci
         log.info("event=initial_password file=%s", initial_password_file(settings.state_dir))
     nc, js = await bus.join(stack, settings, name=subjects.DASHBOARD)
     dashboard = Dashboard(settings, Hive(nc, js), Store(pool), Passwords(settings.state_dir))
+    recorder = Recorder(nc, js, pool, settings.dashboard_stats_days, dashboard.feeds.recorded)
+    runtime.background(stack, recorder.run(), "recorder", stop)
+    runtime.background(stack, recorder.retention(), "retention", stop)
     dashboard.url = await stack.enter_async_context(serve_http(dashboard))
     write_atomic(url_file(settings.state_dir), dashboard.url + "\n")
     log.info("service=dashboard url=%s", dashboard.url)

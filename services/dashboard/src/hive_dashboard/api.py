@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from hive_dashboard import errors
+from hive_dashboard import errors, stats
 from hive_dashboard.auth import COOKIE, client_of, session_of
 from hive_dashboard.hive import Hive, Snapshot
 from hive_dashboard.password import ACCOUNT, PasswordError, Passwords, check_password, set_password
@@ -49,6 +49,10 @@ R = TypeVar("R")
 MAX_JOURNAL_LINES = 2000
 QuestionStatus = Literal["pending", "answered", "expired", "cancelled"]
 RowId = Annotated[int, Path(ge=0, le=MAX_ROW_ID, description="An approval's or question's id.")]
+
+StatsAgent = Annotated[str | None, Query(max_length=20, description="An agent; none for the hive-wide series.")]
+Since = Annotated[datetime | None, Query(description="From (ISO 8601); by default a day before `until`.")]
+Until = Annotated[datetime | None, Query(description="Until (ISO 8601, excluded); by default now.")]
 
 
 class Note(WireRequest):  # a NUL anywhere is refused, as at the wire
@@ -207,6 +211,8 @@ def build(hive: Hive, store: Store, passwords: Passwords, state_dir: pathlib.Pat
         reply = await hive.agent_config(agent(name))
         return PlainTextResponse(reply.agent_nix, headers={"X-Hive-Applied": reply.sha})
 
+    _stats(app, store)
+
     @app.get("/audit", response_model=list[AuditEntry])
     async def audit(limit: int = Query(100, ge=1, le=1000)) -> list[AuditEntry]:
         return [AuditEntry(**row) for row in await store.audit_log(limit)]
@@ -255,3 +261,43 @@ def _decisions(app: FastAPI, hive: Hive, act: Audited) -> None:
     @app.post("/questions/{id}/cancel", response_model=Question)
     async def cancel(request: Request, id: RowId) -> Question:
         return await act(request, "cancel", f"question:{id}", hive.cancel_question(id))
+
+
+def _stats(app: FastAPI, store: Store) -> None:
+    """The stats the recorder wrote (`stats.py`): a series bucketed on the server, a family's totals, the top agents.
+    Without `agent`, the hive-wide ones; without a window, the last day."""
+
+    @app.get("/stats", response_model=stats.StatsSeries)
+    async def series(
+        key: Annotated[str, Query(max_length=200, description="The series: `turns`, `turn.duration_ms`, …")],
+        agent: StatsAgent = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> stats.StatsSeries:
+        who = stats.agent_of(agent)
+        key, window = stats.check_key(key, who == stats.HIVE), stats.window(since, until)
+        async with store.reading() as conn:
+            return await stats.series(conn, who, key, window)
+
+    @app.get("/stats/totals", response_model=stats.StatsTotals)
+    async def totals(
+        family: Annotated[str, Query(max_length=40, description="`tool`, `turn.exit`, `turn.sent`, `turn.received`")],
+        agent: StatsAgent = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> stats.StatsTotals:
+        who = stats.agent_of(agent)
+        family, window = stats.check_family(family, who == stats.HIVE), stats.window(since, until)
+        async with store.reading() as conn:
+            return await stats.totals(conn, who, family, window)
+
+    @app.get("/stats/top", response_model=stats.TopAgents)
+    async def top(
+        key: Annotated[str, Query(max_length=40, description=f"One of {', '.join(stats.TOP_KEYS)}.")] = "turn.cost_usd",
+        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        since: Since = None,
+        until: Until = None,
+    ) -> stats.TopAgents:
+        window = stats.window(since, until)
+        async with store.reading() as conn:
+            return await stats.top(conn, key, window, limit)

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
@@ -58,19 +59,35 @@ def wanted(event: dict[str, Any], agent: str | None) -> bool:
     return agent is not None and event.get("agent") == agent
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """The recorder committed new stats rows of these agents (`*`: the hive's): the pages showing them read again."""
+
+    agents: frozenset[str]
+
+
+Item = Msg | Recorded | None
+
+
 class Feeds:
     """The feeds being served, so that a stopping dashboard ends them at once (uvicorn waits for every open
-    response before it stops; an endless stream would hold it up until its grace period runs out)."""
+    response before it stops; an endless stream would hold it up until its grace period runs out), and so that the
+    recorder can tell them of new stats."""
 
     def __init__(self) -> None:
-        self.queues: set[asyncio.Queue[Msg | None]] = set()
+        self.queues: set[asyncio.Queue[Item]] = set()
 
     def end_all(self) -> None:
         for queue in self.queues:
             _end(queue)
 
+    def recorded(self, agents: set[str]) -> None:
+        for queue in self.queues:
+            if not queue.full():  # a feed that full is about to end and resume anyway
+                queue.put_nowait(Recorded(frozenset(agents)))
 
-def _end(queue: asyncio.Queue[Msg | None]) -> None:
+
+def _end(queue: asyncio.Queue[Item]) -> None:
     """Tell a feed to end: `None` in its queue, making room for it if the queue is full."""
     if queue.full():
         queue.get_nowait()
@@ -89,7 +106,7 @@ async def feed(
         # The stream was made anew, or what came after `after` has aged out: the page's snapshot is too old.
         yield ServerSentEvent(event="resync", data=json.dumps({"as_of": int(state.last_seq)}))
         return
-    queue: asyncio.Queue[Msg | None] = asyncio.Queue(MAX_QUEUED)
+    queue: asyncio.Queue[Item] = asyncio.Queue(MAX_QUEUED)
 
     async def take(msg: Msg) -> None:
         if queue.full():  # the client reads slower than the hive writes: it ends, and resumes by Last-Event-ID
@@ -111,6 +128,10 @@ async def feed(
     try:
         yield ServerSentEvent(event="hello", retry=RETRY_MS, data=json.dumps({"after": after}))
         while (msg := await queue.get()) is not None:
+            if isinstance(msg, Recorded):
+                if agent is None or agent in msg.agents:  # no id: stats are read again, not replayed
+                    yield ServerSentEvent(event="stats", data=json.dumps({"agents": sorted(msg.agents)}))
+                continue
             if msg.subject == operator:
                 yield ServerSentEvent(event="message", data=msg.data.decode(errors="replace"))
                 continue

@@ -30,3 +30,9 @@ class DashboardSettings(HiveSettings):
         description="How often the event stream says it is alive; a page that hears nothing "
         "for three of these reconnects.",
     )
+    dashboard_stats_days: float = Field(
+        30.0,
+        gt=0,
+        le=3660,
+        description="How long stats samples are kept in PostgreSQL; older ones are deleted every hour.",
+    )

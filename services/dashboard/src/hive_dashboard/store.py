@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,6 +74,13 @@ class Session:
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy[asyncpg.Record]]:
+        """A connection for the stats' reads (`stats.py`); PostgreSQL away is `unavailable`."""
+        with _outage():
+            async with self._pool.acquire() as conn:
+                yield conn
 
     async def open_session(self, account: str, password_id: str, lifetime: timedelta, client: str) -> str:
         """A new session; its cookie token (returned) exists nowhere else."""

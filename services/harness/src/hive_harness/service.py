@@ -50,6 +50,7 @@ from hyperhive.wire.models import (
     TurnState,
     WaitingNotice,
 )
+from hyperhive.wire.names import party
 
 log = logging.getLogger("hive_harness")
 
@@ -303,18 +304,18 @@ class Harness:
         # Recorded before they are acknowledged: a harness killed in this turn offers them again (`recover`).
         self.files.keep_messages("turn.json", everything)
         try:
-            return await self._attempts(prompt, tokens, messages, everything)
+            return await self._attempts(prompt, tokens, messages, everything, len(messages) + unread)
         finally:
             self.files.remove("turn.json")
 
     async def _attempts(
-        self, prompt: str, tokens: list[str], messages: list[Message], everything: list[Message]
+        self, prompt: str, tokens: list[str], messages: list[Message], everything: list[Message], depth: int
     ) -> TurnResult:
         """Run the turn until it ends one way or another: retried after a too-long prompt or an API refusal."""
         backoff, compacted, fresh = self._backoff(), False, False
         while True:
             await self._set("thinking")
-            result = await self._run(prompt, tokens, len(messages))  # empties `tokens` once it has acked them
+            result = await self._run(prompt, tokens, messages, depth)  # empties `tokens` once it has acked them
             exit_class = result.stats.exit_class
             if exit_class == "ok":
                 self._carry([])
@@ -355,8 +356,10 @@ class Harness:
         await self._set("idle", "The operator cancelled the last turn; its messages go with the next one.")
         return result
 
-    async def _run(self, prompt: str, tokens: list[str], messages: int) -> TurnResult:
-        """One CLI run of a turn: events out as they come, the messages acked at the first one, stats at the end."""
+    async def _run(self, prompt: str, tokens: list[str], messages: list[Message], depth: int) -> TurnResult:
+        """One CLI run of a turn: events out as they come, the messages acked at the first one, stats at the end
+        (with what only the harness knows: the inbox's depth, the messages read and sent per party, the notes'
+        size)."""
         started = False
 
         async def on_event(event: dict[str, Any]) -> None:
@@ -370,8 +373,12 @@ class Harness:
                 await self._publish_event("turn", {"type": "user", "message": {"role": "user", "content": prompt}})
 
         self.gate.denied = 0
-        result = await self._cli(prompt, on_event, messages=messages, cancel=self._cancel)
-        result.stats = result.stats.model_copy(update={"bash_denied": self.gate.denied})
+        self.tools.traffic()  # what came before this turn is not its own
+        result = await self._cli(prompt, on_event, messages=len(messages), cancel=self._cancel)
+        sent, received = self.tools.traffic()
+        received.update(party(m.sender) for m in messages)
+        figures = {"inbox_depth": depth, "sent": dict(sent), "received": dict(received), "notes_bytes": self._notes()}
+        result.stats = result.stats.model_copy(update={"bash_denied": self.gate.denied, **figures})
         await self.tools.turn_ended()
         if result.session_id:
             self.files.write("session-id", result.session_id)
@@ -441,6 +448,12 @@ class Harness:
         if result.stats.exit_class != "ok":
             return f"Compacting failed ({result.result_text[:200]})."
         return "The session was compacted."
+
+    def _notes(self) -> int:
+        try:
+            return (self.settings.state_dir / "notes.md").stat().st_size
+        except OSError:
+            return 0
 
     async def _compact_notes(self) -> None:
         policy = self.policy()

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hmac
 import secrets
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,7 +42,7 @@ from hyperhive.wire.models import (
     SendReply,
     SendRequest,
 )
-from hyperhive.wire.names import MANAGER
+from hyperhive.wire.names import MANAGER, Party, party
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -55,6 +56,8 @@ class ToolContext:
     nc: Client
     inbox: Inbox
     handed: list[str]  # tokens of messages handed to the model, acked at the next recv or at the end
+    sent: Counter[Party] = field(default_factory=Counter)  # this turn's messages, per party (the turn's stats)
+    received: Counter[Party] = field(default_factory=Counter)
 
 
 def made(model: type[M], **fields: Any) -> M:
@@ -93,6 +96,7 @@ def build(hive: ToolContext) -> McpServer:
     async def send(to: str, body: str) -> str:
         """Send a message to another agent, to "manager", to "operator", or to "*" (every other agent)."""
         sent = await call("send", made(SendRequest, to=to, body=body), SendReply)
+        hive.sent[party(to)] += 1
         return f"Sent (message {sent.id}) to {', '.join(sent.recipients)}."
 
     async def recv(wait_seconds: float = 0, max: int = 8) -> str:
@@ -102,6 +106,7 @@ def build(hive: ToolContext) -> McpServer:
             hive.handed = []
         messages, unread = await guarded(hive.inbox.take(max_messages=max, wait=wait_seconds))
         hive.handed = [m.token for m in messages]
+        hive.received.update(party(m.sender) for m in messages)
         return describe(messages, unread)
 
     async def ask(question: str, options: list[str] | None = None, multi: bool = False, ttl_seconds: int = 3600) -> str:
@@ -207,6 +212,12 @@ class ToolServer:
             "url": f"http://127.0.0.1:{self.port}/mcp",
             "headers": {"Authorization": f"Bearer {self.token}"},
         }
+
+    def traffic(self) -> tuple[Counter[Party], Counter[Party]]:
+        """What the tools sent and received since the last time this was asked (a turn's share), and start anew."""
+        taken = self.context.sent, self.context.received
+        self.context.sent, self.context.received = Counter(), Counter()
+        return taken
 
     async def turn_ended(self) -> None:
         """What `recv` handed to the model during the turn has reached it: acknowledge it."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hyperhive.wire.names import AgentRef, Recipient
+from hyperhive.wire.names import AgentRef, Party, Recipient
 
 MAX_BODY_BYTES = 64 * 1024
 """The largest message body `send` accepts, in UTF-8 bytes."""
@@ -593,6 +593,14 @@ class TurnStats(WireModel):
     input_tokens: int = 0
     output_tokens: int = 0
     messages: int = Field(0, description="Inbox messages that woke this turn.")
+    inbox_depth: int = Field(0, description="Messages in the inbox when the turn began: those it took, and the rest.")
+    received: dict[Party, int] = Field(
+        default_factory=dict, description="Messages the turn read (woken with, or by `recv`), per sender's party."
+    )
+    sent: dict[Party, int] = Field(
+        default_factory=dict, description="Messages the turn sent, per recipient's party (a broadcast is `peer`)."
+    )
+    notes_bytes: int = Field(0, description="The size of /state/notes.md when the turn ended.")
 
 
 class NotesCompacted(WireModel):
@@ -606,6 +614,13 @@ class NotesCompacted(WireModel):
     duration_ms: int
     ok: bool
     reason: str = Field("", description="Why a compaction failed.")
+
+
+class ApprovalQueue(WireModel):
+    """`hive.stats.approvals`: how many approvals wait for the operator, published by the approver at each change."""
+
+    kind: Literal["hive.approvals.queue.v1"] = "hive.approvals.queue.v1"
+    pending: int
 
 
 # ── harness plane (`hive.harness.<name>.<verb>`, served by that agent's harness) ───────────

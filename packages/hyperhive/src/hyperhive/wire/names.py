@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator
 
@@ -20,6 +20,11 @@ OPERATOR = "operator"
 SYSTEM = "system"
 BROADCAST = "*"
 RESERVED = frozenset({OPERATOR, SYSTEM, MANAGER, "all"})
+TOOL_SENDER = "tool:"
+
+Party = Literal["peer", "operator", "manager", "system", "tool"]
+"""Who is on the other end of a message, for the stats: another agent (or everyone), the operator, the manager,
+the hive itself, or a tool."""
 
 
 def check_agent_ref(name: str) -> str:
@@ -48,6 +53,12 @@ def check_recipient(to: str) -> str:
     if to in (OPERATOR, BROADCAST):
         return to
     return check_agent_ref(to)
+
+
+def party(name: str) -> Party:
+    """The party of a message's sender or recipient (`*`, a broadcast, goes to peers)."""
+    parties: dict[str, Party] = {OPERATOR: "operator", MANAGER: "manager", SYSTEM: "system"}
+    return parties.get(name) or ("tool" if name.startswith(TOOL_SENDER) else "peer")
 
 
 def _field(check: Callable[[str], str]) -> AfterValidator:

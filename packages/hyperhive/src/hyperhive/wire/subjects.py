@@ -6,6 +6,7 @@ an agent can only publish under its own name. Services read the caller with `cal
 
 from __future__ import annotations
 
+from hyperhive.wire import names
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import check_agent_ref
 
@@ -27,7 +28,7 @@ HARNESS_PREFIX = f"{ROOT}.harness"
 
 # Tool plane: hive.tool.<name>.<verb>, published only by that tool (a script or service the operator admitted).
 TOOL_PREFIX = f"{ROOT}.tool"
-TOOL_SENDER = "tool:"  # what a tool's messages say they are from: `tool:<name>`
+TOOL_SENDER = names.TOOL_SENDER  # what a tool's messages say they are from: `tool:<name>`
 
 # Operator plane: NATS micro services, discoverable with $SRV.PING/INFO/STATS.
 BROKER = "broker"
@@ -43,6 +44,7 @@ INBOX_STREAM = "HIVE_INBOX"
 INBOX_PREFIX = f"{ROOT}.inbox"
 STATS_STREAM = "HIVE_STATS"
 STATS_PREFIX = f"{ROOT}.stats"
+APPROVAL_QUEUE = f"{STATS_PREFIX}.approvals"  # the approver's `ApprovalQueue` samples
 SPAWNER_CMD_STREAM = "HIVE_SPAWNER_CMD"
 SPAWNER_CMD_PREFIX = f"{ROOT}.spawner.cmd"
 POLICY_BUCKET = "hive-policy"

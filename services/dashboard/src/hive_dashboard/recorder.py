@@ -1,0 +1,148 @@
+"""The recorder: HIVE_STATS into PostgreSQL's `stats`, a batch at a time, through the dashboard's durable pull
+consumer; and the retention that deletes what is older than `HIVE_DASHBOARD_STATS_DAYS`.
+
+A batch is acknowledged only after its commit, so a recorder killed anywhere loses nothing: what it had not
+acknowledged comes again. What comes again and was committed already is written once: a row's key holds the
+message's stream sequence (`ON CONFLICT DO NOTHING`). A message that is not a sample is logged and acknowledged with
+its batch, so nothing an agent publishes can stop the recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import asyncpg
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+
+from hive_dashboard.stats import BadSample, Row, rows_of
+from hyperhive.backoff import Backoff
+from hyperhive.wire import subjects
+
+log = logging.getLogger("hive_dashboard.recorder")
+
+CONSUMER = "dashboard-stats"
+BATCH = 1000
+ACK_WAIT_SECONDS = 10.0
+"""How soon what a killed recorder had not acknowledged comes again (a batch is written in milliseconds)."""
+FETCH_SECONDS = 5.0
+RETENTION_EVERY_SECONDS = 3600.0
+INSERT = """
+INSERT INTO stats (agent, key, ts, seq, value)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int8[], $5::float8[])
+ON CONFLICT DO NOTHING
+"""
+
+
+async def insert(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy[asyncpg.Record], rows: list[Row]) -> int:
+    """Write rows in one statement (arrays unnested: one round trip, one plan, whatever the batch's size); those
+    already there are skipped. Returns how many were new."""
+    columns: list[list[object]] = [[row[i] for row in rows] for i in range(5)]
+    status = await conn.execute(INSERT, *columns)
+    return int(status.rsplit(" ", 1)[1])
+
+
+class Recorder:
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        keep_days: float,
+        recorded: Callable[[set[str]], None] = lambda agents: None,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.pool = pool
+        self.keep_days = keep_days
+        self.recorded = recorded  # told which agents have new rows, once they are committed (the live pages)
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        """The dashboard's durable consumer of the whole stream, made at its first start and kept."""
+        config = js_api.ConsumerConfig(
+            durable_name=CONSUMER,
+            # Each message is acked by itself: "all" would let a batch's last ack also acknowledge an earlier batch
+            # delivered again after a crash and not written yet.
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT_SECONDS,
+            max_ack_pending=4 * BATCH,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+        )
+        with contextlib.suppress(nats.js.errors.BadRequestError):  # it exists already
+            await self.js.add_consumer(subjects.STATS_STREAM, config=config)
+        return await self.js.pull_subscribe_bind(durable=CONSUMER, stream=subjects.STATS_STREAM)
+
+    async def run(self) -> None:
+        """For the life of the dashboard: pull, write, acknowledge. NATS or PostgreSQL away is waited out (a batch
+        not written is not acknowledged, and is written when they are back)."""
+        sub = await self.subscribe()
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            try:
+                msgs = await sub.fetch(BATCH, timeout=FETCH_SECONDS)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                log.warning("outcome=fetch_failed error=%r; pulling again", exc)
+                await asyncio.sleep(backoff.failed())
+                continue
+            while True:
+                try:
+                    await self.write(msgs)
+                    backoff.succeeded()
+                    break
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, nats.errors.Error) as exc:
+                    delay = backoff.failed()
+                    log.warning("outcome=write_failed samples=%d retry_in=%.1fs error=%r", len(msgs), delay, exc)
+                    await asyncio.sleep(delay)
+
+    async def write(self, msgs: list[Msg]) -> None:
+        """One batch: its rows in one transaction, then each message's acknowledgement (confirmed by a flush)."""
+        rows: list[Row] = []
+        bad = 0
+        for msg in msgs:
+            meta = msg.metadata
+            try:
+                rows += rows_of(msg.subject, msg.data, meta.sequence.stream, meta.timestamp)
+            except BadSample as exc:
+                bad += 1
+                log.warning(
+                    "stream=%s seq=%d subject=%s outcome=bad_sample error=%s",
+                    meta.stream,
+                    meta.sequence.stream,
+                    msg.subject[:120],
+                    exc,
+                )
+        first, last = msgs[0].metadata.sequence.stream, msgs[-1].metadata.sequence.stream
+        log.info("event=writing samples=%d rows=%d seq=%d-%d", len(msgs), len(rows), first, last)
+        async with self.pool.acquire() as conn, conn.transaction():
+            new = await insert(conn, rows)
+        log.info("event=committed samples=%d new=%d seq=%d-%d", len(msgs), new, first, last)
+        for msg in msgs:
+            await msg.ack()
+        await self.nc.flush(timeout=5)
+        log.info(
+            "event=recorded samples=%d rows=%d new=%d bad=%d seq=%d-%d", len(msgs), len(rows), new, bad, first, last
+        )
+        if new:
+            self.recorded({row[0] for row in rows})
+
+    async def retention(self) -> None:
+        """Delete what is older than `keep_days`, at start and every hour."""
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    status = await conn.execute(
+                        "DELETE FROM stats WHERE ts < now() - make_interval(secs => $1)", self.keep_days * 86400
+                    )
+                log.info("event=retention deleted=%s keep_days=%g", status.rsplit(" ", 1)[1], self.keep_days)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("outcome=retention_failed error=%r", exc)
+            await asyncio.sleep(RETENTION_EVERY_SECONDS)
