@@ -3,6 +3,7 @@ the model chip, and a turn is shown live as it runs."""
 
 from __future__ import annotations
 
+import re
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -56,3 +57,33 @@ async def test_model_changes_the_chip_and_a_turn_is_shown_as_it_runs(
         await expect(turn.locator(".assistant").last).to_have_text("Hello from the scripted model.")
         await expect(turn.locator(".hint").last).to_contain_text(" ms")
         await expect(page.locator('#agent-row [data-agent="alice"] .turn')).to_contain_text("s ago")
+
+
+async def test_the_stats_charts_fill_in_live_as_turns_run(
+    browser: Browser, hive: TestHive, database_url: str, tmp_path: Path
+) -> None:
+    """The agent page is open before any turn: each turn's figures are recorded and the charts read them again at
+    the feed's `stats` event; the hive page charts the hive-wide series and ranks alice by cost."""
+    async with AsyncExitStack() as stack:
+        s = await scene(stack, hive, tmp_path, POLICY)
+        state = tmp_path / "hive-state"
+        dashboard = Running(await start(stack, dashboard_settings(hive, database_url, state)), state)
+        page = await log_in(browser, dashboard)
+        await page.goto(dashboard.url + "/agents/alice")
+        await expect(page.locator("#conn")).to_have_text("live")
+        turns = page.locator('[data-chart="turns"]')
+        await expect(turns).to_have_attribute("data-points", "0")
+        for text in ("one", "two"):
+            s.api.script([ToolUse("Bash", {"command": f"echo {text}"})], [Text(f"Said {text}.")])
+            await s.bob.send("alice", f"say {text}")
+            assert await s.harness.run_once(wait=30) is not None
+        await expect(turns).to_have_attribute("data-points", re.compile(r"^[1-9]"))
+        await expect(turns.locator("canvas")).to_have_count(1)
+        await expect(page.locator('[data-chart="duration"]')).to_have_attribute("data-points", re.compile(r"^[1-9]"))
+        await expect(page.locator('[data-totals="tool"]')).to_contain_text("Bash")
+        await expect(page.locator('[data-totals="turn.exit"]')).to_contain_text("ok")
+        await expect(page.locator('[data-totals="turn.received"]')).to_contain_text("peer")
+
+        await page.click("#hive-link")
+        await expect(page.locator('[data-chart="turns"]')).to_have_attribute("data-points", re.compile(r"^[1-9]"))
+        await expect(page.locator('[data-top="cost"] td').first).to_have_text("alice")

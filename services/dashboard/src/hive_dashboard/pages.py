@@ -126,12 +126,18 @@ class Pages:
 
     # ── pages ──
 
-    async def home(self, request: Request) -> Response:
+    async def _live_page(self, request: Request, template: str, **context: Any) -> Response:
+        """A page with the snapshot its script starts from (and its feed resumes after)."""
         snapshot = await self.hive.snapshot()
-        return self._page(request, "home.html", snapshot=embedded(snapshot.model_dump(mode="json", by_alias=True)))
+        data = embedded(snapshot.model_dump(mode="json", by_alias=True))
+        return self._page(request, template, snapshot=data, **context)
+
+    async def home(self, request: Request) -> Response:
+        return await self._live_page(request, "home.html")
+
+    async def hive_stats(self, request: Request) -> Response:
+        """The hive page: its hive-wide stats and the top agents by cost (`stats.js`), live like the others."""
+        return await self._live_page(request, "hive.html")
 
     async def agent(self, request: Request) -> Response:
-        name = check_agent_ref(request.path_params["name"])
-        snapshot = await self.hive.snapshot()
-        data = snapshot.model_dump(mode="json", by_alias=True)
-        return self._page(request, "agent.html", name=name, snapshot=embedded(data))
+        return await self._live_page(request, "agent.html", name=check_agent_ref(request.path_params["name"]))

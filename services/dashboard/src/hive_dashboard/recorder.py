@@ -93,7 +93,7 @@ class Recorder:
                 log.warning("outcome=fetch_failed error=%r; pulling again", exc)
                 await asyncio.sleep(backoff.failed())
                 continue
-            while True:
+            while msgs:  # a pull can end with nothing but a status
                 try:
                     await self.write(msgs)
                     backoff.succeeded()
@@ -102,6 +102,9 @@ class Recorder:
                     delay = backoff.failed()
                     log.warning("outcome=write_failed samples=%d retry_in=%.1fs error=%r", len(msgs), delay, exc)
                     await asyncio.sleep(delay)
+                except Exception:  # a bug must not end the recorder either: the batch is not acked, and comes again
+                    log.exception("outcome=write_failed samples=%d; leaving the batch to come again", len(msgs))
+                    break
 
     async def write(self, msgs: list[Msg]) -> None:
         """One batch: its rows in one transaction, then each message's acknowledgement (confirmed by a flush)."""

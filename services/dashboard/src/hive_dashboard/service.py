@@ -39,6 +39,8 @@ log = logging.getLogger("hive_dashboard")
 STATIC = Path(__file__).parent / "static"
 XTERM = Path(__file__).resolve().parents[4] / "node_modules" / "@xterm" / "xterm"
 """xterm.js from the checkout's npm install (`make install`), never copied into the repo."""
+UPLOT = XTERM.parents[1] / "uplot" / "dist"
+"""uPlot, the same way."""
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
@@ -109,9 +111,11 @@ class Dashboard:
             Route("/logout", pages.logout, methods=["POST"]),
             Route("/", pages.home, methods=["GET"]),
             Route("/agents/{name}", pages.agent, methods=["GET"]),
+            Route("/hive", pages.hive_stats, methods=["GET"]),
             Route("/events", self.events, methods=["GET"]),
             WebSocketRoute("/ws/terminal/{name}", self.terminal),
             Mount("/static/vendor/xterm", StaticFiles(directory=XTERM, check_dir=False)),
+            Mount("/static/vendor/uplot", StaticFiles(directory=UPLOT, check_dir=False)),
             Mount("/static", StaticFiles(directory=STATIC)),
             Mount("/api", app=api_app),
         ]

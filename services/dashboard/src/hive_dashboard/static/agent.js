@@ -100,8 +100,10 @@
     term.onResize(({ cols, rows }) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ cols, rows })); });
   });
 
+  const charts = stats.agent(document.getElementById("stats"), name);
   home.start({
     agent: name,
+    stats: (s) => charts.changed(s.agents),
     queued: (q) => { if (q.owner === name) inbox(); },
     event: (ev) => {
       if (ev.agent === name && ev.type === "message_delivered") inbox();

@@ -340,6 +340,7 @@ const home = (() => {
         if (extra && extra.event) extra.event(ev, seq);
       },
       message,
+      stats: (s) => { if (extra && extra.stats) extra.stats(s); },
       queued: (q) => { refreshDepths(); if (extra && extra.queued) extra.queued(q); },
       hello: () => { refreshInbox(); refreshDepths(); if (extra && extra.hello) extra.hello(); },
       resync: async () => { const s = await api("GET", "/snapshot"); const at = load(s); render(); return at; },

@@ -86,6 +86,7 @@ const hive = (() => {
         this.handlers.event(JSON.parse(m.data).event, seq);
       });
       es.addEventListener("queued", (m) => { this.kick(); if (this.handlers.queued) this.handlers.queued(JSON.parse(m.data)); });
+      es.addEventListener("stats", (m) => { this.kick(); if (this.handlers.stats) this.handlers.stats(JSON.parse(m.data)); });
       es.addEventListener("message", (m) => { this.kick(); if (this.handlers.message) this.handlers.message(JSON.parse(m.data)); });
       es.addEventListener("resync", async () => {
         es.close();
