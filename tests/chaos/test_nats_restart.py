@@ -10,18 +10,22 @@ import time
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
+import pytest
+
 from hive_broker.__main__ import start as start_broker
 from hivectl.natsserver import NatsServer
 from hivetest.hive import TestHive
 from hivetest.services import broker_settings
 from hyperhive import bus
 from hyperhive.inbox import Inbox
+from hyperhive.policies import Book
 from hyperhive.wire import subjects
-from hyperhive.wire.models import ApprovalResolved, Event, SendReply, SendRequest
+from hyperhive.wire.models import AgentPolicy, ApprovalResolved, Event, SendReply, SendRequest
 
 from .conftest import alice_writes_to_bob
 
 LONG_POLL = 120  # what a harness waits for; before the fix the message came only when it ran out
+WATCH_MENDS = 20  # seconds nats-py took to mend a KV watch by itself: two missed heartbeats, and more
 
 
 def kill_and_restart(server: NatsServer) -> None:
@@ -71,3 +75,36 @@ async def test_the_system_message_relay_goes_on_after_a_nats_restart(hive: TestH
         print(f"nats restart: system message delivered {time.monotonic() - restarted:.2f} s after the restart")
         assert [m.sender for m in messages] == ["system"]
         assert "#3" in messages[0].body
+
+
+async def test_a_policy_written_after_a_nats_restart_reaches_the_broker_at_once(
+    hive: TestHive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nats-py's KV watch mends itself only at its heartbeat check (about 20 s after a restart); meanwhile the
+    broker did not know an agent spawned just then. The book renews its watch when its connection is back."""
+    monkeypatch.setattr(Book, "PATIENCE", 3600.0)  # only the reconnect may renew it here
+    async with AsyncExitStack() as stack:
+        broker = await start_broker(stack, broker_settings(hive))
+        back = asyncio.Event()
+        bus.on_reconnect(broker.nc, back.set)
+        kill_and_restart(hive.server)
+        await asyncio.wait_for(back.wait(), 30)
+        kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
+        revision = await kv.put("carol", bus.encode(AgentPolicy(agent="carol")))
+        await asyncio.wait_for(broker.policy.caught_up(revision), WATCH_MENDS / 2)
+        assert broker.policy.exists("carol")
+
+
+async def test_a_watch_that_lost_its_consumer_is_renewed_when_a_change_is_late(hive: TestHive) -> None:
+    """A watch whose consumer the server no longer has delivers nothing until nats-py's heartbeat check; a change
+    waited for is late by `Book.PATIENCE`, not by that check."""
+    async with AsyncExitStack() as stack:
+        broker = await start_broker(stack, broker_settings(hive))
+        js = (await hive.connect(subjects.SPAWNER)).jetstream()
+        stream = f"KV_{subjects.POLICY_BUCKET}"
+        for consumer in await js.consumers_info(stream):
+            await js.delete_consumer(stream, consumer.name)
+        kv = await js.key_value(subjects.POLICY_BUCKET)
+        revision = await kv.put("carol", bus.encode(AgentPolicy(agent="carol")))
+        await asyncio.wait_for(broker.policy.caught_up(revision), WATCH_MENDS / 2)
+        assert broker.policy.exists("carol")

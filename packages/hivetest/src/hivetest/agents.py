@@ -3,6 +3,7 @@ ack), `Caller` for the approver's (requests, questions), the operator's calls, a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from hyperhive.inbox import Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.models import AgentPolicy, Approval, ApprovalRequest, Message, SendReply, SendRequest, ToolGrant
 from hyperhive.wire.names import OPERATOR
+
+CAUGHT_UP = 30  # seconds a service's book may take to apply a policy written here (it renews its watch when late)
 
 if TYPE_CHECKING:
     from hive_approver.service import Approver
@@ -83,7 +86,7 @@ class Agents:
             policy = AgentPolicy(agent=name, allowedRecipients=recipients)
             revision = await kv.put(name, bus.encode(policy))
         if self.broker is not None:
-            await self.broker.policy.caught_up(revision or 0)
+            await asyncio.wait_for(self.broker.policy.caught_up(revision or 0), CAUGHT_UP)
 
     async def agent(self, name: str, recipients: list[str] | None = None) -> Agent:
         self.test_hive.add_agent(name)
@@ -132,7 +135,7 @@ async def make_agent(hive: TestHive, approver: Approver | None, name: str) -> Ca
     kv = await (await hive.connect(subjects.SPAWNER)).jetstream().key_value(subjects.POLICY_BUCKET)
     revision = await kv.put(name, bus.encode(AgentPolicy(agent=name)))
     if approver is not None:
-        await approver.agents.caught_up(revision)
+        await asyncio.wait_for(approver.agents.caught_up(revision), CAUGHT_UP)
     return Caller(name, await hive.connect(name))
 
 

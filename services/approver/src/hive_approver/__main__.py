@@ -20,7 +20,7 @@ async def start(stack: AsyncExitStack, settings: ApproverSettings, stop: asyncio
     async with pool.acquire() as conn:
         await migrate(conn, subjects.APPROVER)
     nc, js = await bus.join(stack, settings, name=subjects.APPROVER)
-    agents = await policies.follow(stack, js, stop)
+    agents = await policies.follow(stack, nc, stop)
     approver = Approver(nc, js, Store(pool), agents, settings.spawner_host)
     await approver.follow_decisions()
     runtime.background(stack, approver.outbox.run(), "outbox", stop)  # first: what a killed approver left unpublished

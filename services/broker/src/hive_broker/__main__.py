@@ -16,8 +16,8 @@ from hyperhive.wire import subjects
 
 async def start(stack: AsyncExitStack, settings: BrokerSettings, stop: asyncio.Event | None = None) -> Broker:
     nc, js = await bus.join(stack, settings, name=subjects.BROKER)
-    policy = await policies.follow(stack, js, stop)
-    tools = await policies.follow_tools(stack, js, stop)
+    policy = await policies.follow(stack, nc, stop)
+    tools = await policies.follow_tools(stack, nc, stop)
     broker = Broker(nc, Inboxes(nc, js, ack_wait=settings.ack_wait_seconds), policy, tools)
     runtime.background(stack, system.relay(nc, js, broker.system_message), "system-messages", stop)
     runtime.background(stack, _janitor(broker, settings), "janitor", stop)
