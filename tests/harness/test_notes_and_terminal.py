@@ -3,6 +3,7 @@ it untouched) and the agent's terminal relayed over NATS."""
 
 import asyncio
 import json
+import stat
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -115,3 +116,58 @@ async def test_terminals_are_limited_and_end_with_the_shell(hive: TestHive, tmp_
         await asyncio.wait_for(
             bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtySession), 10
         )  # a place came free
+
+
+async def test_a_large_paste_arrives_whole_and_the_session_is_recorded(hive: TestHive, tmp_path: Path) -> None:
+    """100 KB in one input message: far more than the PTY's buffer takes at once, so most of it waits for the shell
+    to read; every byte arrives, in order. The recording (asciicast v2) holds what was typed and what was shown."""
+    hive.add_agent("alice")
+    async with AsyncExitStack() as stack:
+        await Terminals(await hive.connect("alice"), "alice", cwd=tmp_path).serve(stack)
+        dashboard = await hive.connect("dashboard")
+        opened = await bus.call(
+            dashboard, subjects.harness("alice", "pty.open"), PtyOpen(cols=90, rows=20, opened_by="ada"), PtySession
+        )
+        out = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.out"))
+        closed = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.closed"))
+        control = subjects.harness("alice", f"pty.{opened.session}")
+        paste = b"".join(f"{i:05d} {'x' * 93}\n".encode() for i in range(1024))
+        assert len(paste) == 100 * 1024
+        for data in (b"cat > pasted.txt\n", paste, b"\x04", b"echo done-$((1+1))\n"):
+            await dashboard.publish(f"{control}.in", data)
+        seen = b""
+        while b"done-2" not in seen.replace(b"done-$((1+1))", b""):
+            seen += (await out.next_msg(timeout=30)).data
+        assert (tmp_path / "pasted.txt").read_bytes() == paste
+        await dashboard.publish(f"{control}.close", b"")
+        await closed.next_msg(timeout=10)
+
+    [cast] = (tmp_path / "terminals").iterdir()
+    assert cast.name.endswith(f"-{opened.session}.cast")
+    assert stat.S_IMODE(cast.stat().st_mode) == 0o600
+    header, *events = [json.loads(line) for line in cast.read_text().splitlines()]
+    assert (header["version"], header["width"], header["height"]) == (2, 90, 20)
+    assert "ada" in header["title"]
+    typed = "".join(text for _, kind, text in events if kind == "i")
+    assert typed == (b"cat > pasted.txt\n" + paste + b"\x04echo done-$((1+1))\n").decode()
+    assert "done-2" in "".join(text for _, kind, text in events if kind == "o")
+    assert [e[0] for e in events] == sorted(e[0] for e in events)
+
+
+async def test_no_terminal_opens_where_its_recording_cannot_be_made(hive: TestHive, tmp_path: Path) -> None:
+    """The agent planted a link where the recordings go: the harness writes through no link, and opens no shell."""
+    hive.add_agent("alice")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "terminals").symlink_to(elsewhere)
+    async with AsyncExitStack() as stack:
+        terminals = Terminals(await hive.connect("alice"), "alice", cwd=state)
+        await terminals.serve(stack)
+        dashboard = await hive.connect("dashboard")
+        with pytest.raises(HiveError) as refused:
+            await bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtySession)
+        assert refused.value.code == ErrorCode.UNAVAILABLE
+        assert terminals.sessions == {}
+    assert list(elsewhere.iterdir()) == []

@@ -5,7 +5,11 @@ it over NATS for the dashboard's xterm.js.
 - output: raw bytes on `hive.agent.<agent>.pty.<session>.out`, in order (one publisher, one connection);
 - input: raw bytes to `hive.harness.<agent>.pty.<session>.in`; `PtyResize` to `….resize`; anything to `….close`;
 - `hive.agent.<agent>.pty.<session>.closed` when the shell ends; `pty_opened` (stored before the shell starts:
-  no record, no terminal) and `pty_closed` events for the audit trail.
+  no record, no terminal) and `pty_closed` events for the audit trail;
+- the session recorded as asciicast v2 in the agent's state dir (`cast.py`): no recording, no terminal either.
+
+Input is written whole and in order however fast it comes: what the PTY does not take at once (a large paste fills
+its buffer) waits for it to be writable again.
 
 Only host services may publish on an agent's harness plane, and only the dashboard (a service) can read the
 output: an operator reaches the terminal through the dashboard's login.
@@ -23,12 +27,13 @@ import signal
 import struct
 import termios
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from hive_harness.cast import Cast, CastError
 from hyperhive import bus, events
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -37,6 +42,8 @@ from hyperhive.wire.models import PtyOpen, PtyResize, PtySession
 log = logging.getLogger("hive_harness.terminal")
 
 MAX_SESSIONS = 4
+MAX_PENDING_INPUT = 4 * 1024 * 1024
+"""Input waiting for the PTY past which more is refused (a shell that reads nothing, and a flood of keys)."""
 SHELL = ("/bin/bash", "-l")
 
 
@@ -46,7 +53,10 @@ class Session:
     master: int
     proc: asyncio.subprocess.Process
     opened_by: str
+    cast: Cast
     pump: asyncio.Task[None] | None = None
+    pending: bytearray = field(default_factory=bytearray)  # input the PTY has not taken yet
+    writing: bool = False  # waiting for the PTY to take more
 
 
 class Terminals:
@@ -74,6 +84,12 @@ class Terminals:
         opened = PtySession(agent=self.agent, session=session_id, opened_by=request.opened_by)
         # Stored before the shell starts: no terminal runs without its audit record (the store away: none opens).
         await events.publish(self.nc, "pty_opened", opened, about=self.agent, by_agent=True)
+        try:
+            title = f"{self.agent}, opened by {request.opened_by}"
+            cast = Cast.open(self.cwd, session_id, cols=request.cols, rows=request.rows, title=title)
+        except CastError as exc:
+            await self._closed(opened)
+            raise HiveError(ErrorCode.UNAVAILABLE, f"{exc}; no terminal is opened without its recording.") from None
         master, slave = os.openpty()
         _resize(master, request.cols, request.rows)
         env = {"TERM": "xterm-256color", "HOME": str(self.cwd), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -90,13 +106,14 @@ class Terminals:
             )
         except OSError as exc:
             os.close(master)
+            cast.close()
             await self._closed(opened)
             raise HiveError(
                 ErrorCode.UNAVAILABLE, f"No shell could be started ({exc.strerror}: {self.shell[0]})."
             ) from None
         finally:
             os.close(slave)
-        session = Session(session_id, master, proc, request.opened_by)
+        session = Session(session_id, master, proc, request.opened_by, cast)
         self.sessions[session.id] = session
         os.set_blocking(master, False)
         session.pump = asyncio.create_task(self._pump(session), name=f"pty-{session.id}")
@@ -120,6 +137,7 @@ class Terminals:
                     break
                 if not data:
                     break
+                session.cast.output(data)
                 await self.nc.publish(self._out(session.id, "out"), data)
         finally:
             loop.remove_reader(session.master)
@@ -131,21 +149,47 @@ class Terminals:
         if session is None:
             return
         if verb == "in":
-            with contextlib.suppress(BlockingIOError):
-                os.write(session.master, msg.data)
+            if len(session.pending) + len(msg.data) > MAX_PENDING_INPUT:
+                log.warning("agent=%s pty=%s outcome=input_refused bytes=%d", self.agent, session.id, len(msg.data))
+                return
+            session.cast.input(msg.data)
+            session.pending += msg.data
+            self._write(session)
         elif verb == "resize":
             try:
                 size = bus.parse(PtyResize, msg.data)
             except HiveError:
                 return
             _resize(session.master, size.cols, size.rows)
+            session.cast.resize(size.cols, size.rows)
         elif verb == "close":
             await self.close(session_id)
+
+    def _write(self, session: Session) -> None:
+        """Give the PTY what it takes of the waiting input now; the rest when it is writable again."""
+        while session.pending:
+            try:
+                written = os.write(session.master, session.pending)
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: the shell's side is gone; the pump closes the session
+                session.pending.clear()
+                break
+            del session.pending[:written]
+        loop = asyncio.get_running_loop()
+        if session.pending and not session.writing:
+            loop.add_writer(session.master, self._write, session)
+        elif not session.pending and session.writing:
+            loop.remove_writer(session.master)
+        session.writing = bool(session.pending)
 
     async def close(self, session_id: str) -> None:
         session = self.sessions.pop(session_id, None)
         if session is None:
             return
+        if session.writing:
+            asyncio.get_running_loop().remove_writer(session.master)
+        session.cast.close()
         if session.pump is not None and session.pump is not asyncio.current_task():
             session.pump.cancel()
             await asyncio.gather(session.pump, return_exceptions=True)
