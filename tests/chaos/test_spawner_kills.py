@@ -176,7 +176,10 @@ async def killed(hive: TestHive, state: Path, kill_at: int, work: Callable[[], A
             done.result()
             return None
         done.cancel()
-        line = (await said).decode().strip()
+        try:
+            line = (await asyncio.wait_for(said, 60)).decode().strip()
+        except TimeoutError:
+            raise AssertionError(f"the spawner neither did the work nor reached its step {kill_at}") from None
         assert line.startswith("at:"), line
         proc.kill()  # kill -9, where it stands
         assert await proc.wait() == -signal.SIGKILL
