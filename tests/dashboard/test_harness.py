@@ -10,7 +10,7 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, expect
 
 from hive_dashboard.__main__ import start
-from hivetest.harness import scene
+from hivetest.harness import Scene, scene
 from hivetest.hive import TestHive
 from hivetest.messages_api import Text, ToolUse
 from hyperhive.wire.models import AgentPolicy, BashPolicy
@@ -22,6 +22,19 @@ POLICY = AgentPolicy(  # type: ignore[call-arg]
 )
 
 
+async def alices_page(
+    stack: AsyncExitStack, browser: Browser, hive: TestHive, database_url: str, tmp_path: Path
+) -> tuple[Scene, Page]:
+    """alice's harness, a broker, and bob who writes to her; the dashboard; alice's page, live."""
+    s = await scene(stack, hive, tmp_path, POLICY)
+    state = tmp_path / "hive-state"
+    dashboard = Running(await start(stack, dashboard_settings(hive, database_url, state)), state)
+    page = await log_in(browser, dashboard)
+    await page.goto(dashboard.url + "/agents/alice")
+    await expect(page.locator("#conn")).to_have_text("live")
+    return s, page
+
+
 async def send(page: Page, text: str) -> None:
     await page.fill("#agent-body", text)
     await page.click("#agent-send button[type=submit]")
@@ -31,12 +44,7 @@ async def test_model_changes_the_chip_and_a_turn_is_shown_as_it_runs(
     browser: Browser, hive: TestHive, database_url: str, tmp_path: Path
 ) -> None:
     async with AsyncExitStack() as stack:
-        s = await scene(stack, hive, tmp_path, POLICY)  # alice's harness, a broker, and bob who writes to her
-        state = tmp_path / "hive-state"
-        dashboard = Running(await start(stack, dashboard_settings(hive, database_url, state)), state)
-        page = await log_in(browser, dashboard)
-        await page.goto(dashboard.url + "/agents/alice")
-        await expect(page.locator("#conn")).to_have_text("live")
+        s, page = await alices_page(stack, browser, hive, database_url, tmp_path)
         chip = page.locator('#agent-row [data-agent="alice"] .model')
 
         await send(page, "/model scripted-model-b")
@@ -65,12 +73,7 @@ async def test_the_stats_charts_fill_in_live_as_turns_run(
     """The agent page is open before any turn: each turn's figures are recorded and the charts read them again at
     the feed's `stats` event; the hive page charts the hive-wide series and ranks alice by cost."""
     async with AsyncExitStack() as stack:
-        s = await scene(stack, hive, tmp_path, POLICY)
-        state = tmp_path / "hive-state"
-        dashboard = Running(await start(stack, dashboard_settings(hive, database_url, state)), state)
-        page = await log_in(browser, dashboard)
-        await page.goto(dashboard.url + "/agents/alice")
-        await expect(page.locator("#conn")).to_have_text("live")
+        s, page = await alices_page(stack, browser, hive, database_url, tmp_path)
         turns = page.locator('[data-chart="turns"]')
         await expect(turns).to_have_attribute("data-points", "0")
         for text in ("one", "two"):

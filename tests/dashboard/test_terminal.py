@@ -3,6 +3,7 @@ WebSocket and shown by xterm.js; refused without a session and from another site
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -12,7 +13,7 @@ import websockets
 from playwright.async_api import Browser, expect
 from websockets.asyncio.client import connect
 
-from hive_harness.terminal import Terminals
+from hive_harness.terminal import MAX_SESSIONS, Terminals
 from hivetest.hive import TestHive
 from hyperhive.wire import subjects
 from hyperhive.wire.models import Event, PtySession
@@ -48,17 +49,28 @@ async def test_a_shell_in_the_agents_container_runs_in_the_browser_and_closes_wi
     await expect(page.locator("#terminal")).to_have_attribute("data-state", "open")
     session = PtySession.model_validate(Event.model_validate_json((await opened.next_msg(timeout=10)).data).data)
     assert session.opened_by == "operator"  # the operator account, in the harness's own audit record
+    await expect(page.locator("#terminal")).to_have_attribute("data-control", "no")  # it opens watching
+    await page.locator("#terminal .xterm-helper-textarea").focus()
+    await page.keyboard.type("echo watched-$((2*3))")  # not sent: only watching
+    await page.keyboard.press("Enter")
+    await page.click("#terminal-control")
+    await expect(page.locator("#terminal")).to_have_attribute("data-control", "yes")
     await page.locator("#terminal .xterm-helper-textarea").focus()
     await page.keyboard.type("echo hi-$((6*7))")
     await page.keyboard.press("Enter")
     await expect(page.locator("#terminal .xterm-rows")).to_contain_text("hi-42")
+    assert "watched" not in await page.locator("#terminal .xterm-rows").inner_text()
     await page.click("#terminal-section summary")  # closing the section closes the shell
     ended = PtySession.model_validate(Event.model_validate_json((await closed.next_msg(timeout=10)).data).data)
     assert ended.session == session.session
     client = await dashboard.logged_in()
     audit = [(e["action"], e["target"], e["outcome"]) for e in (await client.get("/api/audit")).json()]
     await client.aclose()
-    assert ("terminal", "alice", "ok") in audit
+    assert [a for a in audit if a[0].startswith("terminal")][::-1] == [
+        ("terminal", "alice", "ok"),
+        ("terminal-control", "alice", "ok"),
+        ("terminal-close", "alice", "ok"),
+    ]
 
 
 async def test_a_terminal_is_refused_without_a_session_from_another_site_or_for_a_bad_name(
@@ -82,9 +94,36 @@ async def test_a_terminal_is_refused_without_a_session_from_another_site_or_for_
     assert bad_name.value.response.status_code == 403
     own = dashboard.url
     async with connect(ws_url(dashboard), additional_headers=cookie, origin=own) as ws:  # type: ignore[arg-type]
+        await ws.send('{"control": true}')
+        while isinstance(said := await ws.recv(), bytes):  # the shell's prompt (output) may come first
+            pass
+        assert json.loads(said) == {"control": True}  # a text frame: the harness's answer
         await ws.send(b"echo from-a-script\n")
         seen = b""
         while seen.count(b"from-a-script") < 2:  # the line as typed, then what it printed
             seen += await ws.recv()  # type: ignore[operator]
     await closed.next_msg(timeout=10)  # the socket closed, and so did the shell
     assert alice_terminals.sessions == {}
+
+
+async def test_a_fifth_terminal_is_refused_and_the_refusal_audited(
+    dashboard: Running, alice_terminals: Terminals, hive: TestHive
+) -> None:
+    client = await dashboard.logged_in()
+    cookie = {"Cookie": f"hive_session={client.cookies['hive_session']}"}
+    async with AsyncExitStack() as stack:
+        for _ in range(MAX_SESSIONS):
+            ws = await stack.enter_async_context(
+                connect(ws_url(dashboard), additional_headers=cookie, origin=dashboard.url)  # type: ignore[arg-type]
+            )
+            await ws.send('{"cols": 90, "rows": 20}')
+        assert len(alice_terminals.sessions) == MAX_SESSIONS
+        with pytest.raises(websockets.exceptions.InvalidStatus) as fifth:
+            async with connect(ws_url(dashboard), additional_headers=cookie, origin=dashboard.url):  # type: ignore[arg-type]
+                pass
+        assert fifth.value.response.status_code == 403
+    audit = [(e["action"], e["outcome"]) for e in (await client.get("/api/audit")).json()]
+    await client.aclose()
+    assert [a for a in audit if a[0] == "terminal"][::-1] == [("terminal", "ok")] * MAX_SESSIONS + [
+        ("terminal", "conflict")
+    ]

@@ -8,15 +8,39 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 
 from hive_harness.terminal import MAX_SESSIONS, Terminals
-from hivetest.harness import alice_and_bob, harness_for
+from hivetest.harness import alice_and_bob, harness_call, harness_for, scene
 from hivetest.hive import TestHive
-from hivetest.messages_api import ApiError, Text, serve_messages_api
+from hivetest.messages_api import ApiError, Hold, Text, serve_messages_api
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import AgentPolicy, Event, NotesCompacted, PtyOpen, PtyResize, PtySession
+from hyperhive.wire.models import AgentPolicy, Event, NotesCompacted, PtyControl, PtyOpen, PtyResize, PtySession
+
+
+async def take_control(nc: Client, session: str, control: bool = True) -> bool:
+    """What the dashboard does at "take control" (a terminal opens watching: its input is ignored until then)."""
+    where = subjects.harness("alice", f"pty.{session}.control")
+    return (await bus.call(nc, where, PtyControl(control=control), PtyControl, timeout=60)).control
+
+
+async def alices_terminal(
+    stack: AsyncExitStack, hive: TestHive, cwd: Path, *, cols: int, rows: int
+) -> tuple[Client, PtySession, Subscription, Subscription, str]:
+    """alice's terminals served; one opened by "ada" as the dashboard opens it, its output and end subscribed; and
+    the prefix of its input subjects."""
+    hive.add_agent("alice")
+    await Terminals(await hive.connect("alice"), "alice", cwd=cwd).serve(stack)
+    dashboard = await hive.connect("dashboard")
+    request = PtyOpen(cols=cols, rows=rows, opened_by="ada")
+    opened = await bus.call(dashboard, subjects.harness("alice", "pty.open"), request, PtySession)
+    out = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.out"))
+    closed = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.closed"))
+    return dashboard, opened, out, closed, subjects.harness("alice", f"pty.{opened.session}")
+
 
 POLICY = AgentPolicy(agent="alice", notesThreshold=600)  # type: ignore[call-arg]
 SHORT_NOTES = "# Notes\n- all 40 steps done\n"
@@ -60,16 +84,8 @@ async def test_notes_past_the_threshold_are_rewritten_with_a_backup(hive: TestHi
 
 
 async def test_a_terminal_echoes_input_resizes_and_closes(hive: TestHive, tmp_path: Path) -> None:
-    hive.add_agent("alice")
     async with AsyncExitStack() as stack:
-        await Terminals(await hive.connect("alice"), "alice", cwd=tmp_path).serve(stack)
-        dashboard = await hive.connect("dashboard")
-        opened = await bus.call(
-            dashboard, subjects.harness("alice", "pty.open"), PtyOpen(cols=100, rows=30, opened_by="ada"), PtySession
-        )
-        out = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.out"))
-        closed = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.closed"))
-        control = subjects.harness("alice", f"pty.{opened.session}")
+        dashboard, opened, out, closed, control = await alices_terminal(stack, hive, tmp_path, cols=100, rows=30)
 
         async def read_until(text: str) -> str:
             seen = ""
@@ -77,8 +93,10 @@ async def test_a_terminal_echoes_input_resizes_and_closes(hive: TestHive, tmp_pa
                 seen += (await out.next_msg(timeout=10)).data.decode(errors="replace")
             return seen
 
+        await dashboard.publish(f"{control}.in", b"echo watched-$((2*3))\n")  # watching: ignored
+        assert await take_control(dashboard, opened.session)
         await dashboard.publish(f"{control}.in", b"echo hi-$((6*7))\n")
-        await read_until("hi-42")
+        assert "watched-6" not in await read_until("hi-42")  # input is in order: had it gone in, it came first
         await dashboard.publish(f"{control}.resize", bus.encode(PtyResize(cols=120, rows=40)))
         await dashboard.publish(f"{control}.in", b"stty size\n")
         await read_until("40 120")
@@ -110,6 +128,7 @@ async def test_terminals_are_limited_and_end_with_the_shell(hive: TestHive, tmp_
 
         first = sessions[0].session
         closed = await dashboard.subscribe(subjects.agent("alice", f"pty.{first}.closed"))
+        await take_control(dashboard, first)
         await dashboard.publish(subjects.harness("alice", f"pty.{first}.in"), b"exit\n")
         await closed.next_msg(timeout=10)
         assert first not in terminals.sessions
@@ -121,16 +140,9 @@ async def test_terminals_are_limited_and_end_with_the_shell(hive: TestHive, tmp_
 async def test_a_large_paste_arrives_whole_and_the_session_is_recorded(hive: TestHive, tmp_path: Path) -> None:
     """100 KB in one input message: far more than the PTY's buffer takes at once, so most of it waits for the shell
     to read; every byte arrives, in order. The recording (asciicast v2) holds what was typed and what was shown."""
-    hive.add_agent("alice")
     async with AsyncExitStack() as stack:
-        await Terminals(await hive.connect("alice"), "alice", cwd=tmp_path).serve(stack)
-        dashboard = await hive.connect("dashboard")
-        opened = await bus.call(
-            dashboard, subjects.harness("alice", "pty.open"), PtyOpen(cols=90, rows=20, opened_by="ada"), PtySession
-        )
-        out = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.out"))
-        closed = await dashboard.subscribe(subjects.agent("alice", f"pty.{opened.session}.closed"))
-        control = subjects.harness("alice", f"pty.{opened.session}")
+        dashboard, opened, out, closed, control = await alices_terminal(stack, hive, tmp_path, cols=90, rows=20)
+        assert await take_control(dashboard, opened.session)
         paste = b"".join(f"{i:05d} {'x' * 93}\n".encode() for i in range(1024))
         assert len(paste) == 100 * 1024
         for data in (b"cat > pasted.txt\n", paste, b"\x04", b"echo done-$((1+1))\n"):
@@ -171,3 +183,48 @@ async def test_no_terminal_opens_where_its_recording_cannot_be_made(hive: TestHi
         assert refused.value.code == ErrorCode.UNAVAILABLE
         assert terminals.sessions == {}
     assert list(elsewhere.iterdir()) == []
+
+
+async def test_taking_control_waits_for_the_turn_and_holds_the_loop_until_given_back_or_closed(
+    hive: TestHive, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        s = await scene(stack, hive, tmp_path, AgentPolicy(agent="alice"))
+        terminals = Terminals(await hive.connect("alice"), "alice", cwd=s.state, turns=s.harness)
+        await terminals.serve(stack)
+        dashboard = await hive.connect("dashboard")
+        opened = await bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtySession)
+        ended: list[str] = []
+
+        # A turn is running: control comes once it has ended (here, cancelled), never while it runs.
+        s.api.script(Hold())
+        await s.bob.send("alice", "start something long")
+        turn = asyncio.create_task(s.harness.run_once(wait=10))
+        assert await asyncio.to_thread(s.api.holding.wait, 60)
+        turn.add_done_callback(lambda _: ended.append("turn"))
+        taking = asyncio.create_task(take_control(dashboard, opened.session))
+        taking.add_done_callback(lambda _: ended.append("control"))
+        await dashboard.flush()
+        await harness_call(hive, "alice", "cancel")
+        assert await taking
+        assert ended == ["turn", "control"]
+        held = await s.states.until("paused", "control of a terminal")
+
+        # While held, a message waits; given back, its turn runs.
+        s.api.script([Text("Back to work.")])
+        await s.bob.send("alice", "and now this")
+        waiting = asyncio.create_task(s.harness.run_once(wait=10))
+        assert not await take_control(dashboard, opened.session, control=False)
+        assert (await waiting) is not None
+        await s.states.until("thinking")
+        after = s.states.seen.index(held)
+        assert [st.state for st in s.states.seen[after:]] == ["paused", "idle", "thinking"]  # none ran while held
+
+        # Closing the terminal gives control back too.
+        assert await take_control(dashboard, opened.session)
+        await s.states.until("paused", "control of a terminal")
+        await dashboard.publish(subjects.harness("alice", f"pty.{opened.session}.close"), b"")
+        await s.states.until("idle")
+        s.api.script([Text("Free again.")])
+        await s.bob.send("alice", "one more")
+        assert (await s.harness.run_once(wait=10)) is not None

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from hive_dashboard import errors, stats
@@ -46,6 +47,7 @@ from hyperhive.wire.models import (
 from hyperhive.wire.names import OPERATOR, check_agent_ref
 
 R = TypeVar("R")
+Read = Callable[[Any, str, str, "stats.Window"], Awaitable[R]]
 MAX_JOURNAL_LINES = 2000
 QuestionStatus = Literal["pending", "answered", "expired", "cancelled"]
 RowId = Annotated[int, Path(ge=0, le=MAX_ROW_ID, description="An approval's or question's id.")]
@@ -105,7 +107,7 @@ class Audited:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def __call__(self, request: Request, action: str, target: str, work: Awaitable[R], **detail: Any) -> R:
+    async def __call__(self, request: HTTPConnection, action: str, target: str, work: Awaitable[R], **detail: Any) -> R:
         session = session_of(request.scope)
         account, short = (session.account, session.short) if session else ("", "")
         client = client_of(request)
@@ -267,6 +269,15 @@ def _stats(app: FastAPI, store: Store) -> None:
     """The stats the recorder wrote (`stats.py`): a series bucketed on the server, a family's totals, the top agents.
     Without `agent`, the hive-wide ones; without a window, the last day."""
 
+    async def read(
+        agent: str | None, name: str, check: Callable[[str, bool], str], query: Read[R], *window_of: datetime | None
+    ) -> R:
+        """Check the agent, the name (`check`, for an agent or the hive) and the window, then run `query`."""
+        who = stats.agent_of(agent)
+        name, window = check(name, who == stats.HIVE), stats.window(*window_of)
+        async with store.reading() as conn:
+            return await query(conn, who, name, window)
+
     @app.get("/stats", response_model=stats.StatsSeries)
     async def series(
         key: Annotated[str, Query(max_length=200, description="The series: `turns`, `turn.duration_ms`, …")],
@@ -274,10 +285,7 @@ def _stats(app: FastAPI, store: Store) -> None:
         since: Since = None,
         until: Until = None,
     ) -> stats.StatsSeries:
-        who = stats.agent_of(agent)
-        key, window = stats.check_key(key, who == stats.HIVE), stats.window(since, until)
-        async with store.reading() as conn:
-            return await stats.series(conn, who, key, window)
+        return await read(agent, key, stats.check_key, stats.series, since, until)
 
     @app.get("/stats/totals", response_model=stats.StatsTotals)
     async def totals(
@@ -286,10 +294,7 @@ def _stats(app: FastAPI, store: Store) -> None:
         since: Since = None,
         until: Until = None,
     ) -> stats.StatsTotals:
-        who = stats.agent_of(agent)
-        family, window = stats.check_family(family, who == stats.HIVE), stats.window(since, until)
-        async with store.reading() as conn:
-            return await stats.totals(conn, who, family, window)
+        return await read(agent, family, stats.check_family, stats.totals, since, until)
 
     @app.get("/stats/top", response_model=stats.TopAgents)
     async def top(

@@ -23,7 +23,7 @@ async def start(stack: AsyncExitStack, settings: HarnessSettings, stop: asyncio.
     harness = Harness(nc, settings)
     await harness.open(stack)
     await harness.serve(stack)
-    await Terminals(nc, agent, cwd=settings.state_dir).serve(stack)
+    await Terminals(nc, agent, cwd=settings.state_dir, turns=harness).serve(stack)
     runtime.background(stack, harness.run_forever(), f"{agent}-turns", stop)
     return harness
 

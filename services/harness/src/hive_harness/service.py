@@ -97,6 +97,7 @@ class Harness:
         self.turns = 0
         self._last_turn: datetime | None = None
         self._policy_problem = ""
+        self._holder: str | None = None  # the terminal session in control, holding the turn loop
 
     async def open(self, stack: AsyncExitStack) -> None:
         """Open the inbox and start the MCP tools every turn's CLI uses, for the life of `stack`."""
@@ -237,6 +238,25 @@ class Harness:
             await self._set("thinking")
         else:
             await self._set("waiting", f"A tool call waits for the operator's decision on request #{approval_id}.")
+
+    # ── a terminal in control (`terminal.TurnHold`) ─────────────────────────────
+
+    async def hold(self, holder: str) -> None:
+        """Hold the turn loop for a terminal the operator takes control of: once the running turn (or compaction)
+        has ended, none starts until `release`. Messages wait in the inbox meanwhile, as when paused."""
+        await self._busy.acquire()
+        if self._holder is not None:  # one holder at a time: another terminal gave it to this one
+            self._busy.release()
+            raise HiveError(ErrorCode.CONFLICT, "Another terminal has control.")
+        self._holder = holder
+        await self._set("paused", "The operator has control of a terminal; turns wait until they give it back.")
+
+    async def release(self, holder: str) -> None:
+        if self._holder != holder:
+            return
+        self._holder = None
+        self._busy.release()
+        await self._set("idle")
 
     # ── turns ────────────────────────────────────────────────────────────────
 

@@ -9,7 +9,9 @@ it over NATS for the dashboard's xterm.js.
 - the session recorded as asciicast v2 in the agent's state dir (`cast.py`): no recording, no terminal either.
 
 Input is written whole and in order however fast it comes: what the PTY does not take at once (a large paste fills
-its buffer) waits for it to be writable again.
+its buffer) waits for it to be writable again. A terminal opens watching: its input is ignored until the operator
+takes control (`….control`, `PtyControl`), which holds the agent's turn loop (`TurnHold`) until it is given back or
+the terminal closes.
 
 Only host services may publish on an agent's harness plane, and only the dashboard (a service) can read the
 output: an operator reaches the terminal through the dashboard's login.
@@ -29,7 +31,9 @@ import termios
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -37,7 +41,7 @@ from hive_harness.cast import Cast, CastError
 from hyperhive import bus, events
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import PtyOpen, PtyResize, PtySession
+from hyperhive.wire.models import PtyControl, PtyOpen, PtyResize, PtySession
 
 log = logging.getLogger("hive_harness.terminal")
 
@@ -45,6 +49,14 @@ MAX_SESSIONS = 4
 MAX_PENDING_INPUT = 4 * 1024 * 1024
 """Input waiting for the PTY past which more is refused (a shell that reads nothing, and a flood of keys)."""
 SHELL = ("/bin/bash", "-l")
+
+
+class TurnHold(Protocol):
+    """What a terminal in control holds: the harness's turn loop (`Harness.hold` and `Harness.release`)."""
+
+    async def hold(self, holder: str) -> None: ...
+
+    async def release(self, holder: str) -> None: ...
 
 
 @dataclass
@@ -57,14 +69,19 @@ class Session:
     pump: asyncio.Task[None] | None = None
     pending: bytearray = field(default_factory=bytearray)  # input the PTY has not taken yet
     writing: bool = False  # waiting for the PTY to take more
+    control: bool = False  # its input goes to the shell (else it only watches)
+    taking: asyncio.Task[None] | None = None
 
 
 class Terminals:
-    def __init__(self, nc: Client, agent: str, cwd: Path, shell: tuple[str, ...] = SHELL) -> None:
+    def __init__(
+        self, nc: Client, agent: str, cwd: Path, shell: tuple[str, ...] = SHELL, turns: TurnHold | None = None
+    ) -> None:
         self.nc = nc
         self.agent = agent
         self.cwd = cwd
         self.shell = shell
+        self.turns = turns  # None: no turn loop to hold (a terminal served on its own)
         self.sessions: dict[str, Session] = {}
 
     async def serve(self, stack: AsyncExitStack) -> None:
@@ -148,7 +165,12 @@ class Terminals:
         session = self.sessions.get(session_id)
         if session is None:
             return
-        if verb == "in":
+        if verb == "control":
+            if session.taking is None or session.taking.done():  # one at a time; it may wait for a turn to end
+                session.taking = asyncio.create_task(self._take(session, msg), name=f"pty-control-{session.id}")
+        elif verb == "in":
+            if not session.control:
+                return  # watching
             if len(session.pending) + len(msg.data) > MAX_PENDING_INPUT:
                 log.warning("agent=%s pty=%s outcome=input_refused bytes=%d", self.agent, session.id, len(msg.data))
                 return
@@ -164,6 +186,33 @@ class Terminals:
             session.cast.resize(size.cols, size.rows)
         elif verb == "close":
             await self.close(session_id)
+
+    async def _take(self, session: Session, msg: Msg) -> None:
+        """Take control (once the running turn has ended) or give it back; answer with what holds now."""
+        try:
+            wanted = bus.parse(PtyControl, msg.data).control
+        except HiveError:
+            return
+        if wanted and not session.control:
+            if self.turns is not None:
+                try:
+                    await self.turns.hold(session.id)
+                except HiveError as exc:
+                    log.info("agent=%s pty=%s control=refused reason=%r", self.agent, session.id, exc.message)
+                    return
+            if self.sessions.get(session.id) is not session:  # it closed meanwhile
+                if self.turns is not None:
+                    await self.turns.release(session.id)
+                return
+            session.control = True
+        elif not wanted and session.control:
+            session.control = False
+            if self.turns is not None:
+                await self.turns.release(session.id)
+        log.info("agent=%s pty=%s control=%s", self.agent, session.id, session.control)
+        if msg.reply:
+            with contextlib.suppress(nats.errors.Error):
+                await msg.respond(bus.encode(PtyControl(control=session.control)))
 
     def _write(self, session: Session) -> None:
         """Give the PTY what it takes of the waiting input now; the rest when it is writable again."""
@@ -190,6 +239,11 @@ class Terminals:
         if session.writing:
             asyncio.get_running_loop().remove_writer(session.master)
         session.cast.close()
+        if session.taking is not None and session.taking is not asyncio.current_task():
+            session.taking.cancel()
+            await asyncio.gather(session.taking, return_exceptions=True)
+        if self.turns is not None:
+            await self.turns.release(session.id)  # whether it had control or was still waiting for it
         if session.pump is not None and session.pump is not asyncio.current_task():
             session.pump.cancel()
             await asyncio.gather(session.pump, return_exceptions=True)

@@ -695,6 +695,16 @@ class PtyResize(WireRequest):
     rows: int = Field(ge=4, le=500)
 
 
+class PtyControl(WireRequest):
+    """`hive.harness.<name>.pty.<session>.control` (a request): take control of a terminal (`control`), or give it
+    back. A terminal opens watching: its input is ignored until it has control. Taking it waits for the running turn
+    to end and holds the turn loop until it is given back or the terminal closes, so the operator and the model
+    never type into the container at once. The answer is the same model, saying what holds now."""
+
+    kind: Literal["hive.pty.control.v1"] = "hive.pty.control.v1"
+    control: bool = True
+
+
 class PtySession(WireModel):
     """One terminal session: the answer to `pty.open`, and the data of the `pty_opened` and `pty_closed` events
     (`hive.agent.<name>.event.pty_opened`, `….pty_closed`), stored for the audit trail."""

@@ -80,23 +80,42 @@
     catch (err) { document.getElementById("config").textContent = `${err.code}: ${err.message}`; }
   });
 
-  // The terminal: a shell in the agent's container, opened when its section is, closed when it is.
+  // The terminal: a shell in the agent's container, opened when its section is, closed when it is. It opens
+  // watching; "take control" waits for the agent's turn to end and holds its turns until it is given back.
   let shell = null;
+  const controlButton = document.getElementById("terminal-control");
+  const box = document.getElementById("terminal");
+  function showControl(state, error) {
+    box.dataset.control = state;
+    controlButton.textContent = state === "yes" ? "give back control" : state === "waiting" ? "waiting for the turn to end…" : "take control";
+    controlButton.disabled = state === "waiting" || !shell || shell.readyState !== WebSocket.OPEN;
+    document.getElementById("terminal-hint").textContent = error || (state === "yes"
+      ? "You have control: the agent's turns wait until you give it back or close the terminal."
+      : "Watching: take control to type (the agent's turns wait meanwhile).");
+  }
+  controlButton.addEventListener("click", () => {
+    if (!shell || shell.readyState !== WebSocket.OPEN) return;
+    const wanted = box.dataset.control !== "yes";
+    showControl(wanted ? "waiting" : box.dataset.control);
+    shell.send(JSON.stringify({ control: wanted }));
+  });
   document.getElementById("terminal-section").addEventListener("toggle", (e) => {
     if (!e.target.open) { if (shell) shell.close(); return; }
     const term = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 13 });
-    const box = document.getElementById("terminal");
     box.replaceChildren();
     term.open(box);
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = (shell = new WebSocket(`${scheme}//${location.host}/ws/terminal/${path}?cols=${term.cols}&rows=${term.rows}`));
     ws.binaryType = "arraybuffer";
     box.dataset.state = "opening";
-    ws.onopen = () => { box.dataset.state = "open"; term.focus(); };
-    ws.onmessage = (m) => term.write(new Uint8Array(m.data));
-    ws.onclose = (c) => { box.dataset.state = "closed"; term.write(`\r\n[closed${c.reason ? ": " + c.reason : ""}]\r\n`); };
+    ws.onopen = () => { box.dataset.state = "open"; showControl("no"); term.focus(); };
+    ws.onmessage = (m) => {
+      if (typeof m.data === "string") { const said = JSON.parse(m.data); showControl(said.control ? "yes" : "no", said.error); return; }
+      term.write(new Uint8Array(m.data));
+    };
+    ws.onclose = (c) => { box.dataset.state = "closed"; showControl("no"); term.write(`\r\n[closed${c.reason ? ": " + c.reason : ""}]\r\n`); };
     const encoder = new TextEncoder();
-    term.onData((d) => { if (ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(d)); });
+    term.onData((d) => { if (ws.readyState === WebSocket.OPEN && box.dataset.control === "yes") ws.send(encoder.encode(d)); });
     term.onResize(({ cols, rows }) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ cols, rows })); });
   });
 
