@@ -2,8 +2,9 @@
 consumer; and the retention that deletes what is older than `HIVE_DASHBOARD_STATS_DAYS`.
 
 A batch is acknowledged only after its commit, so a recorder killed anywhere loses nothing: what it had not
-acknowledged comes again. What comes again and was committed already is written once: a row's key holds the
-message's stream sequence (`ON CONFLICT DO NOTHING`). A message that is not a sample is logged and acknowledged with
+acknowledged comes again. What comes again and was committed already is written once: the batch's stream sequences
+are recorded in `stats_samples` in the same transaction (`ON CONFLICT DO NOTHING RETURNING`), and only the rows of
+those new there are copied in. A message that is not a sample is logged and acknowledged with
 its batch, so nothing an agent publishes can stop the recorder.
 """
 
@@ -34,19 +35,25 @@ ACK_WAIT_SECONDS = 10.0
 """How soon what a killed recorder had not acknowledged comes again (a batch is written in milliseconds)."""
 FETCH_SECONDS = 5.0
 RETENTION_EVERY_SECONDS = 3600.0
-INSERT = """
-INSERT INTO stats (agent, key, ts, seq, value)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int8[], $5::float8[])
-ON CONFLICT DO NOTHING
+SAMPLES_KEPT_SECONDS = 2 * 86400.0
+"""How long a written sample's sequence is remembered: twice what HIVE_STATS keeps a message."""
+NEW_SAMPLES = """
+INSERT INTO stats_samples (seq, ts) SELECT * FROM unnest($1::int8[], $2::timestamptz[])
+ON CONFLICT DO NOTHING RETURNING seq
 """
+COLUMNS = ("agent", "key", "ts", "value")
 
 
 async def insert(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy[asyncpg.Record], rows: list[Row]) -> int:
-    """Write rows in one statement (arrays unnested: one round trip, one plan, whatever the batch's size); those
-    already there are skipped. Returns how many were new."""
-    columns: list[list[object]] = [[row[i] for row in rows] for i in range(5)]
-    status = await conn.execute(INSERT, *columns)
-    return int(status.rsplit(" ", 1)[1])
+    """Write the rows of the samples not written yet (call it in a transaction): which ones are new is asked of
+    `stats_samples` in one statement, and their rows go in by COPY. Returns how many rows were written."""
+    samples = {(row[3], row[2]) for row in rows}
+    found = await conn.fetch(NEW_SAMPLES, [seq for seq, _ in samples], [ts for _, ts in samples])
+    new = {r["seq"] for r in found}
+    fresh = [(agent, key, ts, value) for agent, key, ts, seq, value in rows if seq in new]
+    if fresh:
+        await conn.copy_records_to_table("stats", records=fresh, columns=COLUMNS)
+    return len(fresh)
 
 
 class Recorder:
@@ -142,10 +149,13 @@ class Recorder:
         while True:
             try:
                 async with self.pool.acquire() as conn:
-                    status = await conn.execute(
+                    deleted = await conn.execute(
                         "DELETE FROM stats WHERE ts < now() - make_interval(secs => $1)", self.keep_days * 86400
                     )
-                log.info("event=retention deleted=%s keep_days=%g", status.rsplit(" ", 1)[1], self.keep_days)
+                    await conn.execute(  # nothing older than the stream keeps can come again
+                        "DELETE FROM stats_samples WHERE ts < now() - make_interval(secs => $1)", SAMPLES_KEPT_SECONDS
+                    )
+                log.info("event=retention deleted=%s keep_days=%g", deleted.rsplit(" ", 1)[1], self.keep_days)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("outcome=retention_failed error=%r", exc)
             await asyncio.sleep(RETENTION_EVERY_SECONDS)

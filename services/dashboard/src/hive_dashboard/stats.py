@@ -44,7 +44,7 @@ Sample = Annotated[TurnStats | NotesCompacted | ApprovalQueue, Field(discriminat
 SAMPLE: TypeAdapter[TurnStats | NotesCompacted | ApprovalQueue] = TypeAdapter(Sample)
 
 Row = tuple[str, str, datetime, int, float]
-"""A row of `stats`, in its columns' order: agent, key, ts, seq, value."""
+"""A figure: agent, key, ts, the stream sequence of its sample, value (the sequence goes to `stats_samples`)."""
 
 
 class BadSample(ValueError):
@@ -230,7 +230,7 @@ SELECT date_bin(make_interval(secs => $5), ts, 'epoch') AS t, count(*) AS n, sum
        max(value) AS max, avg(value) AS avg,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY value) AS p50,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY value) AS p95,
-       (array_agg(value ORDER BY ts DESC, seq DESC))[1] AS last
+       (array_agg(value ORDER BY ts DESC))[1] AS last
 FROM stats WHERE agent = $1 AND key = $2 AND ts >= $3 AND ts < $4
 GROUP BY 1 ORDER BY 1
 """
