@@ -8,7 +8,9 @@ CREATE TABLE stats (
     key   text COLLATE "C" NOT NULL,
     value double precision NOT NULL
 );
-CREATE INDEX stats_series ON stats (agent, key, ts);
+-- The value is in the index too: a read is an index-only scan (a few pages), not one heap page per row, since
+-- rows of one series are spread over the heap among everyone else's written at the same time.
+CREATE INDEX stats_series ON stats (agent, key, ts) INCLUDE (value);
 -- Retention deletes by time alone; rows arrive in time order, so a BRIN index is a few pages for any size.
 CREATE INDEX stats_ts ON stats USING brin (ts);
 
