@@ -110,7 +110,8 @@ async def through_the_dashboard(url: str, state: Path, n: int) -> list[float]:
         if (await login.post("/login", data={"password": password})).status_code != 303:
             raise BenchFailed("the dashboard refused its own initial password")
         cookie = {"Cookie": f"hive_session={login.cookies['hive_session']}"}
-    ws_url = url.replace("http://", "ws://") + "/ws/terminal/alice?cols=200&rows=50"
+        csrf = (await login.get("/api/me")).json()["csrf"]
+    ws_url = url.replace("http://", "ws://") + f"/ws/terminal/alice?cols=200&rows=50&csrf={csrf}"
     async with connect(ws_url, additional_headers=cookie, origin=url) as ws:  # type: ignore[arg-type]
         await ws.send('{"control": true}')
         while isinstance(await ws.recv(), bytes):  # the prompt, then the answer to control

@@ -33,8 +33,17 @@ async def alice_terminals(hive: TestHive, tmp_path: Path) -> AsyncIterator[Termi
         yield terminals
 
 
-def ws_url(dashboard: Running, name: str = "alice") -> str:
-    return dashboard.url.replace("http://", "ws://") + f"/ws/terminal/{name}"
+def ws_url(dashboard: Running, name: str = "alice", csrf: str = "") -> str:
+    return dashboard.url.replace("http://", "ws://") + f"/ws/terminal/{name}?csrf={csrf}"
+
+
+async def operator_socket(dashboard: Running) -> tuple[dict[str, str], str]:
+    """What a logged-in page opens a terminal with: its session cookie, and its CSRF token."""
+    client = await dashboard.logged_in()
+    cookie = {"Cookie": f"hive_session={client.cookies['hive_session']}"}
+    csrf = client.headers["X-CSRF-Token"]
+    await client.aclose()
+    return cookie, csrf
 
 
 async def test_a_shell_in_the_agents_container_runs_in_the_browser_and_closes_with_its_section(
@@ -81,19 +90,19 @@ async def test_a_terminal_is_refused_without_a_session_from_another_site_or_for_
         async with connect(ws_url(dashboard)):
             pass
     assert anonymous.value.response.status_code == 403
-    client = await dashboard.logged_in()
-    cookie = {"Cookie": f"hive_session={client.cookies['hive_session']}"}
-    await client.aclose()
-    with pytest.raises(websockets.exceptions.InvalidStatus) as foreign:
-        async with connect(ws_url(dashboard), additional_headers=cookie, origin="http://evil.example"):  # type: ignore[arg-type]
-            pass
-    assert foreign.value.response.status_code == 403
-    with pytest.raises(websockets.exceptions.InvalidStatus) as bad_name:
-        async with connect(ws_url(dashboard, "Alice"), additional_headers=cookie):
-            pass
-    assert bad_name.value.response.status_code == 403
+    cookie, csrf = await operator_socket(dashboard)
     own = dashboard.url
-    async with connect(ws_url(dashboard), additional_headers=cookie, origin=own) as ws:  # type: ignore[arg-type]
+    for url, origin in [
+        (ws_url(dashboard, csrf=csrf), "http://evil.example"),  # another site
+        (ws_url(dashboard, "Alice", csrf=csrf), own),  # a bad name
+        (ws_url(dashboard), own),  # no CSRF token
+        (ws_url(dashboard, csrf="not-" + csrf), own),  # a wrong one
+    ]:
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            async with connect(url, additional_headers=cookie, origin=origin):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403, url
+    async with connect(ws_url(dashboard, csrf=csrf), additional_headers=cookie, origin=own) as ws:  # type: ignore[arg-type]
         await ws.send('{"control": true}')
         while isinstance(said := await ws.recv(), bytes):  # the shell's prompt (output) may come first
             pass
@@ -102,6 +111,15 @@ async def test_a_terminal_is_refused_without_a_session_from_another_site_or_for_
         seen = b""
         while seen.count(b"from-a-script") < 2:  # the line as typed, then what it printed
             seen += await ws.recv()  # type: ignore[operator]
+        # A 100 KB paste, one frame as xterm.js sends it: through the dashboard and the PTY, every byte, in order.
+        paste = b"".join(f"{i:05d} {'y' * 93}\n".encode() for i in range(1024))
+        for data in (b"cat > pasted.txt\n", paste, b"\x04", b"echo pasted-$((2+2))\n"):
+            await ws.send(data)
+        seen = b""
+        while b"pasted-4" not in seen.replace(b"pasted-$((2+2))", b""):
+            frame = await ws.recv()
+            seen = (seen + frame)[-200:] if isinstance(frame, bytes) else seen
+    assert (alice_terminals.cwd / "pasted.txt").read_bytes() == paste
     await closed.next_msg(timeout=10)  # the socket closed, and so did the shell
     assert alice_terminals.sessions == {}
 
@@ -109,19 +127,19 @@ async def test_a_terminal_is_refused_without_a_session_from_another_site_or_for_
 async def test_a_fifth_terminal_is_refused_and_the_refusal_audited(
     dashboard: Running, alice_terminals: Terminals, hive: TestHive
 ) -> None:
-    client = await dashboard.logged_in()
-    cookie = {"Cookie": f"hive_session={client.cookies['hive_session']}"}
+    cookie, csrf = await operator_socket(dashboard)
     async with AsyncExitStack() as stack:
         for _ in range(MAX_SESSIONS):
             ws = await stack.enter_async_context(
-                connect(ws_url(dashboard), additional_headers=cookie, origin=dashboard.url)  # type: ignore[arg-type]
+                connect(ws_url(dashboard, csrf=csrf), additional_headers=cookie, origin=dashboard.url)  # type: ignore[arg-type]
             )
             await ws.send('{"cols": 90, "rows": 20}')
         assert len(alice_terminals.sessions) == MAX_SESSIONS
         with pytest.raises(websockets.exceptions.InvalidStatus) as fifth:
-            async with connect(ws_url(dashboard), additional_headers=cookie, origin=dashboard.url):  # type: ignore[arg-type]
+            async with connect(ws_url(dashboard, csrf=csrf), additional_headers=cookie, origin=dashboard.url):  # type: ignore[arg-type]
                 pass
         assert fifth.value.response.status_code == 403
+    client = await dashboard.logged_in()
     audit = [(e["action"], e["outcome"]) for e in (await client.get("/api/audit")).json()]
     await client.aclose()
     assert [a for a in audit if a[0] == "terminal"][::-1] == [("terminal", "ok")] * MAX_SESSIONS + [

@@ -1,7 +1,8 @@
 """Who is asking, and whether they may: the session cookie read into an operator (Starlette's
 `AuthenticationBackend`), and one guard in front of every route — a session for everything but the login page and
 the static assets, the same origin for every state-changing request and for the event stream, and the session's
-CSRF token on every state-changing request (an `X-CSRF-Token` header from fetch, a `csrf` field from a form)."""
+CSRF token on every state-changing request (an `X-CSRF-Token` header from fetch, a `csrf` field from a form) and on
+a WebSocket's opening (its `csrf` query parameter)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import hmac
 from urllib.parse import parse_qs, quote
 
 from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import HTTPConnection
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -132,11 +133,16 @@ class Guard:
                 response = RedirectResponse(f"/login?next={quote(path)}", status_code=303)
             await response(scope, receive, send)
             return
-        if unsafe:
-            given, receive = await csrf_token(scope, receive)
+        if unsafe or websocket:
+            # A WebSocket cannot carry a header from a page: its opening carries the token in its query.
+            given, receive = (
+                (QueryParams(scope.get("query_string", b"").decode("latin-1")).get(CSRF_FIELD), receive)
+                if websocket
+                else await csrf_token(scope, receive)
+            )
             if given is None or not hmac.compare_digest(given.encode(), session.csrf.encode()):
-                await error_response(ErrorCode.NOT_ALLOWED, "The CSRF token is missing or wrong; reload the page.")(
-                    scope, receive, send
+                await refuse(
+                    scope, receive, send, ErrorCode.NOT_ALLOWED, "The CSRF token is missing or wrong; reload the page."
                 )
                 return
         await self.app(scope, receive, send)

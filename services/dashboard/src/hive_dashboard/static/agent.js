@@ -105,7 +105,7 @@
     box.replaceChildren();
     term.open(box);
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = (shell = new WebSocket(`${scheme}//${location.host}/ws/terminal/${path}?cols=${term.cols}&rows=${term.rows}`));
+    const ws = (shell = new WebSocket(`${scheme}//${location.host}/ws/terminal/${path}?cols=${term.cols}&rows=${term.rows}&csrf=${encodeURIComponent(hive.csrf)}`));
     ws.binaryType = "arraybuffer";
     box.dataset.state = "opening";
     ws.onopen = () => { box.dataset.state = "open"; showControl("no"); term.focus(); };
