@@ -68,14 +68,19 @@ const stats = (() => {
       this.def = def;
       this.box = box;
       this.plot = null;
-      box.replaceChildren(el("h3", {}, def.title), (this.area = el("div", { class: "plot" })));
+      this.empty = el("p", { class: "empty" }, "No samples in this window.");
+      box.replaceChildren(el("h3", {}, def.title), this.empty, (this.area = el("div", { class: "plot" })));
     }
-    show(data) {
+    // The x axis is the window asked for, whatever the points (one point alone would span years otherwise).
+    show(data, range) {
+      this.range = range;
       this.box.dataset.points = String(data[0].length);
+      this.empty.hidden = data[0].length > 0;
       if (!this.plot) {
         const width = Math.max(260, this.area.clientWidth || 320);
         const series = [{}, ...this.def.lines.map((l, i) => ({ label: l.label, stroke: COLORS[i % COLORS.length], width: 2, points: { show: true } }))];
-        this.plot = new uPlot({ width, height: 160, series, scales: { x: { time: true } }, legend: { show: true } }, data, this.area);
+        const scales = { x: { time: true, range: () => this.range } };
+        this.plot = new uPlot({ width, height: 160, series, scales, legend: { show: true } }, data, this.area);
       } else this.plot.setData(data);
     }
   }
@@ -104,11 +109,13 @@ const stats = (() => {
 
     async function refresh() {
       if (busy) { again = true; return busy; }
-      const since = new Date(Date.now() - windowSeconds * 1000).toISOString();
+      const now = Date.now();
+      const since = new Date(now - windowSeconds * 1000).toISOString();
+      const range = [now / 1000 - windowSeconds, now / 1000];
       busy = (async () => {
         try {
           await Promise.all([
-            ...boxes.map(async (c) => c.show(await load(c.def, agent, since))),
+            ...boxes.map(async (c) => c.show(await load(c.def, agent, since), range)),
             ...totalBoxes.map(async ([b, def]) => totalsBox(b, def, await api("GET", `/stats/totals?${params({ family: def.family, agent, since })}`))),
             topBox && (async () => {
               const reply = await api("GET", `/stats/top?${params({ since, limit: 10 })}`);
