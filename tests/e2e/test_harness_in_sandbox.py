@@ -30,6 +30,7 @@ from hyperhive.wire.models import (
     DecisionRequest,
     Empty,
     HarnessState,
+    PtyControl,
     PtyOpen,
     PtySession,
     SpawnerCommand,
@@ -94,6 +95,8 @@ async def test_a_spawned_agent_runs_its_harness_and_answers(
         # The terminal is a shell inside bob's sandbox: root there, its hostname bob, its home /state.
         opened = await bus.call(dashboard, subjects.harness("bob", "pty.open"), PtyOpen(), PtySession)
         out = await dashboard.subscribe(subjects.agent("bob", f"pty.{opened.session}.out"))
+        control = subjects.harness("bob", f"pty.{opened.session}.control")  # it opens watching
+        assert (await bus.call(dashboard, control, PtyControl(), PtyControl, timeout=30)).control
         await dashboard.publish(subjects.harness("bob", f"pty.{opened.session}.in"), b"echo at-$(id -u)-$(hostname)\n")
         seen = ""
         while "at-0-bob" not in seen:
