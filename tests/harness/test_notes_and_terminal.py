@@ -228,3 +228,20 @@ async def test_taking_control_waits_for_the_turn_and_holds_the_loop_until_given_
         s.api.script([Text("Free again.")])
         await s.bob.send("alice", "one more")
         assert (await s.harness.run_once(wait=10)) is not None
+
+
+async def test_control_is_given_back_when_its_controller_goes_silent(hive: TestHive, tmp_path: Path) -> None:
+    """A dashboard that died with control would hold the agent's turns for ever: three missed beats give it back."""
+    async with AsyncExitStack() as stack:
+        s = await scene(stack, hive, tmp_path, AgentPolicy(agent="alice"))
+        terminals = Terminals(await hive.connect("alice"), "alice", cwd=s.state, turns=s.harness, alive_seconds=0.1)
+        await terminals.serve(stack)
+        dashboard = await hive.connect("dashboard")
+        opened = await bus.call(dashboard, subjects.harness("alice", "pty.open"), PtyOpen(), PtySession)
+        assert await take_control(dashboard, opened.session)  # and then says nothing more
+        await s.states.until("paused", "control of a terminal")
+        await s.states.until("idle")
+        assert not terminals.sessions[opened.session].control
+        s.api.script([Text("Free again.")])
+        await s.bob.send("alice", "one more")
+        assert (await s.harness.run_once(wait=10)) is not None

@@ -31,7 +31,7 @@ from hive_dashboard.store import Store
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
-from hyperhive.wire.models import PtyControl, PtyOpen, PtyResize, PtySession
+from hyperhive.wire.models import PTY_ALIVE_SECONDS, PtyControl, PtyOpen, PtyResize, PtySession
 from hyperhive.wire.names import check_agent_ref
 
 log = logging.getLogger("hive_dashboard.terminal")
@@ -108,6 +108,13 @@ class Bridge:
             else:
                 await self.websocket.send_bytes(chunk)
 
+    async def alive(self) -> None:
+        """Say the socket is still open, so a control it holds is kept (the harness gives it back otherwise)."""
+        while True:
+            await asyncio.sleep(PTY_ALIVE_SECONDS)
+            with contextlib.suppress(nats.errors.Error):
+                await self.hive.nc.publish(self.harness("alive"), b"")
+
     async def control(self, wanted: bool) -> None:
         """Take control or give it back (audited); the harness's answer goes to the page."""
         work = bus.call(self.hive.nc, self.harness("control"), PtyControl(control=wanted), PtyControl, CONTROL_TIMEOUT)
@@ -135,6 +142,7 @@ class Bridge:
             await self.hive.nc.subscribe(subjects.agent(self.name, f"pty.{self.pty}.closed"), cb=self.output),
         ]
         sender = asyncio.create_task(self.send())
+        beating = asyncio.create_task(self.alive())
         try:
             while not sender.done():
                 receiving = asyncio.ensure_future(self.websocket.receive())
@@ -150,6 +158,7 @@ class Bridge:
             pass
         finally:
             sender.cancel()
+            beating.cancel()
             if self.asking is not None:
                 self.asking.cancel()
             for sub in subs:

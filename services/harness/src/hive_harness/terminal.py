@@ -10,8 +10,8 @@ it over NATS for the dashboard's xterm.js.
 
 Input is written whole and in order however fast it comes: what the PTY does not take at once (a large paste fills
 its buffer) waits for it to be writable again. A terminal opens watching: its input is ignored until the operator
-takes control (`….control`, `PtyControl`), which holds the agent's turn loop (`TurnHold`) until it is given back or
-the terminal closes.
+takes control (`….control`, `PtyControl`), which holds the agent's turn loop (`TurnHold`) until it is given back, the
+terminal closes, or its controller stops saying it is there (`….alive`).
 
 Only host services may publish on an agent's harness plane, and only the dashboard (a service) can read the
 output: an operator reaches the terminal through the dashboard's login.
@@ -28,6 +28,7 @@ import secrets
 import signal
 import struct
 import termios
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from hive_harness.cast import Cast, CastError
 from hyperhive import bus, events
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import PtyControl, PtyOpen, PtyResize, PtySession
+from hyperhive.wire.models import PTY_ALIVE_SECONDS, PtyControl, PtyOpen, PtyResize, PtySession
 
 log = logging.getLogger("hive_harness.terminal")
 
@@ -71,12 +72,22 @@ class Session:
     writing: bool = False  # waiting for the PTY to take more
     control: bool = False  # its input goes to the shell (else it only watches)
     taking: asyncio.Task[None] | None = None
+    heard: float = 0.0  # when its controller last said anything (monotonic)
+    watchdog: asyncio.Task[None] | None = None  # gives control back when its controller goes silent
 
 
 class Terminals:
     def __init__(
-        self, nc: Client, agent: str, cwd: Path, shell: tuple[str, ...] = SHELL, turns: TurnHold | None = None
+        self,
+        nc: Client,
+        agent: str,
+        cwd: Path,
+        *,
+        shell: tuple[str, ...] = SHELL,
+        turns: TurnHold | None = None,
+        alive_seconds: float = PTY_ALIVE_SECONDS,
     ) -> None:
+        self.alive_seconds = alive_seconds
         self.nc = nc
         self.agent = agent
         self.cwd = cwd
@@ -165,6 +176,7 @@ class Terminals:
         session = self.sessions.get(session_id)
         if session is None:
             return
+        session.heard = time.monotonic()
         if verb == "control":
             if session.taking is None or session.taking.done():  # one at a time; it may wait for a turn to end
                 session.taking = asyncio.create_task(self._take(session, msg), name=f"pty-control-{session.id}")
@@ -205,14 +217,31 @@ class Terminals:
                     await self.turns.release(session.id)
                 return
             session.control = True
+            session.watchdog = asyncio.create_task(self._watch(session), name=f"pty-alive-{session.id}")
         elif not wanted and session.control:
-            session.control = False
-            if self.turns is not None:
-                await self.turns.release(session.id)
+            await self._give_back(session)
         log.info("agent=%s pty=%s control=%s", self.agent, session.id, session.control)
         if msg.reply:
             with contextlib.suppress(nats.errors.Error):
                 await msg.respond(bus.encode(PtyControl(control=session.control)))
+
+    async def _watch(self, session: Session) -> None:
+        """While `session` has control: give it back once its controller has said nothing for three beats."""
+        session.heard = time.monotonic()
+        while session.control:
+            await asyncio.sleep(self.alive_seconds)
+            if time.monotonic() - session.heard > 3 * self.alive_seconds:
+                log.warning(
+                    "agent=%s pty=%s outcome=control_given_back reason=controller_silent", self.agent, session.id
+                )
+                await self._give_back(session)
+
+    async def _give_back(self, session: Session) -> None:
+        session.control = False
+        if session.watchdog is not None and session.watchdog is not asyncio.current_task():
+            session.watchdog.cancel()
+        if self.turns is not None:
+            await self.turns.release(session.id)
 
     def _write(self, session: Session) -> None:
         """Give the PTY what it takes of the waiting input now; the rest when it is writable again."""
@@ -239,9 +268,10 @@ class Terminals:
         if session.writing:
             asyncio.get_running_loop().remove_writer(session.master)
         session.cast.close()
-        if session.taking is not None and session.taking is not asyncio.current_task():
-            session.taking.cancel()
-            await asyncio.gather(session.taking, return_exceptions=True)
+        for task in (session.taking, session.watchdog):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.turns is not None:
             await self.turns.release(session.id)  # whether it had control or was still waiting for it
         if session.pump is not None and session.pump is not asyncio.current_task():

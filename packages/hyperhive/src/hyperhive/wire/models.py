@@ -699,10 +699,17 @@ class PtyControl(WireRequest):
     """`hive.harness.<name>.pty.<session>.control` (a request): take control of a terminal (`control`), or give it
     back. A terminal opens watching: its input is ignored until it has control. Taking it waits for the running turn
     to end and holds the turn loop until it is given back or the terminal closes, so the operator and the model
-    never type into the container at once. The answer is the same model, saying what holds now."""
+    never type into the container at once. The answer is the same model, saying what holds now.
+
+    While it has control, whoever took it says it is still there (anything to `….alive`) every
+    `PTY_ALIVE_SECONDS`; after three missed, control is given back by itself (a dashboard that died would otherwise
+    hold the agent's turns for ever)."""
 
     kind: Literal["hive.pty.control.v1"] = "hive.pty.control.v1"
     control: bool = True
+
+
+PTY_ALIVE_SECONDS = 10.0
 
 
 class PtySession(WireModel):
