@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import uvicorn
 from nats.aio.client import Client
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hive_harness.http import HttpServer
 from hive_harness.mcp import McpServer, Tool, ToolError
 from hyperhive import bus
 from hyperhive.inbox import Handled, Inbox
@@ -184,22 +184,11 @@ class ToolServer:
         app = build(self.context)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        sock.listen(64)  # connections queue from here on, before uvicorn accepts: no waiting for it to come up
+        sock.listen(64)  # connections queue from here on, before the server accepts: no waiting for it to come up
         self.port = sock.getsockname()[1]
-        routed = bearer_only(with_hook(app, self.hook), self.token)
-        config = uvicorn.Config(routed, log_level="warning", lifespan="off")
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
-        # uvicorn's startup and shutdown without its main loop, which wakes ten times a second to check for a stop:
-        # at a hundred idle agents, most of the host's idle CPU (docs/PERFORMANCE.md, "A hundred agents").
-        await server.startup(sockets=[sock])
-
-        async def stop() -> None:
-            await server.shutdown(sockets=[sock])
-            sock.close()
-
-        stack.push_async_callback(stop)
+        server = HttpServer(bearer_only(with_hook(app, self.hook), self.token), sock)
+        await server.start()
+        stack.push_async_callback(server.stop)
 
     @property
     def hook_url(self) -> str:
