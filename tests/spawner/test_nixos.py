@@ -286,3 +286,42 @@ async def test_listing_agents_costs_one_process_whatever_their_number(
         (n, "stopped") for n in names[3:]
     ]
     assert [argv[:2] for argv in started] == [["systemctl", "show"]]
+
+
+async def test_a_container_started_by_a_spawner_killed_before_announcing_it_is_announced_by_the_next(
+    tmp_path: Path, standins: Path, hive: TestHive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container outlives its spawner. One killed after starting it and before publishing `agent_started` (which
+    wakes the agent through the broker) left the agent running and never woken: the next spawner saw it up and did
+    nothing."""
+    repos = ConfigRepos(tmp_path / "config")
+    frozen = repos.freeze("alice", repos.create("alice"), approval_id=1)
+    repos.apply("alice", frozen.tag, frozen.sha)
+    monkeypatch.setenv("HIVE_NIXOS_FLAKE", HIVE_FLAKE)
+    settings = SpawnerSettings(
+        state_dir=tmp_path, backend="nixos", containers_dir=tmp_path / "containers", nixos_conf_dir=tmp_path / "conf"
+    )
+    nc = await hive.connect(subjects.SPAWNER)
+    started = await (await hive.connect("dashboard")).subscribe(subjects.event("agent_started", "alice"))
+    killed = Spawner(nc, nc.jetstream(), repos, tmp_path / "agents", settings)
+
+    async def dies_here(*args: object) -> None:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(killed, "_event", dies_here)
+    with pytest.raises(SystemExit):
+        await killed.start_agent("alice", restarted=False)
+    assert killed.backend.running("alice") == {"alice"}
+
+    following = Spawner(nc, nc.jetstream(), repos, tmp_path / "agents", settings)
+    try:
+        await following.resume()
+        event = json.loads((await started.next_msg(timeout=10)).data)
+        await following.resume()  # announced once: a later start finds it running and says nothing
+        await nc.flush()
+    finally:
+        following.backend.stop_all()
+    assert (event["type"], event["agent"]) == ("agent_started", "alice")
+    assert started.pending_msgs == 0
+    calls_to_start = [c for c in calls(standins) if c[:2] == ["nixos-container", "start"]]
+    assert len(calls_to_start) == 1  # the container was not started twice

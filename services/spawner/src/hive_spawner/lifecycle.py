@@ -123,13 +123,21 @@ class Lifecycle:
 
     async def start_agent(self, agent: str, *, restarted: bool) -> None:
         """Start the agent, unless it runs already (started by the resume of a spawner that a kill interrupted, or
-        by the run of this command before the kill): that is the end state, not a conflict."""
-        self._mark(agent, "running")
+        by the run of this command before the kill): that is the end state, not a conflict — once its start has
+        been announced.
+
+        The mark says `starting` from before the start until `agent_started` (which wakes the agent) is published,
+        then `running`: a container outlives a spawner killed in between (nixos), and the next one announces it."""
+        if self._marks().get(agent) != "running":
+            self._mark(agent, "starting")
         self._crashed.discard(agent)
         await self.slots.give_back(agent)  # a harness that died mid-turn hands nothing on
         if agent in await asyncio.to_thread(self.backend.running, agent):
             log.info("agent=%s outcome=running_already", agent)
+            if self._marks().get(agent) == "starting":
+                await self._announce(agent, restarted)
             return
+        self._mark(agent, "starting")
         env = {
             **self.settings.agent_env,
             "HIVE_NATS_URL": self.settings.nats_url,
@@ -143,7 +151,11 @@ class Lifecycle:
         # A thread of the loop's executor, which lives as long as the loop: a sandbox ends when the thread that
         # started it does (the parent-death signal, PR_SET_PDEATHSIG, follows the thread, not the process).
         await asyncio.to_thread(self.backend.start, agent, self.settings.agent_command, env)
+        await self._announce(agent, restarted)
+
+    async def _announce(self, agent: str, restarted: bool) -> None:
         await self._event("agent_started", agent, AgentStarted(agent=agent, restarted=restarted))
+        self._mark(agent, "running")
 
     def _hand_over_credential(self, agent: str) -> None:
         path = self.settings.credential_file
@@ -218,10 +230,11 @@ class Lifecycle:
                 MANAGER, self._spawn(SpawnerCommand(action="spawn", agent=MANAGER, approval_id=BOOTSTRAP))
             )
             return
-        wanted = [agent for agent, desired in sorted(self._marks().items()) if desired == "running"]
+        marks = self._marks()
+        wanted = [agent for agent, desired in sorted(marks.items()) if desired in ("running", "starting")]
         up = await asyncio.to_thread(self.backend.running, *wanted)
         for agent in wanted:
-            if agent not in up:
+            if agent not in up or marks[agent] == "starting":
                 await self._resuming(agent, self.start_agent(agent, restarted=True))
 
     async def _resuming(self, agent: str, work: Coroutine[Any, Any, None]) -> None:
