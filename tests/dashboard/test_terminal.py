@@ -4,21 +4,28 @@ WebSocket and shown by xterm.js; refused without a session and from another site
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 import websockets
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Page, expect
 from websockets.asyncio.client import connect
 
+from hive_approver.__main__ import start as start_approver
+from hive_dashboard.__main__ import start
 from hive_harness.terminal import MAX_SESSIONS, Terminals
+from hive_spawner.__main__ import start as start_spawner
+from hivetest.agents import make_agent, operator_call
 from hivetest.hive import TestHive
+from hivetest.messages_api import serve_messages_api
+from hivetest.services import approver_settings, real_harness_spawner
 from hyperhive.wire import subjects
-from hyperhive.wire.models import Event, PtySession
+from hyperhive.wire.models import Approval, DecisionRequest, Event, PtySession
 
-from .conftest import Running, log_in
+from .conftest import Running, dashboard_settings, log_in
 
 
 @pytest.fixture
@@ -145,3 +152,58 @@ async def test_a_fifth_terminal_is_refused_and_the_refusal_audited(
     assert [a for a in audit if a[0] == "terminal"][::-1] == [("terminal", "ok")] * MAX_SESSIONS + [
         ("terminal", "conflict")
     ]
+
+
+async def test_echo_typed_in_the_browser_is_answered_from_inside_the_agents_sandbox(
+    browser: Browser, hive: TestHive, database_url: str, broker: object, spawner_state: Path, tmp_path: Path
+) -> None:
+    """The whole path: Chromium's xterm.js, the dashboard's WebSocket, the harness's PTY inside bob's bubblewrap
+    sandbox (its hostname is bob), spawned through an approval by the real spawner."""
+    async with AsyncExitStack() as stack:
+        api = stack.enter_context(serve_messages_api())
+        await start_spawner(stack, real_harness_spawner(hive, spawner_state, api))
+        approver = await start_approver(stack, approver_settings(hive, database_url))
+        state = tmp_path / "hive-state"
+        dashboard = Running(await start(stack, dashboard_settings(hive, database_url, state)), state)
+        manager = await make_agent(hive, approver, "manager")
+        turns = await (await hive.connect(subjects.DASHBOARD)).subscribe(subjects.agent("bob", subjects.STATS))
+        pending = await manager.request("spawn", agent="bob")
+        await operator_call(await hive.connect("operator"), "approve", DecisionRequest(id=pending.id), Approval)
+        await turns.next_msg(timeout=90)  # bob's harness is up, and its wake-up turn has ended
+
+        page = await log_in(browser, dashboard)
+        await page.goto(dashboard.url + "/agents/bob")
+        await page.click("#terminal-section summary")
+        await expect(page.locator("#terminal")).to_have_attribute("data-state", "open")
+        await page.click("#terminal-control")
+        await expect(page.locator("#terminal")).to_have_attribute("data-control", "yes")
+        await page.locator("#terminal .xterm-helper-textarea").focus()
+        await page.keyboard.type("echo at-$(hostname)-$((6*7))")
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#terminal .xterm-rows")).to_contain_text("at-bob-42", timeout=20_000)
+
+        # The terminal fills its box (xterm's fit addon), and the shell is told each new size.
+        narrow = await resized(page, 500)
+        wide = await resized(page, 1400)
+        print(f"terminal size at 500 px: {narrow}, at 1400 px: {wide}")
+        assert narrow[1] < wide[1], (narrow, wide)  # the columns the box has room for, not xterm's fixed 80
+
+
+async def resized(page: Page, width: int) -> tuple[int, int]:
+    """The shell's size once the window is `width` pixels wide and the terminal has been fitted to it."""
+    screen = "document.querySelector('#terminal .xterm-screen').getBoundingClientRect().width"
+    before = await page.evaluate(screen)
+    await page.set_viewport_size({"width": width, "height": 800})
+    await page.wait_for_function(f"() => {screen} !== {before}")  # refitted: the new size is on its way
+    return await terminal_size(page, f"at{width}")
+
+
+async def terminal_size(page: Page, tag: str) -> tuple[int, int]:
+    """The shell's own `stty size` (rows, columns), typed into the terminal."""
+    await page.keyboard.type(f"echo {tag}-$(stty size | tr ' ' x)-end")
+    await page.keyboard.press("Enter")
+    rows = page.locator("#terminal .xterm-rows")
+    await expect(rows).to_contain_text(re.compile(rf"{tag}-\d+x\d+-end"))
+    found = re.search(rf"{tag}-(\d+)x(\d+)-end", await rows.inner_text())
+    assert found is not None
+    return int(found[1]), int(found[2])

@@ -12,15 +12,13 @@ from nats.aio.client import Client
 from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
 from hive_spawner.__main__ import start as start_spawner
-from hive_spawner.settings import SpawnerSettings
 from hivectl.natsserver import NatsServer
 from hivetest.agents import Agents, make_agent, operator_call
 from hivetest.bypasses import FAMILIES
-from hivetest.claude import CLAUDE, SCRIPTED_ENV
 from hivetest.harness import States, harness_call, plant_everything
 from hivetest.hive import TestHive
-from hivetest.messages_api import Hold, MessagesApi, Text, ToolUse, serve_messages_api
-from hivetest.services import approver_settings, broker_settings
+from hivetest.messages_api import Hold, Text, ToolUse, serve_messages_api
+from hivetest.services import approver_settings, broker_settings, real_harness_spawner
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.models import (
@@ -36,24 +34,6 @@ from hyperhive.wire.models import (
     SpawnerCommand,
     TurnStats,
 )
-
-
-def real_harness_spawner(hive: TestHive, state: Path, api: MessagesApi, **agent_env: str) -> SpawnerSettings:
-    """A spawner that runs the real harness in bubblewrap, its CLI pointed at the scripted API."""
-    assert isinstance(hive.server, NatsServer)
-    base = hive.settings(subjects.SPAWNER)
-    env = {
-        "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
-        "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}),
-        **agent_env,
-    }
-    return SpawnerSettings(
-        nats_url=base.nats_url,
-        nats_creds=base.nats_creds,
-        state_dir=state,
-        nats_auth_dir=hive.server.root,
-        agent_env=env,
-    )
 
 
 async def test_a_spawned_agent_runs_its_harness_and_answers(

@@ -1,10 +1,11 @@
-"""Each service's settings on a test hive, as `hivectl up` would give them, and a spawner stand-in for tests of the
-approver."""
+"""Each service's settings on a test hive, as `hivectl up` would give them (a spawner of stand-in agents, or of the
+real harness), and a spawner stand-in for tests of the approver."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from nats.js import api as js_api
 from hive_approver.settings import ApproverSettings
 from hive_broker.settings import BrokerSettings
 from hive_spawner.settings import SpawnerSettings
+from hivetest.claude import CLAUDE, SCRIPTED_ENV
 from hivetest.hive import TestHive
+from hivetest.messages_api import MessagesApi
 from hyperhive import bus
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -45,6 +48,23 @@ def spawner_settings(hive: TestHive, state: Path) -> SpawnerSettings:
         state_dir=state,
         nats_auth_dir=hive.server.root,
         agent_command=["/bin/sh", "-c", AGENT_SCRIPT],
+    )
+
+
+def real_harness_spawner(hive: TestHive, state: Path, api: MessagesApi, **agent_env: str) -> SpawnerSettings:
+    """A spawner that runs the real harness in bubblewrap, its CLI pointed at the scripted Messages API."""
+    base = hive.settings(subjects.SPAWNER)
+    env = {
+        "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
+        "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}),
+        **agent_env,
+    }
+    return SpawnerSettings(
+        nats_url=base.nats_url,
+        nats_creds=base.nats_creds,
+        state_dir=state,
+        nats_auth_dir=hive.server.root,
+        agent_env=env,
     )
 
 

@@ -39,6 +39,7 @@ log = logging.getLogger("hive_dashboard")
 STATIC = Path(__file__).parent / "static"
 XTERM = Path(__file__).resolve().parents[4] / "node_modules" / "@xterm" / "xterm"
 """xterm.js from the checkout's npm install (`make install`), never copied into the repo."""
+XTERM_FIT = XTERM.parent / "addon-fit" / "lib"
 UPLOT = XTERM.parents[1] / "uplot" / "dist"
 """uPlot, the same way."""
 CSP = (
@@ -115,6 +116,7 @@ class Dashboard:
             Route("/events", self.events, methods=["GET"]),
             WebSocketRoute("/ws/terminal/{name}", self.terminal),
             Mount("/static/vendor/xterm", StaticFiles(directory=XTERM, check_dir=False)),
+            Mount("/static/vendor/xterm-fit", StaticFiles(directory=XTERM_FIT, check_dir=False)),
             Mount("/static/vendor/uplot", StaticFiles(directory=UPLOT, check_dir=False)),
             Mount("/static", StaticFiles(directory=STATIC)),
             Mount("/api", app=api_app),

@@ -102,8 +102,11 @@
   document.getElementById("terminal-section").addEventListener("toggle", (e) => {
     if (!e.target.open) { if (shell) shell.close(); return; }
     const term = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 13 });
+    const fit = new FitAddon.FitAddon(); // the terminal fills its box, and follows the window's size
+    term.loadAddon(fit);
     box.replaceChildren();
     term.open(box);
+    fit.fit();
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = (shell = new WebSocket(`${scheme}//${location.host}/ws/terminal/${path}?cols=${term.cols}&rows=${term.rows}&csrf=${encodeURIComponent(hive.csrf)}`));
     ws.binaryType = "arraybuffer";
@@ -117,6 +120,9 @@
     const encoder = new TextEncoder();
     term.onData((d) => { if (ws.readyState === WebSocket.OPEN && box.dataset.control === "yes") ws.send(encoder.encode(d)); });
     term.onResize(({ cols, rows }) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ cols, rows })); });
+    const refit = () => { if (box.dataset.state !== "closed") fit.fit(); };
+    window.addEventListener("resize", refit);
+    ws.addEventListener("close", () => window.removeEventListener("resize", refit));
   });
 
   const charts = stats.agent(document.getElementById("stats"), name);
