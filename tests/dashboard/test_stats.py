@@ -4,6 +4,7 @@ a sample is logged and skipped, and the recorder goes on; bad parameters are ref
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,12 +15,13 @@ import httpx2 as httpx
 import pytest
 from nats.aio.client import Client
 
+from hive_broker.service import Broker
 from hive_dashboard.recorder import insert
-from hivetest.agents import Caller, make_agent
+from hivetest.agents import Agents, Caller, make_agent
 from hivetest.hive import TestHive
 from hyperhive import bus
 from hyperhive.wire import subjects
-from hyperhive.wire.models import ApprovalQueue, TurnStats
+from hyperhive.wire.models import ApprovalQueue, InboxDepths, TurnStats
 
 from .sse import read
 from .test_api import refused
@@ -120,6 +122,7 @@ async def test_what_is_not_a_sample_is_logged_and_the_recorder_goes_on(
         bus.encode(turn()).replace(b'"duration_ms":1000', b'"duration_ms":1' + b"0" * 30),
         bus.encode(turn(received={"operator": 1})).replace(b'"operator"', b'"everyone"'),
         bus.encode(ApprovalQueue(pending=99)),  # the approver's, not an agent's to say
+        bus.encode(InboxDepths(depths={"bob": 5})),  # the broker's
     ]
     async with recordings(operator) as feed:
         for data in bad:
@@ -144,6 +147,26 @@ async def test_the_approvers_queue_is_a_hive_wide_series(operator: httpx.AsyncCl
             pass
     points = (await operator.get("/api/stats", params={"key": "approvals.pending"})).json()["points"]
     assert points[-1]["last"] == 1
+
+
+async def test_a_paused_agents_growing_inbox_is_charted_from_the_brokers_samples(
+    operator: httpx.AsyncClient, agents: Agents, broker: Broker
+) -> None:
+    """bob takes no turn (paused, or busy), so his harness says nothing of his depth; the broker's samples do."""
+    bob = await agents.agent("bob", recipients=[])
+    await bob.recv()  # his inbox exists, and is empty
+    alice = await agents.agent("alice", recipients=["bob"])
+    async with recordings(operator) as feed:
+        for i in range(3):
+            await alice.send("bob", f"m{i}")
+        sampler = asyncio.create_task(broker.sample_depths(0.05))  # the fixture's broker samples every 15 s
+        try:
+            while "bob" not in await recorded(feed):
+                pass
+        finally:
+            sampler.cancel()
+    points = (await operator.get("/api/stats", params={"agent": "bob", "key": "inbox.depth"})).json()["points"]
+    assert points[-1]["last"] == 3
 
 
 async def test_a_long_window_is_bucketed_on_the_server(operator: httpx.AsyncClient, database_url: str) -> None:

@@ -21,6 +21,7 @@ async def start(stack: AsyncExitStack, settings: BrokerSettings, stop: asyncio.E
     broker = Broker(nc, Inboxes(nc, js, ack_wait=settings.ack_wait_seconds), policy, tools)
     runtime.background(stack, system.relay(nc, js, broker.system_message), "system-messages", stop)
     runtime.background(stack, _janitor(broker, settings), "janitor", stop)
+    runtime.background(stack, broker.sample_depths(settings.depth_sample_seconds), "depth-samples", stop)
     await stack.enter_async_context(
         bus.serve(
             nc,

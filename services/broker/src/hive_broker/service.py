@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.nuid import NUID
 from pydantic import BaseModel
@@ -21,9 +23,11 @@ from hyperhive.policies import Book, PolicyBook
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
+    DEPTHS_PER_SAMPLE,
     MAX_BODY_BYTES,
     DepthsReply,
     Empty,
+    InboxDepths,
     InboxReply,
     InboxRequest,
     Message,
@@ -161,6 +165,28 @@ class Broker:
 
     async def depths(self, subject: str, req: Empty) -> DepthsReply:
         return DepthsReply(depths=await self.inboxes.depths())
+
+    async def sample_depths(self, every: float) -> None:
+        """`hive.stats.inboxes`: the depths that changed since the last sample, every `every` seconds, so that a
+        paused agent's growing inbox is charted too (its harness says its depth only when a turn begins). One
+        question to JetStream a sample, whatever the number of inboxes; a sample lost to an outage is only a missing
+        point: what was not sent is sent with the next."""
+        sent: dict[str, int] = {}
+        while True:
+            try:
+                depths = await self.inboxes.depths()
+                changed = sorted(
+                    (agent, depth)
+                    for agent, depth in depths.items()
+                    if agent != OPERATOR and sent.get(agent) != depth  # the agents' inboxes are charted
+                )
+                for at in range(0, len(changed), DEPTHS_PER_SAMPLE):
+                    sample = InboxDepths(depths=dict(changed[at : at + DEPTHS_PER_SAMPLE]))
+                    await self.nc.publish(subjects.INBOX_DEPTHS, bus.encode(sample))
+                    sent.update(sample.depths)
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("outcome=depths_unsampled error=%r", exc)
+            await asyncio.sleep(every)  # a timer: what is sampled is the time series
 
     def endpoints(self) -> list[bus.Endpoint[Any]]:
         broker = subjects.BROKER

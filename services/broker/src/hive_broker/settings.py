@@ -17,3 +17,6 @@ class BrokerSettings(HiveSettings):
     janitor_interval_seconds: float = Field(
         3600.0, gt=0, description="How often delivered messages past retention are removed."
     )
+    depth_sample_seconds: float = Field(
+        15.0, gt=0, description="How often the inboxes' depths are sampled for the stats (only changes are sent)."
+    )

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
-from hyperhive.wire.models import ApprovalQueue, ExitClass, NotesCompacted, TurnStats
+from hyperhive.wire.models import ApprovalQueue, ExitClass, InboxDepths, NotesCompacted, TurnStats
 from hyperhive.wire.names import Party, check_agent_ref
 
 HIVE = "*"
@@ -40,8 +40,8 @@ HIVE_FAMILIES = frozenset({"turn.exit"})
 """What is also written hive-wide (under `*`) as it is recorded, so a hive-wide series is one range of the index
 too, not a scan of every agent's rows."""
 
-Sample = Annotated[TurnStats | NotesCompacted | ApprovalQueue, Field(discriminator="kind")]
-SAMPLE: TypeAdapter[TurnStats | NotesCompacted | ApprovalQueue] = TypeAdapter(Sample)
+Sample = Annotated[TurnStats | NotesCompacted | ApprovalQueue | InboxDepths, Field(discriminator="kind")]
+SAMPLE: TypeAdapter[TurnStats | NotesCompacted | ApprovalQueue | InboxDepths] = TypeAdapter(Sample)
 
 Row = tuple[str, str, datetime, int, float]
 """A figure: agent, key, ts, the stream sequence of its sample, value (the sequence goes to `stats_samples`)."""
@@ -96,6 +96,8 @@ def rows_of(subject: str, data: bytes, seq: int, ts: datetime) -> list[Row]:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BadSample(f"not a stats sample: {'.'.join(map(str, first['loc']))} {first['msg']}") from None
+    if isinstance(sample, InboxDepths):
+        return depth_rows(subject, sample, seq, ts)
     agent = about(subject, sample)
     pairs = figures(sample)
     if len(pairs) > MAX_FIGURES:
@@ -106,6 +108,22 @@ def rows_of(subject: str, data: bytes, seq: int, ts: datetime) -> list[Row]:
     rows = [(agent, key, ts, seq, float(value)) for key, value in pairs]
     if agent != HIVE:
         rows += [(HIVE, key, ts, seq, float(v)) for key, v in pairs if key in HIVE_KEYS or family(key) in HIVE_FAMILIES]
+    return rows
+
+
+def depth_rows(subject: str, sample: InboxDepths, seq: int, ts: datetime) -> list[Row]:
+    """The broker's sample of the inboxes' depths: an `inbox.depth` row for each agent it names."""
+    if subject != subjects.INBOX_DEPTHS:
+        raise BadSample(f"a {sample.kind} does not belong on {subject[:80]!r}")
+    rows = []
+    for agent, depth in sample.depths.items():
+        try:
+            check_agent_ref(agent)
+        except HiveError as exc:
+            raise BadSample(exc.message) from None
+        if depth > MAX_VALUE:
+            raise BadSample(f"the depth of {agent} is {depth}, not a figure")
+        rows.append((agent, "inbox.depth", ts, seq, float(depth)))
     return rows
 
 

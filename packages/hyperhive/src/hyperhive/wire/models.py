@@ -616,11 +616,22 @@ class NotesCompacted(WireModel):
     reason: str = Field("", description="Why a compaction failed.")
 
 
+DEPTHS_PER_SAMPLE = 100  # inboxes in one `InboxDepths`: more go in more samples
+
+
 class ApprovalQueue(WireModel):
     """`hive.stats.approvals`: how many approvals wait for the operator, published by the approver at each change."""
 
     kind: Literal["hive.approvals.queue.v1"] = "hive.approvals.queue.v1"
     pending: int
+
+
+class InboxDepths(WireModel):
+    """`hive.stats.inboxes`: messages not yet acknowledged, per inbox, published by the broker for the inboxes whose
+    depth changed since its last sample (it samples every `HIVE_DEPTH_SAMPLE_SECONDS`)."""
+
+    kind: Literal["hive.inbox.depths.v1"] = "hive.inbox.depths.v1"
+    depths: dict[str, Annotated[int, Field(ge=0)]] = Field(max_length=DEPTHS_PER_SAMPLE)
 
 
 # ── harness plane (`hive.harness.<name>.<verb>`, served by that agent's harness) ───────────

@@ -45,6 +45,7 @@ INBOX_PREFIX = f"{ROOT}.inbox"
 STATS_STREAM = "HIVE_STATS"
 STATS_PREFIX = f"{ROOT}.stats"
 APPROVAL_QUEUE = f"{STATS_PREFIX}.approvals"  # the approver's `ApprovalQueue` samples
+INBOX_DEPTHS = f"{STATS_PREFIX}.inboxes"  # the broker's `InboxDepths` samples
 SPAWNER_CMD_STREAM = "HIVE_SPAWNER_CMD"
 SPAWNER_CMD_PREFIX = f"{ROOT}.spawner.cmd"
 POLICY_BUCKET = "hive-policy"
