@@ -28,7 +28,7 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request, Service
 from nats.micro.service import Service
 from pydantic import BaseModel, ValidationError
 
-from hyperhive import events, streams
+from hyperhive import events, runtime, streams
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError, first_problem
@@ -320,9 +320,7 @@ async def serve(
         yield service
     finally:
         await service.stop()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await runtime.cancelled(*tasks)
 
 
 @asynccontextmanager
@@ -359,9 +357,7 @@ async def respond(nc: Client, endpoints: Sequence[Endpoint[Any]]) -> AsyncIterat
         for sub in subs:
             with contextlib.suppress(nats.errors.ConnectionClosedError):
                 await sub.unsubscribe()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await runtime.cancelled(*tasks)
 
 
 async def _unless(back: asyncio.Event, fetch: Coroutine[Any, Any, list[Msg]]) -> list[Msg]:

@@ -92,13 +92,31 @@ def background(
 
     async def cancel() -> None:
         task.remove_done_callback(finished)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancelled(task)
 
     task.add_done_callback(finished)
     stack.push_async_callback(cancel)
     return task
+
+
+RECANCEL_SECONDS = 1.0
+
+
+async def cancelled(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel `tasks` and return once every one has ended.
+
+    A task can take a cancel and go on: Python 3.11's `asyncio.wait_for` returns its inner result when the cancel comes
+    just as that completes (python/cpython#86296), and every nats-py request is one. So what has not ended within
+    `RECANCEL_SECONDS` is cancelled again. (A spawner being stopped waited for its command loop for ever when the
+    cancel met the reply to its ack: the loop went on to the next fetch.)"""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_SECONDS)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # taken: a failure was logged where it happened
 
 
 def setup_logging(level: str) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import h11
 from starlette.types import ASGIApp, Message
 
+from hyperhive import runtime
+
 log = logging.getLogger("hive_harness.http")
 
 MAX_BODY = 8 * 1024 * 1024
@@ -43,9 +45,7 @@ class HttpServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await runtime.cancelled(*self._connections)
         if self._server is not None:
             await self._server.wait_closed()
 
