@@ -169,8 +169,8 @@ class Broker:
     async def sample_depths(self, every: float) -> None:
         """`hive.stats.inboxes`: the depths that changed since the last sample, every `every` seconds, so that a
         paused agent's growing inbox is charted too (its harness says its depth only when a turn begins). One
-        question to JetStream a sample, whatever the number of inboxes; a sample lost to an outage is only a missing
-        point: what was not sent is sent with the next."""
+        question to JetStream a sample, whatever the number of inboxes. A sample lost to an outage is only a missing
+        point: a depth the broker could not read is read again at the next tick."""
         sent: dict[str, int] = {}
         while True:
             try:
