@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from hivetest.hive import TestHive
-from hyperhive import bus
+from hyperhive import bus, runtime
 from hyperhive.inbox import Handled, Inbox
 from hyperhive.wire import subjects
 from hyperhive.wire.models import SendReply, SendRequest
@@ -63,6 +63,6 @@ async def test_a_message_held_longer_than_ack_wait_is_not_brought_again(hive: Te
             other = Inbox(await hive.connect("bob"), "bob")
             again, _ = await other.take(wait=4)  # twice the ack_wait: without the keep-alive it comes back here
         finally:
-            keeping.cancel()
+            await runtime.cancelled(keeping)
         assert again == []
         await bob.ack([m.token for m in held])

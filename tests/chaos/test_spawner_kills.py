@@ -39,7 +39,7 @@ from hivectl.natsserver import NatsServer
 from hivetest.agents import make_agent, operator_call
 from hivetest.hive import TestHive
 from hivetest.services import approver_settings, spawner_settings
-from hyperhive import bus
+from hyperhive import bus, runtime
 from hyperhive.identity import public_key
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
@@ -171,11 +171,11 @@ async def killed(hive: TestHive, state: Path, kill_at: int, work: Callable[[], A
         said, done = asyncio.ensure_future(proc.stdout.readline()), asyncio.ensure_future(work())
         await asyncio.wait({said, done}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if done.done():
-            said.cancel()
+            await runtime.cancelled(said)
             proc.terminate()
             done.result()
             return None
-        done.cancel()
+        await runtime.cancelled(done)
         try:
             line = (await asyncio.wait_for(said, 60)).decode().strip()
         except TimeoutError:

@@ -19,7 +19,7 @@ from hive_broker.service import Broker
 from hive_dashboard.recorder import insert
 from hivetest.agents import Agents, Caller, make_agent
 from hivetest.hive import TestHive
-from hyperhive import bus
+from hyperhive import bus, runtime
 from hyperhive.wire import subjects
 from hyperhive.wire.models import ApprovalQueue, InboxDepths, TurnStats
 
@@ -164,7 +164,7 @@ async def test_a_paused_agents_growing_inbox_is_charted_from_the_brokers_samples
             while "bob" not in await recorded(feed):
                 pass
         finally:
-            sampler.cancel()
+            await runtime.cancelled(sampler)
     points = (await operator.get("/api/stats", params={"agent": "bob", "key": "inbox.depth"})).json()["points"]
     assert points[-1]["last"] == 3
 

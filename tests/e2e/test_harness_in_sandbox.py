@@ -19,7 +19,7 @@ from hivetest.harness import States, harness_call, plant_everything
 from hivetest.hive import TestHive
 from hivetest.messages_api import Hold, Text, ToolUse, serve_messages_api
 from hivetest.services import approver_settings, broker_settings, real_harness_spawner
-from hyperhive import bus
+from hyperhive import bus, runtime
 from hyperhive.wire import subjects
 from hyperhive.wire.models import (
     AgentRequest,
@@ -152,6 +152,5 @@ async def next_of(states: dict[str, States], state: str, note: str) -> str:
     """Which agent first reaches `state` with `note`."""
     tasks = {asyncio.create_task(s.until(state, note, timeout=60)): name for name, s in states.items()}
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
+    await runtime.cancelled(*pending)
     return tasks[next(iter(done))]

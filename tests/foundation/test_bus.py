@@ -6,7 +6,7 @@ from nats.js.api import RetentionPolicy
 from pydantic import Field
 
 from hivetest.hive import TestHive
-from hyperhive import bus, streams
+from hyperhive import bus, runtime, streams
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import Empty, SpawnerCommand, WireModel
@@ -138,5 +138,4 @@ async def test_a_handler_that_fails_because_something_is_away_is_retried_until_i
             await asyncio.wait_for(handled.wait(), 30)
             assert tries == bus.MAX_HANDLER_FAILURES + 3  # delivered past the limit: never set aside
     finally:
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
+        await runtime.cancelled(worker)

@@ -13,7 +13,7 @@ from hive_harness.service import NEEDS_LOGIN
 from hivetest.harness import harness_call, scene
 from hivetest.hive import TestHive
 from hivetest.messages_api import ApiError, Hold, Text
-from hyperhive import bus
+from hyperhive import bus, runtime
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import AgentPolicy, Empty, HarnessState, ModelRequest, PauseRequest, TurnStats
@@ -194,4 +194,4 @@ async def test_a_lost_inbox_is_waited_out_not_a_crash(hive: TestHive, tmp_path: 
             assert "are you back?" in prompt_of(s.api.requests[-1])
             assert not loop.done()
         finally:
-            loop.cancel()
+            await runtime.cancelled(loop)

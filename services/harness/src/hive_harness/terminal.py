@@ -39,7 +39,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from hive_harness.cast import Cast, CastError
-from hyperhive import bus, events
+from hyperhive import bus, events, runtime
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import PTY_ALIVE_SECONDS, PtyControl, PtyOpen, PtyResize, PtySession
@@ -268,15 +268,13 @@ class Terminals:
         if session.writing:
             asyncio.get_running_loop().remove_writer(session.master)
         session.cast.close()
-        for task in (session.taking, session.watchdog):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await runtime.cancelled(
+            *(t for t in (session.taking, session.watchdog) if t is not None and t is not asyncio.current_task())
+        )
         if self.turns is not None:
             await self.turns.release(session.id)  # whether it had control or was still waiting for it
         if session.pump is not None and session.pump is not asyncio.current_task():
-            session.pump.cancel()
-            await asyncio.gather(session.pump, return_exceptions=True)
+            await runtime.cancelled(session.pump)
         os.close(session.master)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(session.proc.pid, signal.SIGHUP)
