@@ -41,30 +41,23 @@ def approver_settings(hive: TestHive, database_url: str) -> ApproverSettings:
 
 def spawner_settings(hive: TestHive, state: Path) -> SpawnerSettings:
     """A spawner on this test's NATS, minting real credentials, running a stand-in agent that says "ready"."""
-    base = hive.settings(subjects.SPAWNER)
-    return SpawnerSettings(
-        nats_url=base.nats_url,
-        nats_creds=base.nats_creds,
-        state_dir=state,
-        nats_auth_dir=hive.server.root,
-        agent_command=["/bin/sh", "-c", AGENT_SCRIPT],
-    )
+    return _spawner(hive, state, agent_command=["/bin/sh", "-c", AGENT_SCRIPT])
 
 
 def real_harness_spawner(hive: TestHive, state: Path, api: MessagesApi, **agent_env: str) -> SpawnerSettings:
     """A spawner that runs the real harness in bubblewrap, its CLI pointed at the scripted Messages API."""
-    base = hive.settings(subjects.SPAWNER)
     env = {
         "HIVE_CLAUDE": json.dumps([str(CLAUDE)]),
         "HIVE_CLAUDE_ENV": json.dumps({**SCRIPTED_ENV, "ANTHROPIC_BASE_URL": api.url}),
         **agent_env,
     }
+    return _spawner(hive, state, agent_env=env)
+
+
+def _spawner(hive: TestHive, state: Path, **fields: Any) -> SpawnerSettings:
+    base = hive.settings(subjects.SPAWNER)
     return SpawnerSettings(
-        nats_url=base.nats_url,
-        nats_creds=base.nats_creds,
-        state_dir=state,
-        nats_auth_dir=hive.server.root,
-        agent_env=env,
+        nats_url=base.nats_url, nats_creds=base.nats_creds, state_dir=state, nats_auth_dir=hive.server.root, **fields
     )
 
 
