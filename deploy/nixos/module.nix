@@ -167,6 +167,15 @@ in
         default = "4G";
         description = "MemoryMax of each agent's container.";
       };
+      nice = mkOption {
+        type = types.ints.between 0 19;
+        default = 10;
+        description = ''
+          How far below the host's services agents run on the CPU, as a nice value: each container gets the
+          CPUWeight of that share (nice 10 is CPUWeight 11 against a service's 100), so that NATS, the broker and the
+          spawner keep answering while many agents start or run their turns.
+        '';
+      };
       externalInterface = mkOption {
         type = types.nullOr types.str;
         default = null;
@@ -374,6 +383,7 @@ in
           HIVE_NATS_AUTH_DIR = natsDir;
           HIVE_CPU_QUOTA = cfg.agents.cpuQuota;
           HIVE_MEMORY_MAX = cfg.agents.memoryMax;
+          HIVE_AGENT_NICE = toString cfg.agents.nice;
           HIVE_NIX_LIB = toString cfg.nixLib;
           HIVE_NIXOS_FLAKE = cfg.agents.containerFlake;
           HIVE_BOOTSTRAP_MANAGER = "true";

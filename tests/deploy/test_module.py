@@ -140,7 +140,7 @@ def test_the_spawner_gets_the_nixos_backend_the_lib_the_limits_and_the_pinned_co
     evaluated = evaluate_host(
         tmp_path,
         with_hive(
-            agents={"cpuQuota": "150%", "memoryMax": "2G"},
+            agents={"cpuQuota": "150%", "memoryMax": "2G", "nice": 15},
             defaultModel="claude-opus-4-1",
             anthropicCredentialFile="/run/secrets/anthropic",
         ),
@@ -148,7 +148,7 @@ def test_the_spawner_gets_the_nixos_backend_the_lib_the_limits_and_the_pinned_co
     spawner = evaluated["systemd"]["services"]["hyperhive-spawner"]
     env = spawner["environment"]
     assert env["HIVE_BACKEND"] == "nixos"
-    assert (env["HIVE_CPU_QUOTA"], env["HIVE_MEMORY_MAX"]) == ("150%", "2G")
+    assert (env["HIVE_CPU_QUOTA"], env["HIVE_MEMORY_MAX"], env["HIVE_AGENT_NICE"]) == ("150%", "2G", "15")
     assert env["HIVE_DEFAULT_MODEL"] == "claude-opus-4-1"
     assert env["HIVE_NIX_LIB"] == f"{tmp_path}/nixpkgs/lib"
     assert env["HIVE_NIXOS_FLAKE"] == f"path:{tmp_path}/hyperhive-source?dir=deploy/nixos"
@@ -231,6 +231,7 @@ def test_the_dashboard_listens_where_it_is_told_and_opens_its_port_only_when_ask
     [
         ({"nats": {"prot": 4333}}, "The option `services.hyperhive.nats.prot' does not exist."),
         ({"agents": {"cpuQuota": "lots"}}, "`services.hyperhive.agents.cpuQuota' is not of type `string matching"),
+        ({"agents": {"nice": -5}}, "`services.hyperhive.agents.nice' is not of type `integer between 0 and 19"),
         ({"dashboard": {"port": 70000}}, "`services.hyperhive.dashboard.port' is not of type `16 bit unsigned"),
         ({"logLevel": "LOUD"}, '`services.hyperhive.logLevel\' is not of type `one of "DEBUG"'),
     ],

@@ -67,6 +67,15 @@ def test_agents_cannot_read_each_others_state(backend: LocalBackend) -> None:
         assert backend.uid("alice") != backend.uid("bob")
 
 
+def test_an_agent_runs_below_the_hosts_services_and_cannot_climb_back(backend: LocalBackend) -> None:
+    """A storm of agents must leave NATS and the services their CPU: everything in a sandbox runs at the backend's
+    niceness, and an agent that asks for more (nice -n -10) gets none."""
+    run(backend, "alice", f"echo at=$(nice); echo asked=$(nice -n -10 nice 2>/dev/null); {READY}")
+    sandbox = backend.sandbox("alice")
+    assert sandbox.wait_for(r"^at=(\S*)$", 10)[1] == "10"  # the backend's default
+    assert sandbox.wait_for(r"^asked=(\S*)$", 10)[1] == "10"
+
+
 def test_an_unexpected_exit_is_reported_and_a_stop_is_not(backend: LocalBackend, exits: Exits) -> None:
     run(backend, "alice", READY)
     run(backend, "bob", READY)

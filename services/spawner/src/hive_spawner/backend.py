@@ -46,7 +46,8 @@ def make_backend(
             conf_dir=settings.nixos_conf_dir,
             cpu_quota=settings.cpu_quota,
             memory_max=settings.memory_max,
+            nice=settings.agent_nice,
             flake=settings.nixos_flake,
             on_exit=on_exit,
         )
-    return LocalBackend(state_root, on_exit=on_exit, proposed_root=repos.root / "proposed")
+    return LocalBackend(state_root, on_exit=on_exit, proposed_root=repos.root / "proposed", nice=settings.agent_nice)

@@ -113,12 +113,25 @@ def _command_line(proc: Path) -> bytes:
     return b""
 
 
+def nice_program() -> str:
+    program = shutil.which("nice", path="/usr/bin:/bin")
+    if program is None:
+        raise HiveError(ErrorCode.UNAVAILABLE, "nice is not installed (Debian: coreutils).")
+    return program
+
+
 class LocalBackend(AgentDirs):
     def __init__(
-        self, state_root: Path, *, on_exit: Callable[[str, int | None], None], proposed_root: Path | None = None
+        self,
+        state_root: Path,
+        *,
+        on_exit: Callable[[str, int | None], None],
+        proposed_root: Path | None = None,
+        nice: int = 10,
     ) -> None:
         super().__init__(state_root, proposed_root, base=UID_BASE, step=1)
         self._on_exit = on_exit
+        self.nice = nice
         self._running: dict[str, Child] = {}
         self._stopping: set[Child] = set()
 
@@ -147,6 +160,11 @@ class LocalBackend(AgentDirs):
         argv = self.argv(name, command, env)
         if os.geteuid() == 0:  # root enters as the agent's uid, through a view of what bwrap binds
             argv = [sys.executable, "-I", "-m", ENTER, str(self.uid(name)), "--", *argv]
+        if self.nice:
+            # Below the host's services, so that a storm of agents (a hundred harnesses starting, CLIs running their
+            # turns) leaves NATS, the broker and the spawner their CPU. Inherited by everything the agent runs, and
+            # never undone from inside: lowering a niceness needs CAP_SYS_NICE of the host's user namespace.
+            argv = [nice_program(), "-n", str(self.nice), *argv]
         child = Child(
             name,
             argv,

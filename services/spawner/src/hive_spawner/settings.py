@@ -35,6 +35,13 @@ class SpawnerSettings(HiveSettings):
     nixos_conf_dir: Path = Field(Path("/etc/nixos-containers"), description="nixos: the containers' conf files.")
     cpu_quota: str = Field("200%", description="nixos: CPUQuota of each agent's container.")
     memory_max: str = Field("4G", description="nixos: MemoryMax of each agent's container.")
+    agent_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How far below the host's services every agent runs on the CPU, as a nice value (local: the "
+        "sandbox's niceness, which an agent cannot lower; nixos: the container's CPUWeight of the same share).",
+    )
     agent_command: list[str] = Field(
         # -I: the harness starts in /state, which the agent writes; without it a planted asyncio.py would run in it.
         default_factory=lambda: [sys.executable, "-I", "-m", "hive_harness"],
