@@ -16,6 +16,7 @@ from hyperhive import bus
 from hyperhive.identity import Reloads, mint_seed
 from hyperhive.process import SERVICE_READY, Child, free_port
 from hyperhive.settings import HiveSettings
+from hyperhive.wire import subjects
 
 
 @pytest.fixture
@@ -172,6 +173,36 @@ async def test_agents_admitted_at_once_share_reloads_and_each_is_reachable(authe
     assert len(done) == 2
     for name in names:  # each credential is accepted: every change was in a reload
         assert (await authed.connect(name)).is_connected
+
+
+async def test_a_services_jetstream_requests_ride_out_the_reloads_that_admit_agents(authed: TestHive) -> None:
+    """Each reload that adds an agent changes the hive's account, and JetStream's API has no responders for a
+    moment while the server re-wires it. A service asking JetStream meanwhile (the broker's inbox depths, a spawner's
+    KV writes) is answered, not told to try again."""
+    broker = (await authed.connect("broker")).jetstream()
+    failed: list[str] = []
+    answered = 0
+    admitting = True
+
+    async def ask() -> None:
+        nonlocal answered
+        while admitting:
+            try:
+                await broker.consumers_info(subjects.INBOX_STREAM)
+                answered += 1
+            except Exception as exc:  # what failed is the finding
+                failed.append(repr(exc))
+
+    askers = [asyncio.create_task(ask()) for _ in range(4)]
+    try:
+        for i in range(30):
+            authed.server.identities.add_agent(f"w{i}", authed.tmp_path / "agents" / f"w{i}" / "nats.nk")
+            await authed.server.identities.reload(authed.url)
+    finally:
+        admitting = False
+        await asyncio.gather(*askers)
+    assert failed == []
+    assert answered > 30  # the askers asked throughout
 
 
 async def test_a_service_started_before_nats_waits_for_it_instead_of_failing(tmp_path: Path) -> None:
