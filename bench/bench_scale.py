@@ -1,19 +1,23 @@
 """A hundred agents on one host: what each costs. Prints JSON.
 
-The spawner's own code (`hive_spawner.service.Spawner`, local backend) runs in this process and serves its endpoints
-as `python -m hive_spawner` does (the turn slots and `agents` among them). It applies spawn commands: each agent's
-agent.nix frozen and evaluated, its credential minted, its sandbox started with the real harness. The broker
-(`python -m hive_broker`) wakes each with its "you were started" message, and the real claude CLI runs that turn
-against a scripted Messages API on loopback, taking the host's turn slots (`HIVE_TURN_SLOTS`). An approver and a
-dashboard run as their own processes on an embedded PostgreSQL, as `hivectl up` runs them.
+Agents are spawned the way an operator spawns them. The manager asks the approver for each agent's spawn (in its
+name, with its credential: its own sandbox is not started), and the operator approves them. The approver queues each
+approved spawn on the spawner's work queue, which the spawner's own code (`hive_spawner.service.Spawner`, local
+backend) follows in this process, serving its endpoints as `python -m hive_spawner` does (the turn slots and `agents`
+among them). It applies one command at a time: the agent's agent.nix frozen and evaluated, its credential minted, its
+sandbox started with the real harness. The broker (`python -m hive_broker`) wakes each with its "you were started"
+message, and the real claude CLI runs that turn against a scripted Messages API on loopback, taking the host's turn
+slots (`HIVE_TURN_SLOTS`). The approver and a dashboard run as their own processes on an embedded PostgreSQL, as
+`hivectl up` runs them.
 
 Each agent's repos are made before any timer starts, as a manager's draft is, and the manager's commit lets the
 agent write to the next one (`a<i>` to `a<i+1>`, the last to `a0`); its spawn command freezes that commit. (So the
 storm no longer includes making the repos, ~20 ms of git an agent.) Measured, in this order:
-- one agent alone (`solo`): from its spawn command to applied, to its harness's first `turn_state` (ready), and to
-  the end of its wake-up turn (its `TurnStats`);
-- the storm: `--agents` more spawn commands at once; from the start to each agent's first `turn_state`, p50/p99,
-  and until all are; until every agent's wake-up turn has ended;
+- one agent alone (`solo`): from the operator's approval to the spawn applied (`approval_applied`), to its
+  harness's first `turn_state` (ready), and to the end of its wake-up turn (its `TurnStats`); and from its sandbox
+  process's start (the kernel's clock) to ready;
+- the storm: `--agents` more spawns approved at once; from the approvals to each spawn applied, to each agent's
+  first `turn_state`, p50/p99, and until all are; until every agent's wake-up turn has ended;
 - the host services during the storm (and the burst): the broker's `depths`, the approver's pending `approvals`
   and the spawner's `agents` (served by this process, which also runs the spawns), each asked every 50 ms, next to
   the same before the storm; what was not answered is counted;
@@ -68,21 +72,23 @@ from hivectl.postgres import Postgres
 from hivectl.up import prepare_database
 from hivetest.claude import CLAUDE, SCRIPTED_ENV
 from hivetest.messages_api import Reply, Text, ToolUse, serve_messages_api
-from hyperhive import bus, streams
+from hyperhive import bus, runtime, streams
 from hyperhive.process import free_port
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
 from hyperhive.wire.models import (
     AgentsReply,
+    Approval,
+    ApprovalRequest,
     ApprovalsReply,
     ApprovalsRequest,
+    DecisionRequest,
     DepthsReply,
     Empty,
     OperatorSendRequest,
     SendReply,
-    SpawnerCommand,
 )
-from hyperhive.wire.names import OPERATOR
+from hyperhive.wire.names import MANAGER, OPERATOR
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SOLO = "solo"
@@ -245,6 +251,7 @@ class Watch:
     def __init__(self, spawner: Spawner) -> None:
         self.spawner = spawner
         self.ready: dict[str, float] = {}
+        self.applied: dict[str, float] = {}  # when the spawner reported an agent's spawn applied (approval_applied)
         self.turns: dict[str, list[tuple[float, dict[str, int]]]] = defaultdict(list)
         self.crashed: dict[str, list[str]] = {}
         self.changed = asyncio.Condition()
@@ -253,11 +260,17 @@ class Watch:
         await nc.subscribe(subjects.agent_any("event.turn_state"), cb=self._state)
         await nc.subscribe(subjects.agent_any(subjects.STATS), cb=self._stats)
         await nc.subscribe(f"{subjects.EVENTS_PREFIX}.container_crash.*", cb=self._crash)
+        await nc.subscribe(f"{subjects.EVENTS_PREFIX}.approval_applied.*", cb=self._applied)
         await nc.flush()
 
     async def _state(self, msg: Msg) -> None:
         async with self.changed:
             self.ready.setdefault(subjects.caller(msg.subject), time.perf_counter())
+            self.changed.notify_all()
+
+    async def _applied(self, msg: Msg) -> None:
+        async with self.changed:
+            self.applied.setdefault(msg.subject.rsplit(".", 1)[-1], time.perf_counter())
             self.changed.notify_all()
 
     async def _stats(self, msg: Msg) -> None:
@@ -449,6 +462,14 @@ async def services(  # type: ignore[no-untyped-def]  # noqa: PLR0917 - one run's
         name="operator",
         inbox_prefix=subjects.reply_prefix(OPERATOR),
     )
+    # The manager's credential, for its spawn requests (its sandbox is not started: the bench asks in its name).
+    server.identities.add_agent(MANAGER, hive.root / "manager.nk")
+    await server.identities.reload(server.url)
+    manager = await bus.connect(
+        settings.model_copy(update={"nats_creds": hive.root / "manager.nk"}),
+        name=MANAGER,
+        inbox_prefix=subjects.reply_prefix(MANAGER),
+    )
     js = nc.jetstream()
     await streams.declare(js)
     state, port = hive.root / "state", free_port()
@@ -470,12 +491,17 @@ async def services(  # type: ignore[no-untyped-def]  # noqa: PLR0917 - one run's
             nc, name=subjects.SPAWNER, version=spawner_version, description="bench", endpoints=endpoints
         ):
             feed = await dashboard_feed(f"http://127.0.0.1:{port}", state, js)
-            return await measure(agents, idle_seconds, nc, operator, spawner, model, feed, pids)
+            work = asyncio.create_task(spawner.work())  # its work queue, as the service follows it
+            try:
+                return await measure(agents, idle_seconds, nc, (operator, manager), spawner, model, feed, pids)
+            finally:
+                await runtime.cancelled(work)
     finally:
         if feed is not None:
             await feed.close()
         spawner.backend.stop_all()
         await operator.close()
+        await manager.close()
         await nc.close()
 
 
@@ -492,39 +518,70 @@ async def dashboard_feed(url: str, state: Path, js: JetStreamContext) -> Feed:
     return feed
 
 
-async def solo(spawner: Spawner, watch: Watch) -> dict[str, object]:
-    """One agent spawned on its own, through the same spawner: what a spawn costs without a storm around it."""
+def started_to(at: float, pid: int) -> float:
+    """Milliseconds from the start of process `pid` (the kernel's clock, to its ticks: /proc/<pid>/stat) to `at`, a
+    `perf_counter` stamp of this process."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    at_boottime = time.clock_gettime(time.CLOCK_BOOTTIME) - (time.perf_counter() - at)
+    return (at_boottime - ticks / TICKS) * 1000
+
+
+async def requested(manager: Client, names: list[str]) -> dict[str, int]:
+    """Each agent's spawn, requested by the manager as its `request_spawn` tool does: the pending approvals' ids."""
+    ids = {}
+    for name in names:
+        request = ApprovalRequest(agent=name, description=f"{name}, for the scale benchmark")
+        where = subjects.agent(MANAGER, f"{subjects.REQUEST}.spawn")
+        ids[name] = (await bus.call(manager, where, request, Approval, 30)).id
+    return ids
+
+
+async def approve(operator: Client, ids: list[int]) -> None:
+    """The operator approves them all at once (as many dashboard clicks would); the spawner takes them from its work
+    queue one at a time, as it always does."""
+    decide = subjects.operator(subjects.APPROVER, "approve")
+    await asyncio.gather(*(bus.call(operator, decide, DecisionRequest(id=i), Approval, 30) for i in ids))
+
+
+async def solo(operator: Client, watch: Watch, spawner: Spawner, approval: int) -> dict[str, object]:
+    """One agent's spawn approved on its own, through the same services: what a spawn costs without a storm."""
     t = time.perf_counter()
-    await spawner.apply(SpawnerCommand(action="spawn", agent=SOLO, approval_id=1))
-    applied = time.perf_counter() - t
+    await approve(operator, [approval])
+    await watch.until([SOLO], watch.applied.get, 120, "applied alone")
     await watch.until([SOLO], watch.ready.get, 120, "came up alone")
     await watch.until([SOLO], watch.woke, 120, "ended a wake-up turn alone")
     if SOLO in watch.crashed:
         raise BenchFailed(f"{SOLO} crashed: {watch.crashed[SOLO]}")
+    sandbox = spawner.backend.sandbox(SOLO)  # type: ignore[attr-defined]  # the local backend's
     return {
-        "spawn_command_to_applied_ms": round(applied * 1000, 1),
-        "command_to_harness_ready_ms": round((watch.ready[SOLO] - t) * 1000, 1),
-        "command_to_wake_turn_end_ms": round(((watch.woke(SOLO) or t) - t) * 1000, 1),
+        "approve_to_applied_ms": round((watch.applied[SOLO] - t) * 1000, 1),
+        "sandbox_start_to_harness_ready_ms": round(started_to(watch.ready[SOLO], sandbox.pid), 1),
+        "approve_to_harness_ready_ms": round((watch.ready[SOLO] - t) * 1000, 1),
+        "approve_to_wake_turn_end_ms": round(((watch.woke(SOLO) or t) - t) * 1000, 1),
     }
 
 
-async def storm(spawner: Spawner, watch: Watch, names: list[str]) -> tuple[float, dict[str, object]]:
-    """Every spawn command at once; when it started, and the storm's and the wake-up turns' figures."""
+async def storm(operator: Client, watch: Watch, approvals: dict[str, int]) -> tuple[float, dict[str, object]]:
+    """Every spawn approved at once; when that began, and the storm's and the wake-up turns' figures."""
+    names = list(approvals)
     t0 = time.perf_counter()
-    commands = [SpawnerCommand(action="spawn", agent=n, approval_id=i + 2) for i, n in enumerate(names)]
-    await asyncio.gather(*(spawner.apply(c) for c in commands))
-    applied = time.perf_counter() - t0
+    await approve(operator, list(approvals.values()))
+    approved = time.perf_counter() - t0
+    await watch.until(names, watch.applied.get, 600, "were applied")
     await watch.until(names, watch.ready.get, 600, "came up")
     await watch.until(names, watch.woke, 900, "ended their wake-up turn")
+    applied = [watch.applied[n] - t0 for n in names if n in watch.applied]
     ready = [watch.ready[n] - t0 for n in names if n in watch.ready]
     woke = [at - t0 for n in names if (at := watch.woke(n)) is not None]
     return t0, {
         "storm": {
-            "all_spawns_applied_s": round(applied, 2),
-            "start_to_harness_ready": summary(ready),
+            "operator_approvals_answered_s": round(approved, 3),
+            "approve_to_applied": summary(applied),
+            "all_spawns_applied_s": round(max(applied), 2),
+            "approve_to_harness_ready": summary(ready),
             "all_ready_s": round(max(ready), 2),
         },
-        "wake_turns": {"start_to_turn_end": summary(woke), "all_ended_s": round(max(woke), 2)},
+        "wake_turns": {"approve_to_turn_end": summary(woke), "all_ended_s": round(max(woke), 2)},
     }
 
 
@@ -598,21 +655,23 @@ async def burst(operator: Client, watch: Watch, model: Model, names: list[str]) 
 
 
 async def measure(  # type: ignore[no-untyped-def]  # noqa: PLR0917 - one run's parts
-    agents, idle_seconds, nc, operator, spawner, model, feed, pids
+    agents, idle_seconds, nc, clients, spawner, model, feed, pids
 ) -> dict[str, object]:
+    operator, manager = clients
     names = [f"a{i}" for i in range(agents)]
     for name, recipient in [(SOLO, names[0]), *zip(names, names[1:] + names[:1], strict=True)]:
         await asyncio.to_thread(prepare, spawner, name, recipient)
+    approvals = await requested(manager, [SOLO, *names])
     watch = Watch(spawner)
     await watch.subscribe(nc)
-    single = await solo(spawner, watch)
+    single = await solo(operator, watch, spawner, approvals.pop(SOLO))
 
     phases: dict[str, Phases] = {}
     async with sampled(operator) as phases["before_storm"]:
         await asyncio.sleep(1.5)  # a window of each service's latency before the storm (~25 samples each)
     memory_before = meminfo_mib()
     async with sampled(operator) as phases["during_storm"]:
-        storm_t0, storm_figures = await storm(spawner, watch, names)
+        storm_t0, storm_figures = await storm(operator, watch, approvals)
     storm_end = time.perf_counter()
     quiet = await idle(pids, idle_seconds, memory_before, agents)
     async with sampled(operator) as phases["during_burst"]:
