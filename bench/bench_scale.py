@@ -13,9 +13,9 @@ slots (`HIVE_TURN_SLOTS`). The approver and a dashboard run as their own process
 Each agent's repos are made before any timer starts, as a manager's draft is, and the manager's commit lets the
 agent write to the next one (`a<i>` to `a<i+1>`, the last to `a0`); its spawn command freezes that commit. (So the
 storm no longer includes making the repos, ~20 ms of git an agent.) Measured, in this order:
-- one agent alone (`solo`): from the operator's approval to the spawn applied (`approval_applied`), to its
-  harness's first `turn_state` (ready), and to the end of its wake-up turn (its `TurnStats`); and from its sandbox
-  process's start (the kernel's clock) to ready;
+- agents alone (`solo`: five, one after another): from the operator's approval to the spawn applied
+  (`approval_applied`), to its harness's first `turn_state` (ready), and to the end of its wake-up turn (its
+  `TurnStats`); and from its sandbox process's start (the kernel's clock) to ready;
 - the storm: `--agents` more spawns approved at once; from the approvals to each spawn applied, to each agent's
   first `turn_state`, p50/p99, and until all are; until every agent's wake-up turn has ended;
 - the host services during the storm (and the burst): the broker's `depths`, the approver's pending `approvals`
@@ -91,7 +91,7 @@ from hyperhive.wire.models import (
 from hyperhive.wire.names import MANAGER, OPERATOR
 
 TICKS = os.sysconf("SC_CLK_TCK")
-SOLO = "solo"
+SOLOS = [f"solo{i}" for i in range(5)]  # spawned one at a time before the storm
 SEND = "mcp__hyperhive__send"  # the hive's send tool, as the CLI names it
 ASKED = re.compile(r"From operator:\nPlease send to ([a-z0-9-]+)\.")
 TEMPLATE_RECIPIENTS = 'allowedRecipients = [ "manager" ];'
@@ -543,22 +543,29 @@ async def approve(operator: Client, ids: list[int]) -> None:
     await asyncio.gather(*(bus.call(operator, decide, DecisionRequest(id=i), Approval, 30) for i in ids))
 
 
-async def solo(operator: Client, watch: Watch, spawner: Spawner, approval: int) -> dict[str, object]:
-    """One agent's spawn approved on its own, through the same services: what a spawn costs without a storm."""
-    t = time.perf_counter()
-    await approve(operator, [approval])
-    await watch.until([SOLO], watch.applied.get, 120, "applied alone")
-    await watch.until([SOLO], watch.ready.get, 120, "came up alone")
-    await watch.until([SOLO], watch.woke, 120, "ended a wake-up turn alone")
-    if SOLO in watch.crashed:
-        raise BenchFailed(f"{SOLO} crashed: {watch.crashed[SOLO]}")
-    sandbox = spawner.backend.sandbox(SOLO)  # type: ignore[attr-defined]  # the local backend's
-    return {
-        "approve_to_applied_ms": round((watch.applied[SOLO] - t) * 1000, 1),
-        "sandbox_start_to_harness_ready_ms": round(started_to(watch.ready[SOLO], sandbox.pid), 1),
-        "approve_to_harness_ready_ms": round((watch.ready[SOLO] - t) * 1000, 1),
-        "approve_to_wake_turn_end_ms": round(((watch.woke(SOLO) or t) - t) * 1000, 1),
-    }
+async def solo(operator: Client, watch: Watch, spawner: Spawner, approvals: dict[str, int]) -> dict[str, object]:
+    """Agents' spawns approved one at a time, each once the one before has ended its wake-up turn, through the same
+    services: what a spawn costs without a storm. Each figure's median and spread over `SOLOS`."""
+    applied: list[float] = []
+    started: list[float] = []
+    ready: list[float] = []
+    woke: list[float] = []
+    for name, approval in approvals.items():
+        t = time.perf_counter()
+        await approve(operator, [approval])
+        await watch.until([name], watch.applied.get, 120, "applied alone")
+        await watch.until([name], watch.ready.get, 120, "came up alone")
+        await watch.until([name], watch.woke, 120, "ended a wake-up turn alone")
+        if name in watch.crashed:
+            raise BenchFailed(f"{name} crashed: {watch.crashed[name]}")
+        sandbox = spawner.backend.sandbox(name)  # type: ignore[attr-defined]  # the local backend's
+        applied.append(watch.applied[name] - t)
+        started.append(started_to(watch.ready[name], sandbox.pid) / 1000)
+        ready.append(watch.ready[name] - t)
+        woke.append((watch.woke(name) or t) - t)
+    figures = {"approve_to_applied": applied, "sandbox_start_to_harness_ready": started}
+    figures |= {"approve_to_harness_ready": ready, "approve_to_wake_turn_end": woke}
+    return {"agents": len(approvals)} | {key: summary(values, (50, 100)) for key, values in figures.items()}
 
 
 async def storm(operator: Client, watch: Watch, approvals: dict[str, int]) -> tuple[float, dict[str, object]]:
@@ -659,12 +666,12 @@ async def measure(  # type: ignore[no-untyped-def]  # noqa: PLR0917 - one run's 
 ) -> dict[str, object]:
     operator, manager = clients
     names = [f"a{i}" for i in range(agents)]
-    for name, recipient in [(SOLO, names[0]), *zip(names, names[1:] + names[:1], strict=True)]:
+    for name, recipient in [*((s, names[0]) for s in SOLOS), *zip(names, names[1:] + names[:1], strict=True)]:
         await asyncio.to_thread(prepare, spawner, name, recipient)
-    approvals = await requested(manager, [SOLO, *names])
+    approvals = await requested(manager, [*SOLOS, *names])
     watch = Watch(spawner)
     await watch.subscribe(nc)
-    single = await solo(operator, watch, spawner, approvals.pop(SOLO))
+    single = await solo(operator, watch, spawner, {name: approvals.pop(name) for name in SOLOS})
 
     phases: dict[str, Phases] = {}
     async with sampled(operator) as phases["before_storm"]:
