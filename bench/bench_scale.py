@@ -15,7 +15,8 @@ agent write to the next one (`a<i>` to `a<i+1>`, the last to `a0`); its spawn co
 storm no longer includes making the repos, ~20 ms of git an agent.) Measured, in this order:
 - agents alone (`solo`: five, one after another): from the operator's approval to the spawn applied
   (`approval_applied`), to its harness's first `turn_state` (ready), and to the end of its wake-up turn (its
-  `TurnStats`); and from its sandbox process's start (the kernel's clock) to ready;
+  `TurnStats`); and from its sandbox process's start (the kernel's clock) to ready, next to a process that only
+  imports the harness, in the same run;
 - the storm: `--agents` more spawns approved at once; from the approvals to each spawn applied, to each agent's
   first `turn_state`, p50/p99, and until all are; until every agent's wake-up turn has ended;
 - the host services during the storm (and the burst): the broker's `depths`, the approver's pending `approvals`
@@ -565,7 +566,18 @@ async def solo(operator: Client, watch: Watch, spawner: Spawner, approvals: dict
         woke.append((watch.woke(name) or t) - t)
     figures = {"approve_to_applied": applied, "sandbox_start_to_harness_ready": started}
     figures |= {"approve_to_harness_ready": ready, "approve_to_wake_turn_end": woke}
+    figures["harness_imports_alone"] = [await imports() for _ in approvals]
     return {"agents": len(approvals)} | {key: summary(values, (50, 100)) for key, values in figures.items()}
+
+
+async def imports() -> float:
+    """The baseline of a start, in the same run: a Python process that only imports the harness, on the host, from
+    its start to its exit (the machine's speed moves both alike)."""
+    t = time.perf_counter()
+    child = await asyncio.create_subprocess_exec(sys.executable, "-I", "-c", "import hive_harness.__main__")
+    if await child.wait() != 0:
+        raise BenchFailed("the harness does not import")
+    return time.perf_counter() - t
 
 
 async def storm(operator: Client, watch: Watch, approvals: dict[str, int]) -> tuple[float, dict[str, object]]:
