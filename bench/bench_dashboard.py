@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import httpx2 as httpx
-from benchhive import BenchFailed, BenchHive, arguments, bench_hive, run, summary
+from benchhive import BenchFailed, BenchHive, EventStream, arguments, bench_hive, run, summary
 from nats.js import JetStreamContext
 from playwright.async_api import expect
 
@@ -49,41 +49,6 @@ async def main(n: int, clients: int) -> dict[str, object]:
             return await measure(n, clients, hive, pg)
         finally:
             pg.stop()
-
-
-class Stream:
-    """One SSE client of `/events`: each `hive` event's sequence, with when it arrived."""
-
-    def __init__(self, client: httpx.AsyncClient, after: int) -> None:
-        self.client = client
-        self.after = after
-        self.arrived: dict[int, float] = {}
-        self.changed = asyncio.Condition()
-        self.ready = asyncio.Event()
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async with self.client.stream("GET", f"/events?after={self.after}") as response:
-            if response.status_code != 200:
-                raise BenchFailed(f"/events answered {response.status_code}: {await response.aread()!r}")
-            fields: dict[str, str] = {}
-            async for line in response.aiter_lines():
-                if line:
-                    name, _, value = line.partition(":")
-                    fields[name] = value.removeprefix(" ")
-                    continue
-                if fields.get("event") == "hello":
-                    self.ready.set()
-                elif fields.get("event") == "hive" and "id" in fields:
-                    async with self.changed:
-                        self.arrived[int(fields["id"])] = time.perf_counter()
-                        self.changed.notify_all()
-                fields = {}
-
-    async def seen(self, seq: int) -> float:
-        async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(lambda: seq in self.arrived), 10)
-        return self.arrived[seq]
 
 
 async def measure(n: int, clients: int, hive: BenchHive, pg: Postgres) -> dict[str, object]:
@@ -156,7 +121,7 @@ async def measure(n: int, clients: int, hive: BenchHive, pg: Postgres) -> dict[s
                 await asyncio.wait_for(raw_changed.wait(), 10)
             return raw_arrived[count - 1]
 
-        async def one_event(i: int, streams_: list[Stream]) -> tuple[float, list[float]]:
+        async def one_event(i: int, streams_: list[EventStream]) -> tuple[float, list[float]]:
             body = events.envelope(
                 "agent_state", names[i % AGENTS], AgentStateChanged(agent=names[i % AGENTS], state="running")
             )
@@ -168,7 +133,7 @@ async def measure(n: int, clients: int, hive: BenchHive, pg: Postgres) -> dict[s
 
         browser_lat = await in_the_browser(url, password, max(50, n // 5), one_event_only(js, names))
 
-        single = Stream(httpx.AsyncClient(base_url=url, cookies=cookies, timeout=None), as_of)
+        single = EventStream(httpx.AsyncClient(base_url=url, cookies=cookies, timeout=None), as_of)
         await asyncio.wait_for(single.ready.wait(), 10)
         raw_lat: list[float] = []
         sse_lat: list[float] = []
@@ -179,7 +144,9 @@ async def measure(n: int, clients: int, hive: BenchHive, pg: Postgres) -> dict[s
         single.task.cancel()
         after = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
 
-        many = [Stream(httpx.AsyncClient(base_url=url, cookies=cookies, timeout=None), after) for _ in range(clients)]
+        many = [
+            EventStream(httpx.AsyncClient(base_url=url, cookies=cookies, timeout=None), after) for _ in range(clients)
+        ]
         await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in many)), 30)
         raw_many: list[float] = []
         sse_many: list[float] = []
@@ -187,9 +154,9 @@ async def measure(n: int, clients: int, hive: BenchHive, pg: Postgres) -> dict[s
             r, seen = await one_event(i, many)
             raw_many.append(r)
             sse_many.extend(seen)
-        for s in many:
-            s.task.cancel()
-        await asyncio.gather(*(s.task for s in [single, *many]), return_exceptions=True)
+        for stream in many:
+            stream.task.cancel()
+        await asyncio.gather(*(stream.task for stream in [single, *many]), return_exceptions=True)
         await login.aclose()
         await manager.close()
     await spawner.close()

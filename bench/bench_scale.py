@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from benchhive import BenchFailed, arguments, bench_hive, run, summary
+from benchhive import BenchFailed, EventStream, arguments, bench_hive, run, summary
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -365,10 +365,7 @@ class Feed:
     def __init__(self, client: httpx.AsyncClient, js: JetStreamContext, after: int) -> None:
         self.client, self.js, self.after = client, js, after
         self.raw: dict[int, float] = {}
-        self.sse: dict[int, float] = {}
-        self.changed = asyncio.Condition()
-        self.ready = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
+        self.sse: EventStream | None = None
 
     async def open(self) -> None:
         await self.js.subscribe(
@@ -379,11 +376,11 @@ class Feed:
             config=js_api.ConsumerConfig(opt_start_seq=self.after + 1),
             cb=self._raw,
         )
-        self.task = asyncio.create_task(self._read())
+        self.sse = EventStream(self.client, self.after)
         try:
-            await asyncio.wait_for(self.ready.wait(), 30)
+            await asyncio.wait_for(self.sse.ready.wait(), 30)
         except TimeoutError:
-            why = self.task.exception() if self.task.done() else "no hello within 30 s"
+            why = self.sse.task.exception() if self.sse.task.done() else "no hello within 30 s"
             raise BenchFailed(f"the dashboard's /events did not open: {why}") from None
 
     async def _raw(self, msg: Msg) -> None:
@@ -392,40 +389,29 @@ class Feed:
         if isinstance(event, dict) and wanted(event, None):
             self.raw[msg.metadata.sequence.stream] = at
 
-    async def _read(self) -> None:
-        async with self.client.stream("GET", f"/events?after={self.after}") as response:
-            if response.status_code != 200:
-                raise BenchFailed(f"/events answered {response.status_code}: {await response.aread()!r}")
-            fields: dict[str, str] = {}
-            async for line in response.aiter_lines():
-                if line:
-                    name, _, value = line.partition(":")
-                    fields[name] = value.removeprefix(" ")
-                    continue
-                if fields.get("event") == "hello":
-                    self.ready.set()
-                elif fields.get("event") == "hive" and "id" in fields:
-                    async with self.changed:
-                        self.sse.setdefault(int(fields["id"]), time.perf_counter())
-                        self.changed.notify_all()
-                fields = {}
+    def _sse(self) -> EventStream:
+        if self.sse is None:
+            raise BenchFailed("the dashboard's /events was not opened")
+        return self.sse
 
     async def caught_up(self, timeout: float = 30) -> None:
         """Until the SSE client has seen every event the consumer has (what it has not after `timeout` is missed)."""
-        async with self.changed:
+        sse = self._sse()
+        async with sse.changed:
             with suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait_for(lambda: self.raw.keys() <= self.sse.keys()), timeout)
+                await asyncio.wait_for(sse.changed.wait_for(lambda: self.raw.keys() <= sse.arrived.keys()), timeout)
 
     def delays(self, start: float, end: float) -> dict[str, object]:
         """From the consumer to the SSE client, for the events the consumer saw between `start` and `end`."""
+        arrived = self._sse().arrived
         seqs = [seq for seq, at in self.raw.items() if start <= at <= end]
-        delays = [self.sse[seq] - self.raw[seq] for seq in seqs if seq in self.sse]
+        delays = [arrived[seq] - self.raw[seq] for seq in seqs if seq in arrived]
         return {"raw_consumer_to_sse_client": summary(delays) if delays else None, "missed": len(seqs) - len(delays)}
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        if self.sse is not None:
+            self.sse.task.cancel()
+            await asyncio.gather(self.sse.task, return_exceptions=True)
         await self.client.aclose()
 
 

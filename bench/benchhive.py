@@ -5,18 +5,21 @@ on the event loop every hive process runs on, printing JSON or failing with the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import uvloop
 
 from hivectl.natsserver import NatsServer
@@ -94,3 +97,39 @@ def bench_hive(tmp: str | None = None) -> Iterator[BenchHive]:
             child.stop()
         hive.server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+class EventStream:
+    """One SSE client of the dashboard's `/events` from HIVE_EVENTS sequence `after`: when each `hive` event first
+    arrived, by its stream sequence (the event's `id:`). `ready` is set by the feed's `hello`."""
+
+    def __init__(self, client: httpx.AsyncClient, after: int) -> None:
+        self.client = client
+        self.after = after
+        self.arrived: dict[int, float] = {}
+        self.changed = asyncio.Condition()
+        self.ready = asyncio.Event()
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async with self.client.stream("GET", f"/events?after={self.after}") as response:
+            if response.status_code != 200:
+                raise BenchFailed(f"/events answered {response.status_code}: {await response.aread()!r}")
+            fields: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if line:
+                    name, _, value = line.partition(":")
+                    fields[name] = value.removeprefix(" ")
+                    continue
+                if fields.get("event") == "hello":
+                    self.ready.set()
+                elif fields.get("event") == "hive" and "id" in fields:
+                    async with self.changed:
+                        self.arrived.setdefault(int(fields["id"]), time.perf_counter())
+                        self.changed.notify_all()
+                fields = {}
+
+    async def seen(self, seq: int) -> float:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: seq in self.arrived), 10)
+        return self.arrived[seq]
