@@ -171,9 +171,10 @@ in
         type = types.ints.between 0 19;
         default = 10;
         description = ''
-          How far below the host's services agents run on the CPU, as a nice value: each container gets the
-          CPUWeight of that share (nice 10 is CPUWeight 11 against a service's 100), so that NATS, the broker and the
-          spawner keep answering while many agents start or run their turns.
+          How far below the host's services agents run on the CPU, as a nice value: machine.slice, where every
+          container runs, gets the CPUWeight of that share against system.slice, where the services run (nice 10
+          is CPUWeight 11 against 100), so that NATS, the broker and the spawner keep answering while many agents
+          start or run their turns. Agents still get all the CPU the services leave.
         '';
       };
       externalInterface = mkOption {
@@ -297,6 +298,12 @@ in
       externalInterface = cfg.agents.externalInterface;
     };
 
+    # nixos-container runs every container in machine.slice, and the hive's services run in system.slice: the two
+    # slices' weights decide who gets the CPU when both want it. 100 / 1.25^nice, the kernel's step between nice
+    # values (systemd's default weight, 100, is nice 0).
+    systemd.slices.machine.sliceConfig.CPUWeight =
+      builtins.elemAt [ 100 80 64 51 41 33 26 21 17 13 11 9 7 5 4 4 3 2 2 1 ] cfg.agents.nice;
+
     systemd.services = {
       # The identities and nats.conf live in the state dir, not the store: the spawner rewrites auth.conf for every
       # agent, and nats-server includes it relative to its own config file (services.nats's JSON config cannot).
@@ -383,7 +390,6 @@ in
           HIVE_NATS_AUTH_DIR = natsDir;
           HIVE_CPU_QUOTA = cfg.agents.cpuQuota;
           HIVE_MEMORY_MAX = cfg.agents.memoryMax;
-          HIVE_AGENT_NICE = toString cfg.agents.nice;
           HIVE_NIX_LIB = toString cfg.nixLib;
           HIVE_NIXOS_FLAKE = cfg.agents.containerFlake;
           HIVE_BOOTSTRAP_MANAGER = "true";

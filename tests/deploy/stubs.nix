@@ -42,6 +42,9 @@ in
     users.groups = option (types.attrsOf (types.submodule { })) { };
     systemd.services = option (types.attrsOf unit) { };
     systemd.tmpfiles.rules = strings;
+    systemd.slices = option (types.attrsOf (types.submodule {
+      options.sliceConfig = option (types.attrsOf (types.oneOf [ types.bool types.int types.str ])) { };
+    })) { };
     services.postgresql = {
       enable = option types.bool false;
       ensureDatabases = strings;

@@ -148,7 +148,9 @@ def test_the_spawner_gets_the_nixos_backend_the_lib_the_limits_and_the_pinned_co
     spawner = evaluated["systemd"]["services"]["hyperhive-spawner"]
     env = spawner["environment"]
     assert env["HIVE_BACKEND"] == "nixos"
-    assert (env["HIVE_CPU_QUOTA"], env["HIVE_MEMORY_MAX"], env["HIVE_AGENT_NICE"]) == ("150%", "2G", "15")
+    assert (env["HIVE_CPU_QUOTA"], env["HIVE_MEMORY_MAX"]) == ("150%", "2G")
+    # nice 15: the containers' slice weighs 4 against the services' 100 (the kernel's 1.25 a step of niceness)
+    assert evaluated["systemd"]["slices"]["machine"]["sliceConfig"]["CPUWeight"] == 4
     assert env["HIVE_DEFAULT_MODEL"] == "claude-opus-4-1"
     assert env["HIVE_NIX_LIB"] == f"{tmp_path}/nixpkgs/lib"
     assert env["HIVE_NIXOS_FLAKE"] == f"path:{tmp_path}/hyperhive-source?dir=deploy/nixos"

@@ -40,7 +40,6 @@ def backend(tmp_path: Path, exits: Exits) -> Iterator[NixosBackend]:
         conf_dir=tmp_path / "conf",
         cpu_quota="150%",
         memory_max="2G",
-        nice=5,
         flake=HIVE_FLAKE,
         on_exit=exits,
     )
@@ -55,10 +54,9 @@ def test_starting_an_agent_creates_limits_and_starts_its_container(
     flake = tmp_path / "containers" / "alice"
     assert calls(standins) == [
         ["nixos-container", "create", "alice", "--flake", f"{flake}#agent"],
-        ["systemctl", "set-property", "--runtime", "container@alice.service", "CPUQuota=150%", "MemoryMax=2G",
-         "CPUWeight=33"],  # nice 5: a third of a host service's share
+        ["systemctl", "set-property", "--runtime", "container@alice.service", "CPUQuota=150%", "MemoryMax=2G"],
         ["nixos-container", "start", "alice"],
-    ]  # fmt: skip
+    ]
     applied = backend.repos.applied("alice")
     assert (flake / "agent.nix").read_text().strip() == git(applied, "show", "HEAD:agent.nix").strip()
     rendered = (flake / "flake.nix").read_text()

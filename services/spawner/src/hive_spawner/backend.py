@@ -46,7 +46,6 @@ def make_backend(
             conf_dir=settings.nixos_conf_dir,
             cpu_quota=settings.cpu_quota,
             memory_max=settings.memory_max,
-            nice=settings.agent_nice,
             flake=settings.nixos_flake,
             on_exit=on_exit,
         )

@@ -114,7 +114,7 @@ def _command_line(proc: Path) -> bytes:
 
 
 def nice_program() -> str:
-    program = shutil.which("nice", path="/usr/bin:/bin")
+    program = shutil.which("nice")  # found as bwrap is: on the spawner's PATH (NixOS has no /usr/bin/nice)
     if program is None:
         raise HiveError(ErrorCode.UNAVAILABLE, "nice is not installed (Debian: coreutils).")
     return program

@@ -72,13 +72,6 @@ def run(*argv: str) -> str:
     return done.stdout
 
 
-def cpu_weight(nice: int) -> int:
-    """The CPUWeight (systemd's 100 is nice 0) that gives a container the share a process of niceness `nice` has:
-    the kernel's weights fall by 1.25 a step of niceness. A container is a unit beside the host's services, whose
-    weights it is weighed against; the niceness of its processes would count only among themselves."""
-    return max(1, round(100 / 1.25**nice))
-
-
 class NixosBackend(AgentDirs):
     def __init__(
         self,
@@ -89,7 +82,6 @@ class NixosBackend(AgentDirs):
         conf_dir: Path = Path("/etc/nixos-containers"),
         cpu_quota: str = "200%",
         memory_max: str = "4G",
-        nice: int = 10,
         system: str = f"{os.uname().machine}-linux",
         flake: str | None = None,
         on_exit: Callable[[str, int | None], None] | None = None,
@@ -102,7 +94,6 @@ class NixosBackend(AgentDirs):
         self.conf_dir = conf_dir
         self.cpu_quota = cpu_quota
         self.memory_max = memory_max
-        self.cpu_weight = cpu_weight(nice)
         self.system = system
         self._on_exit = on_exit
         self._watchers: dict[str, Child] = {}
@@ -205,7 +196,6 @@ class NixosBackend(AgentDirs):
             f"container@{name}.service",
             f"CPUQuota={self.cpu_quota}",
             f"MemoryMax={self.memory_max}",
-            f"CPUWeight={self.cpu_weight}",
         )
         run("nixos-container", "start", name)
         self._stopping.discard(name)

@@ -39,8 +39,8 @@ class SpawnerSettings(HiveSettings):
         10,
         ge=0,
         le=19,
-        description="How far below the host's services every agent runs on the CPU, as a nice value (local: the "
-        "sandbox's niceness, which an agent cannot lower; nixos: the container's CPUWeight of the same share).",
+        description="local: how far below the host's services every agent's sandbox runs on the CPU, as a nice "
+        "value an agent cannot lower (nixos: the NixOS module weighs machine.slice, where containers run, instead).",
     )
     agent_command: list[str] = Field(
         # -I: the harness starts in /state, which the agent writes; without it a planted asyncio.py would run in it.
