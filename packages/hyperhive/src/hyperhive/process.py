@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,9 +16,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from hyperhive.wire.errors import ErrorCode, HiveError
+
 PR_SET_PDEATHSIG = 1
 Echo = Callable[[str, str], None]
 """Where a child's lines go as they come: `echo(name, line)`."""
+
+
+def installed(program: str, package: str) -> str:
+    """Where `program` is on this process's PATH; a sentence naming the Debian `package` that has it when it is not."""
+    found = shutil.which(program)
+    if found is None:
+        raise HiveError(ErrorCode.UNAVAILABLE, f"{program} is not installed (Debian: {package}).")
+    return found
 
 
 def _die_with_parent() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from hyperhive.process import installed
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import AgentPolicy
 
@@ -68,10 +68,7 @@ def _nixpkgs_on_nix_path() -> Path | None:
 
 
 def nix_instantiate() -> str:
-    nix = shutil.which("nix-instantiate")
-    if nix is None:
-        raise HiveError(ErrorCode.UNAVAILABLE, "nix-instantiate is not installed (Debian: nix-bin).")
-    return nix
+    return installed("nix-instantiate", "nix-bin")
 
 
 def run_restricted(expression: str, roots: dict[str, Path], args: dict[str, str] | None = None) -> str:

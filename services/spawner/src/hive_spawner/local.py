@@ -30,7 +30,7 @@ from pathlib import Path
 
 from hive_spawner.dirs import POLICY_IN_SANDBOX, AgentDirs
 from hive_spawner.enter import SYSTEM, VIEW, under_system
-from hyperhive.process import Child
+from hyperhive.process import Child, installed
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.names import MANAGER
 
@@ -113,13 +113,6 @@ def _command_line(proc: Path) -> bytes:
     return b""
 
 
-def nice_program() -> str:
-    program = shutil.which("nice")  # found as bwrap is: on the spawner's PATH (NixOS has no /usr/bin/nice)
-    if program is None:
-        raise HiveError(ErrorCode.UNAVAILABLE, "nice is not installed (Debian: coreutils).")
-    return program
-
-
 class LocalBackend(AgentDirs):
     def __init__(
         self,
@@ -136,9 +129,7 @@ class LocalBackend(AgentDirs):
         self._stopping: set[Child] = set()
 
     def argv(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> list[str]:
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            raise HiveError(ErrorCode.UNAVAILABLE, "bubblewrap is not installed (Debian: bubblewrap).")
+        bwrap = installed("bwrap", "bubblewrap")
         return [
             bwrap, "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--hostname", name, "--die-with-parent", "--new-session", "--disable-userns",
@@ -164,7 +155,7 @@ class LocalBackend(AgentDirs):
             # Below the host's services, so that a storm of agents (a hundred harnesses starting, CLIs running their
             # turns) leaves NATS, the broker and the spawner their CPU. Inherited by everything the agent runs, and
             # never undone from inside: lowering a niceness needs CAP_SYS_NICE of the host's user namespace.
-            argv = [nice_program(), "-n", str(self.nice), *argv]
+            argv = [installed("nice", "coreutils"), "-n", str(self.nice), *argv]
         child = Child(
             name,
             argv,
