@@ -28,7 +28,7 @@ from hive_dashboard.api import Audited
 from hive_dashboard.auth import session_of
 from hive_dashboard.hive import Hive
 from hive_dashboard.store import Store
-from hyperhive import bus
+from hyperhive import bus, runtime
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import HiveError
 from hyperhive.wire.models import PTY_ALIVE_SECONDS, PtyControl, PtyOpen, PtyResize, PtySession
@@ -157,10 +157,7 @@ class Bridge:
         except WebSocketDisconnect:
             pass
         finally:
-            sender.cancel()
-            beating.cancel()
-            if self.asking is not None:
-                self.asking.cancel()
+            await runtime.cancelled(*(t for t in (sender, beating, self.asking) if t is not None))
             for sub in subs:
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
