@@ -108,6 +108,12 @@ SERVICES: dict[str, tuple[str, BaseModel, type[BaseModel]]] = {
 Phases = dict[str, tuple[list[float], list[str]]]  # per service: answered latencies, and why the others were not
 
 
+def stat_of(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name (which may hold spaces): [0] is the state, [1] the parent,
+    [11] and [12] the user and system ticks, [19] the start in ticks since boot. OSError once the process ended."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def descendants() -> set[int]:
     """This process's descendants: the hive's services and sandboxes are, another hive's on the host (a test suite
     alongside) are not."""
@@ -115,7 +121,7 @@ def descendants() -> set[int]:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                children[int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])].append(int(proc.name))
+                children[int(stat_of(proc.name)[1])].append(int(proc.name))
             except OSError:
                 continue  # ended meanwhile
     found, todo = set(), [os.getpid()]
@@ -202,10 +208,10 @@ def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_of(pid)
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        total += int(fields[11]) + int(fields[12])
     return total / TICKS
 
 
@@ -508,7 +514,7 @@ async def dashboard_feed(url: str, state: Path, js: JetStreamContext) -> Feed:
 def started_to(at: float, pid: int) -> float:
     """Milliseconds from the start of process `pid` (the kernel's clock, to its ticks: /proc/<pid>/stat) to `at`, a
     `perf_counter` stamp of this process."""
-    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    ticks = int(stat_of(pid)[19])
     at_boottime = time.clock_gettime(time.CLOCK_BOOTTIME) - (time.perf_counter() - at)
     return (at_boottime - ticks / TICKS) * 1000
 
