@@ -124,6 +124,7 @@ async def test_destroy_keeps_a_tombstone_that_revives_or_purges_and_only_the_man
         assert stopped.state == "stopped"
         started = await manager.call("lifecycle.start", lifecycle, AgentStatus, 30)
         assert started.state == "running"
+        the_spawner.backend.sandbox("bob").wait_for("ready", 30)  # it has written its state (whoami)
         for caller, verb, target, code in [
             (alice, "stop", "bob", ErrorCode.NOT_MANAGER),
             (manager, "restart", "manager", ErrorCode.NOT_ALLOWED),
