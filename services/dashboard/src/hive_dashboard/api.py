@@ -22,6 +22,7 @@ from hive_dashboard.auth import COOKIE, client_of, session_of
 from hive_dashboard.hive import Hive, Snapshot
 from hive_dashboard.password import ACCOUNT, PasswordError, Passwords, check_password, set_password
 from hive_dashboard.store import Store
+from hyperhive.wire import models
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import (
     MAX_ROW_ID,
@@ -130,6 +131,7 @@ class Audited:
 
 
 def build(hive: Hive, store: Store, passwords: Passwords, state_dir: pathlib.Path) -> FastAPI:
+    models.build_all()
     app = FastAPI(
         title="hyperhive dashboard API",
         version="1",

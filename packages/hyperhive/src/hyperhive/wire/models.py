@@ -25,7 +25,23 @@ MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@\[\]-]{0,99}$"  # never an option: i
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    """Built on first use (`defer_build`): an agent's harness uses a dozen of these models, and building all of them
+    was a fifth of its start (docs/PERFORMANCE.md). A process that reads their schemas itself builds them first
+    (`build_all`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
+
+
+def build_all() -> None:
+    """Build every wire model now, those defined elsewhere on top of these included, and no longer defer what is
+    made of them. FastAPI makes a `TypeAdapter` of each route's body and reply, which would defer too, because the
+    model says so, and build later, outside the place where FastAPI silences pydantic's warning about its alias."""
+    models: list[type[BaseModel]] = [WireModel]
+    while models:
+        model = models.pop()
+        model.model_config["defer_build"] = False
+        model.model_rebuild()
+        models += model.__subclasses__()
 
 
 MAX_ROW_ID = 2**63 - 1  # PostgreSQL's bigint: approval and question ids
