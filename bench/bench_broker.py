@@ -252,4 +252,4 @@ if __name__ == "__main__":
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--per-sender", type=int, default=400)
     args = parser.parse_args()
-    run(main(args), args.out)  # the agent clients on the event loop harnesses run on
+    run(main(args), args.out)

@@ -29,6 +29,7 @@ from pathlib import Path
 from benchhive import BenchFailed, arguments, bench_hive, run, summary
 from nats.aio.client import Client
 
+from hive_harness.__main__ import LOOP
 from hive_harness.service import Harness
 from hive_harness.settings import HarnessSettings
 from hive_harness.turn import cli_env, cli_flags
@@ -97,7 +98,7 @@ async def turns(server: NatsServer, root: Path, n: int, calls: int) -> dict[str,
     bob = await connect(server, root / "agents" / "bob.nk", "bob", agent=True)
     state = root / "alice"
     state.mkdir()
-    policy = AgentPolicy(agent="alice", model=MODEL, allowedRecipients=["bob"],  # type: ignore[call-arg]
+    policy = AgentPolicy(agent="alice", model=MODEL, allowedRecipients=["bob"],
                          allowedBash=BashPolicy(allow=["ls *"]))  # fmt: skip
     policy_file = root / "run-hive" / "policy.json"  # where the spawner's read-only bind would be
     policy_file.parent.mkdir()
@@ -138,7 +139,7 @@ async def turns(server: NatsServer, root: Path, n: int, calls: int) -> dict[str,
         def bash(cli_flags: list[str]) -> Callable[[int], Awaitable[float]]:
             async def run(i: int) -> float:
                 session = (state / "session-id").read_text().strip()
-                api.script(*([ToolUse("Bash", {"command": "ls -a"})] for _ in range(calls)), [Text("ok")])
+                api.script(*([ToolUse("Bash", {"command": "ls -a"})] for _ in range(calls)), [Text("ok")])  # type: ignore[arg-type]
                 elapsed = await bare_cli(
                     [str(CLAUDE), "-p", f"list {i}", "--output-format", "stream-json", "--verbose", "--model", MODEL,
                      *cli_flags, "--resume", session], env, state,
@@ -242,7 +243,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await streams.declare(js)
         kv = await js.key_value(subjects.POLICY_BUCKET)
         for name, partner in (("alice", "bob"), ("bob", "alice")):
-            policy = AgentPolicy(agent=name, allowedRecipients=[partner])  # type: ignore[call-arg]
+            policy = AgentPolicy(agent=name, allowedRecipients=[partner])
             await kv.put(name, bus.encode(policy))
         await setup.close()
         hive.service("broker")
@@ -259,4 +260,4 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--calls", type=int, default=10, help="Bash calls per run in the check comparison")
     args = parser.parse_args()
-    run(main(args), args.out)
+    run(main(args), args.out, LOOP)  # the turns run in this process: on the harness's loop

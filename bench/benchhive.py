@@ -1,6 +1,6 @@
 """What the benchmarks share: a nats-server of their own with the hive's identities, hive services started as their
 own processes, as `hivectl up` runs them (all stopped and removed at the end); one percentile; and one way to run,
-on the event loop every hive process runs on, printing JSON or failing with the reason."""
+on the event loop of what is measured, printing JSON or failing with the reason."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-import uvloop
 
 from hivectl.natsserver import NatsServer
 from hyperhive.process import Child, ChildFailed, start_service
+from hyperhive.runtime import LoopFactory, service_loop
 
 
 class BenchFailed(Exception):
@@ -55,11 +55,15 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def run(main: Coroutine[Any, Any, dict[str, object]], out: Path | None = None) -> None:
-    """Run a benchmark on uvloop, as `hyperhive.runtime.run` runs every hive process, and write its JSON result to `out`
-    (stdout without). A benchmark that fails exits non-zero with its reason and writes no result."""
+def run(
+    main: Coroutine[Any, Any, dict[str, object]], out: Path | None = None, loop: LoopFactory = service_loop
+) -> None:
+    """Run a benchmark on `loop` (the services' uvloop, or the harness's loop for what runs in the harness), and
+    write its JSON result to `out` (stdout without). A benchmark that fails exits non-zero with its reason and
+    writes no result."""
     try:
-        result = uvloop.run(main)
+        with asyncio.Runner(loop_factory=loop) as runner:
+            result = runner.run(main)
     except (BenchFailed, ChildFailed) as exc:  # a service that did not start: its last lines say why
         raise SystemExit(f"{Path(sys.argv[0]).name}: failed: {exc}") from None
     text = json.dumps(result, indent=2) + "\n"

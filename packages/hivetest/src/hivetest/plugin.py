@@ -17,7 +17,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-import uvloop
 from nats.aio.client import Client
 
 from hivectl.layout import installed_services
@@ -26,6 +25,7 @@ from hivectl.postgres import Postgres, with_database
 from hivetest.hive import TestHive
 from hyperhive.migrate import migrate_services
 from hyperhive.process import free_port
+from hyperhive.runtime import service_loop
 
 TEMPLATE = "hive_template"
 
@@ -58,8 +58,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Tests run on the event loop the hive's processes run on (`runtime.run`: uvloop)."""
-    return {"uvloop": uvloop.new_event_loop}
+    """Tests run on the event loop the hive's services run on (`runtime.service_loop`: uvloop); the harness's own
+    tests on the harness's (tests/harness/conftest.py)."""
+    return {"uvloop": service_loop}
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
-import uvloop
-
 from hyperhive.backoff import Backoff
 from hyperhive.settings import HiveSettings, SettingsError, load
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -21,11 +19,24 @@ log = logging.getLogger("hyperhive.runtime")
 
 S = TypeVar("S", bound=HiveSettings)
 START_PATIENCE_SECONDS = 120.0
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
-def main(settings_type: type[S], start: Callable[[AsyncExitStack, S, asyncio.Event], Awaitable[object]]) -> None:
+def service_loop() -> asyncio.AbstractEventLoop:
+    """A host service's event loop: uvloop's (libuv), less CPU per NATS message (decision 0007). Imported here, not
+    at the top, so that a process on asyncio's own loop (an agent's harness) never loads it."""
+    import uvloop  # noqa: PLC0415 - see above
+
+    return uvloop.new_event_loop()
+
+
+def main(
+    settings_type: type[S],
+    start: Callable[[AsyncExitStack, S, asyncio.Event], Awaitable[object]],
+    loop: LoopFactory = service_loop,
+) -> None:
     """A service's `__main__`: read its settings (failing with a sentence naming what is missing), log, and run
-    `start` until SIGINT/SIGTERM."""
+    `start` on `loop` until SIGINT/SIGTERM."""
     try:
         settings = load(settings_type)
     except SettingsError as exc:
@@ -55,16 +66,16 @@ def main(settings_type: type[S], start: Callable[[AsyncExitStack, S, asyncio.Eve
             return
 
     try:
-        run(started)
+        run(started, loop)
     except HiveError as exc:  # a dependency is missing at start: one sentence, not a traceback
         raise SystemExit(f"{settings_type.__name__}: cannot start: {exc}") from None
 
 
-def run(main: Callable[[AsyncExitStack, asyncio.Event], Awaitable[None]]) -> None:
-    """Run a service process: `main` enters what it needs into the stack; SIGINT/SIGTERM, or `stop` set by a
-    failed part, unwinds it."""
+def run(main: Callable[[AsyncExitStack, asyncio.Event], Awaitable[None]], loop: LoopFactory = service_loop) -> None:
+    """Run a service process on `loop`: `main` enters what it needs into the stack; SIGINT/SIGTERM, or `stop` set
+    by a failed part, unwinds it."""
 
-    async def runner() -> None:
+    async def until_stopped() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,7 +85,8 @@ def run(main: Callable[[AsyncExitStack, asyncio.Event], Awaitable[None]]) -> Non
             await stop.wait()
             log.info("event=stopping")
 
-    uvloop.run(runner())  # libuv's event loop: the same asyncio, less CPU per NATS message (docs/PERFORMANCE.md)
+    with asyncio.Runner(loop_factory=loop) as runner:
+        runner.run(until_stopped())
 
 
 def background(
