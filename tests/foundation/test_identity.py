@@ -11,8 +11,9 @@ import nats.errors
 import pytest
 
 from hivectl.natsserver import NatsServer
+from hivetest.agents import Agent, Agents
 from hivetest.hive import TestHive
-from hyperhive import bus
+from hyperhive import bus, events
 from hyperhive.identity import Reloads, mint_seed
 from hyperhive.process import SERVICE_READY, Child, free_port
 from hyperhive.settings import HiveSettings
@@ -203,6 +204,44 @@ async def test_a_services_jetstream_requests_ride_out_the_reloads_that_admit_age
         await asyncio.gather(*askers)
     assert failed == []
     assert answered > 30  # the askers asked throughout
+
+
+async def test_an_agents_pulls_and_stored_figures_ride_out_the_reloads_that_admit_others(
+    hive: TestHive, agents: Agents
+) -> None:
+    """The same moments reach into every agent's account: its inbox consumer and HIVE_STATS's capture of its
+    figures are service imports the server re-wires. A pull then found nobody and the harness backed off for 5 s
+    saying the hive was unreachable; a turn's figures, published plainly, were dropped without a word (seen in a
+    100-agent storm: one agent's wake-up turn never reached the stats). Now every pull is answered and every
+    figure is stored."""
+    pulling = [await agents.agent(name, ["manager"]) for name in ("alice", "bob", "carol")]
+    for agent in pulling:
+        await agent.recv()  # its inbox is open
+    failed: list[str] = []
+    stored = 0
+    admitting = True
+
+    async def work(agent: Agent) -> None:
+        nonlocal stored
+        while admitting:
+            try:
+                await agent.inbox.take(wait=0)
+                await events.store(agent.nc, subjects.agent(agent.name, subjects.STATS), b"{}", "turn's figures")
+                stored += 1
+            except Exception as exc:  # what failed is the finding
+                failed.append(f"{agent.name}: {exc!r}")
+
+    workers = [asyncio.create_task(work(agent)) for agent in pulling]
+    try:
+        for i in range(60):
+            hive.server.identities.add_agent(f"w{i}", hive.tmp_path / "agents" / f"w{i}" / "nats.nk")
+            await hive.server.identities.reload(hive.url)
+    finally:
+        admitting = False
+        await asyncio.gather(*workers)
+    assert failed == []
+    js = (await hive.connect(subjects.SPAWNER)).jetstream()
+    assert (await js.stream_info(subjects.STATS_STREAM)).state.messages == stored > 60
 
 
 async def test_a_service_started_before_nats_waits_for_it_instead_of_failing(tmp_path: Path) -> None:

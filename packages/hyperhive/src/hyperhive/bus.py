@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -29,6 +30,7 @@ from nats.micro.service import Service
 from pydantic import BaseModel, ValidationError
 
 from hyperhive import events, runtime, streams
+from hyperhive.backoff import RIDE_OUT_SECONDS, ride_out
 from hyperhive.settings import HiveSettings
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError, first_problem
@@ -46,7 +48,6 @@ S = TypeVar("S", bound=HiveSettings)
 
 
 JS_API = "$JS.API."
-RIDE_OUT_SECONDS = 2.0  # how long a JetStream API request waits out a moment with no responders (a reload's)
 
 
 class HiveClient(Client):
@@ -54,10 +55,7 @@ class HiveClient(Client):
     lost while the connection was down (a restart) would otherwise be waited out to its expiry — minutes for a
     harness's long poll. Whoever holds a pull registers a hook (`on_reconnect`) and issues it again.
 
-    It also rides out the moments in which JetStream's API has no responders. Every reload of auth.conf that adds
-    or removes an agent changes the hive's account, and the server then re-wires that account's JetStream: a request
-    made in that moment finds nobody (measured: about one JetStream API request in ten failed while 40 agents were
-    admitted one reload each). Nobody received such a request, so asking again is safe whatever it asked."""
+    It also rides out the moments of a reload in which JetStream's API has no responders (`backoff.ride_out`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,19 +64,10 @@ class HiveClient(Client):
     async def request(  # type: ignore[override]  # the same parameters, passed on by name
         self, subject: str, payload: bytes = b"", timeout: float = 0.5, **options: Any
     ) -> Msg:
+        ask = functools.partial(super().request, subject, payload, timeout=timeout, **options)
         if not subject.startswith(JS_API):
-            return await super().request(subject, payload, timeout=timeout, **options)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(RIDE_OUT_SECONDS, timeout)
-        pause = 0.01
-        while True:
-            try:
-                return await super().request(subject, payload, timeout=timeout, **options)
-            except nats.errors.NoRespondersError:
-                if loop.time() + pause > deadline:
-                    raise
-            await asyncio.sleep(pause)  # a back-off while the server re-wires the account, not a synchronisation
-            pause = min(pause * 2, 0.2)
+            return await ask()
+        return await ride_out(ask, min(RIDE_OUT_SECONDS, timeout))
 
     async def _on_reconnect(self) -> None:
         log.info("connection=%s event=reconnected", self.options.get("name"))

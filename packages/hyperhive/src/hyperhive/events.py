@@ -16,6 +16,7 @@ The approver's events leave the database with its decisions (its outbox), so it 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ import nats.errors
 from nats.aio.client import Client
 from pydantic import BaseModel
 
+from hyperhive.backoff import ride_out
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
 from hyperhive.wire.models import Event
@@ -53,9 +55,19 @@ async def publish(
     if kind in SENT:
         await nc.publish(where, body)
         return
+    await store(nc, where, body, f"{kind} event")
+
+
+async def store(nc: Client, where: str, body: bytes, what: str) -> int:
+    """Publish `body` on `where`, a subject a stream captures, and wait for the stream to acknowledge it; return its
+    sequence there. What the stream does not acknowledge fails `unavailable`, after riding out a reload's moment
+    with no responders: in that moment a plain publish is dropped without a word (measured: one turn's figures of
+    about a thousand published during 30 admissions)."""
     try:
-        answer = json.loads((await nc.request(where, body, timeout=STORE_TIMEOUT_SECONDS)).data or b"{}")
+        reply = await ride_out(functools.partial(nc.request, where, body, timeout=STORE_TIMEOUT_SECONDS))
+        answer = json.loads(reply.data or b"{}")
     except (nats.errors.Error, ValueError) as exc:
-        raise HiveError(ErrorCode.UNAVAILABLE, f"The {kind} event was not stored: {exc!r}.") from None
+        raise HiveError(ErrorCode.UNAVAILABLE, f"The {what} was not stored: {exc!r}.") from None
     if "seq" not in answer:
-        raise HiveError(ErrorCode.UNAVAILABLE, f"The {kind} event was not stored: {answer.get('error', answer)}.")
+        raise HiveError(ErrorCode.UNAVAILABLE, f"The {what} was not stored: {answer.get('error', answer)}.")
+    return int(answer["seq"])

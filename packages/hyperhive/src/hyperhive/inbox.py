@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -23,6 +24,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from hyperhive import bus, events
+from hyperhive.backoff import ride_out
 from hyperhive.files import read_untrusted, write_atomic
 from hyperhive.wire import subjects
 from hyperhive.wire.errors import ErrorCode, HiveError
@@ -161,33 +163,42 @@ class Inbox:
             if self._replies is None:
                 self._reply_subject = self.nc.new_inbox()
                 self._replies = await self.nc.subscribe(self._reply_subject, cb=self._collect)
-            request: dict[str, object] = {"batch": batch, "no_wait": True}
-            self._got, self._batch = [], batch
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + wait + PULL_GRACE_SECONDS
-            try:
-                while True:
-                    self._done = loop.create_future()
-                    if wait > 0:
-                        left = max(0.0, deadline - PULL_GRACE_SECONDS - loop.time())
-                        request["expires"] = max(int(left * 1e9), 1_000_000)
-                    await self.nc.publish(
-                        f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.owner)}",
-                        json.dumps(request).encode(),
-                        reply=self._reply_subject,
-                    )
-                    try:
-                        status = await asyncio.wait_for(self._done, max(0.0, deadline - loop.time()))
-                    except TimeoutError:
-                        status = None
-                    if status != RECONNECTED:
-                        break
-                    # The server may have lost the pull (a restart): ask again for the time left.
-            finally:
-                self._done = None
-            if status == "503" and not self._got:
-                raise HiveError(ErrorCode.UNAVAILABLE, f"The inbox of {self.owner} is not open; call open() first.")
-            return self._got
+            deadline = asyncio.get_running_loop().time() + wait + PULL_GRACE_SECONDS
+            try:  # no responders (503): no inbox, or its consumer's import being re-wired by a reload for a moment
+                return await ride_out(functools.partial(self._ask, batch, wait, deadline))
+            except nats.errors.NoRespondersError:
+                raise HiveError(
+                    ErrorCode.UNAVAILABLE, f"The inbox of {self.owner} is not open; call open() first."
+                ) from None
+
+    async def _ask(self, batch: int, wait: float, deadline: float) -> list[Msg]:
+        """One pull until `deadline`, asked again for the time left if the connection comes back meanwhile (the
+        server may have lost it: a restart)."""
+        request: dict[str, object] = {"batch": batch, "no_wait": True}
+        self._got, self._batch = [], batch
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._done = loop.create_future()
+                if wait > 0:
+                    left = max(0.0, deadline - PULL_GRACE_SECONDS - loop.time())
+                    request["expires"] = max(int(left * 1e9), 1_000_000)
+                await self.nc.publish(
+                    f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.owner)}",
+                    json.dumps(request).encode(),
+                    reply=self._reply_subject,
+                )
+                try:
+                    status = await asyncio.wait_for(self._done, max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    status = None
+                if status != RECONNECTED:
+                    break
+        finally:
+            self._done = None
+        if status == "503" and not self._got:
+            raise nats.errors.NoRespondersError
+        return self._got
 
     def _reconnected(self) -> None:
         """The connection is back: a pull under way may be lost with the server that held it; end its wait."""

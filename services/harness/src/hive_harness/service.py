@@ -44,10 +44,12 @@ from hyperhive.wire.models import (
     HarnessState,
     Message,
     ModelRequest,
+    NotesCompacted,
     PauseRequest,
     SlotReply,
     SlotRequest,
     TurnState,
+    TurnStats,
     WaitingNotice,
 )
 from hyperhive.wire.names import party
@@ -155,6 +157,16 @@ class Harness:
 
     async def _publish_event(self, kind: str, data: BaseModel | dict[str, Any]) -> None:
         await events.publish(self.nc, kind, data, about=self.agent, by_agent=True)
+
+    async def _record(self, figures: TurnStats | NotesCompacted) -> None:
+        """Store a turn's (or a notes compaction's) figures in HIVE_STATS, acknowledged: the dashboard's totals of
+        turns, tokens and cost are made of them. One the stream cannot take is logged, and the turn goes on."""
+        try:
+            await events.store(
+                self.nc, subjects.agent(self.agent, subjects.STATS), bus.encode(figures), "turn's figures"
+            )
+        except HiveError as exc:
+            log.error("agent=%s outcome=figures_unrecorded kind=%s error=%s", self.agent, figures.kind, exc)
 
     async def heartbeat(self) -> None:
         """Say we are alive every `heartbeat_seconds` (core NATS: a missed beat is news, an old one is not)."""
@@ -404,7 +416,7 @@ class Harness:
             self.files.write("session-id", result.session_id)
         self.turns += 1
         self._last_turn = result.stats.started_at
-        await self.nc.publish(subjects.agent(self.agent, subjects.STATS), bus.encode(result.stats))
+        await self._record(result.stats)
         log.info("agent=%s turn exit=%s tools=%s", self.agent, result.stats.exit_class, result.stats.tool_calls)
         return result
 
@@ -498,5 +510,5 @@ class Harness:
             record.ok,
             (time.monotonic() - t) * 1000,
         )
-        await self.nc.publish(subjects.agent(self.agent, subjects.STATS), bus.encode(record))
+        await self._record(record)
         await self._set("idle", "" if record.ok else f"Notes compaction failed: {record.reason}")
