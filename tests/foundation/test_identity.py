@@ -1,9 +1,11 @@
 """The NATS server's permissions are the security boundary: these run against a real nats-server with our auth."""
 
 import asyncio
+import functools
 import os
 import stat
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
@@ -176,32 +178,39 @@ async def test_agents_admitted_at_once_share_reloads_and_each_is_reachable(authe
         assert (await authed.connect(name)).is_connected
 
 
+async def while_admitting(
+    hive: TestHive, admissions: int, *steps: Callable[[], Awaitable[object]]
+) -> tuple[int, list[str]]:
+    """Run each of `steps` over and over, side by side, while `admissions` agents are admitted, one real reload
+    each; how many runs succeeded, and how each that failed did."""
+    succeeded, failed, admitting = 0, [], True
+
+    async def repeat(step: Callable[[], Awaitable[object]]) -> None:
+        nonlocal succeeded
+        while admitting:
+            try:
+                await step()
+                succeeded += 1
+            except Exception as exc:  # what failed is the finding
+                failed.append(repr(exc))
+
+    running = [asyncio.create_task(repeat(step)) for step in steps]
+    try:
+        for i in range(admissions):
+            hive.server.identities.add_agent(f"w{i}", hive.tmp_path / "agents" / f"w{i}" / "nats.nk")
+            await hive.server.identities.reload(hive.url)
+    finally:
+        admitting = False
+        await asyncio.gather(*running)
+    return succeeded, failed
+
+
 async def test_a_services_jetstream_requests_ride_out_the_reloads_that_admit_agents(authed: TestHive) -> None:
     """Each reload that adds an agent changes the hive's account, and JetStream's API has no responders for a
     moment while the server re-wires it. A service asking JetStream meanwhile (the broker's inbox depths, a spawner's
     KV writes) is answered, not told to try again."""
     broker = (await authed.connect("broker")).jetstream()
-    failed: list[str] = []
-    answered = 0
-    admitting = True
-
-    async def ask() -> None:
-        nonlocal answered
-        while admitting:
-            try:
-                await broker.consumers_info(subjects.INBOX_STREAM)
-                answered += 1
-            except Exception as exc:  # what failed is the finding
-                failed.append(repr(exc))
-
-    askers = [asyncio.create_task(ask()) for _ in range(4)]
-    try:
-        for i in range(30):
-            authed.server.identities.add_agent(f"w{i}", authed.tmp_path / "agents" / f"w{i}" / "nats.nk")
-            await authed.server.identities.reload(authed.url)
-    finally:
-        admitting = False
-        await asyncio.gather(*askers)
+    answered, failed = await while_admitting(authed, 30, *[lambda: broker.consumers_info(subjects.INBOX_STREAM)] * 4)
     assert failed == []
     assert answered > 30  # the askers asked throughout
 
@@ -217,28 +226,12 @@ async def test_an_agents_pulls_and_stored_figures_ride_out_the_reloads_that_admi
     pulling = [await agents.agent(name, ["manager"]) for name in ("alice", "bob", "carol")]
     for agent in pulling:
         await agent.recv()  # its inbox is open
-    failed: list[str] = []
-    stored = 0
-    admitting = True
 
-    async def work(agent: Agent) -> None:
-        nonlocal stored
-        while admitting:
-            try:
-                await agent.inbox.take(wait=0)
-                await events.store(agent.nc, subjects.agent(agent.name, subjects.STATS), b"{}", "turn's figures")
-                stored += 1
-            except Exception as exc:  # what failed is the finding
-                failed.append(f"{agent.name}: {exc!r}")
+    async def turn(agent: Agent) -> None:  # what a harness does around a turn: pull, then store the figures
+        await agent.inbox.take(wait=0)
+        await events.store(agent.nc, subjects.agent(agent.name, subjects.STATS), b"{}", "turn's figures")
 
-    workers = [asyncio.create_task(work(agent)) for agent in pulling]
-    try:
-        for i in range(60):
-            hive.server.identities.add_agent(f"w{i}", hive.tmp_path / "agents" / f"w{i}" / "nats.nk")
-            await hive.server.identities.reload(hive.url)
-    finally:
-        admitting = False
-        await asyncio.gather(*workers)
+    stored, failed = await while_admitting(hive, 60, *[functools.partial(turn, agent) for agent in pulling])
     assert failed == []
     js = (await hive.connect(subjects.SPAWNER)).jetstream()
     assert (await js.stream_info(subjects.STATS_STREAM)).state.messages == stored > 60
