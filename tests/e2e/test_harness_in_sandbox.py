@@ -145,6 +145,37 @@ async def test_with_one_turn_slot_a_second_agent_waits_until_the_first_turn_ends
         assert len(api.requests) == 2
 
 
+async def test_a_turn_cancelled_while_it_waits_for_a_slot_ends_then_and_holds_no_slot(
+    hive: TestHive, spawner_state: Path
+) -> None:
+    """The operator cancels the turn that waits for the one slot: it ends at once, not when a slot frees (it had
+    waited on, up to the holder's whole turn), its CLI never starts, its messages go with its next turn, and its
+    withdrawn ask is not granted a slot when the holder gives its back."""
+    async with AsyncExitStack() as stack:
+        api = stack.enter_context(serve_messages_api())
+        api.script(Hold(120))
+        api.responder = lambda body: [Text("Done.")]
+        settings = real_harness_spawner(hive, spawner_state, api).model_copy(update={"turn_slots": 1})
+        spawner = await start_spawner(stack, settings)
+        await start_broker(stack, broker_settings(hive))
+        watch = await hive.connect("dashboard")
+        states = {name: States(await watch.subscribe(subjects.agent_event(name, "turn_state"))) for name in AB}
+        for i, name in enumerate(AB):
+            await spawner.apply(SpawnerCommand(approval_id=i + 1, action="spawn", agent=name))
+        assert await asyncio.to_thread(api.holding.wait, 60)
+        waiting = await next_of(states, "thinking", "turn slots")
+        holder = next(name for name in AB if name != waiting)
+        await harness_call(hive, waiting, "cancel")
+        cancelled = await states[waiting].until("idle", timeout=60)  # while the holder still holds its slot
+        assert "cancelled" in cancelled.note
+        assert len(api.requests) == 1  # only the holder's CLI ever ran
+        assert spawner.slots.holders == {holder}
+        await harness_call(hive, holder, "cancel")
+        await states[holder].until("idle", timeout=60)
+        assert spawner.slots.holders == set()  # the withdrawn ask was not granted the slot given back
+        assert len(api.requests) == 1
+
+
 AB = ("alice", "bob")
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.client import Client
@@ -55,6 +55,7 @@ from hyperhive.wire.models import (
 from hyperhive.wire.names import party
 
 log = logging.getLogger("hive_harness")
+T = TypeVar("T")
 
 NEEDS_LOGIN = (
     "The claude CLI has no valid Anthropic credential. On the hive's host run `hivectl login` (an API key, or the "
@@ -407,6 +408,9 @@ class Harness:
         self.gate.denied = 0
         self.tools.traffic()  # what came before this turn is not its own
         result = await self._cli(prompt, on_event, messages=len(messages), cancel=self._cancel)
+        if tokens and result.stats.exit_class == "cancelled":  # before the CLI said a word: they go with the next
+            await self.inbox.ack(tokens)  # turn (carried), so they are acknowledged as a started turn's are
+            tokens.clear()
         sent, received = self.tools.traffic()
         received.update(party(m.sender) for m in messages)
         figures = {"inbox_depth": depth, "sent": dict(sent), "received": dict(received), "notes_bytes": self._notes()}
@@ -427,13 +431,19 @@ class Harness:
         with a note. With no spawner to answer (a harness run on its own) the CLI runs without one."""
         where, held, wait = subjects.agent(self.agent, "slot"), False, 0.0
         try:
-            while not held:
+            while not held and not self._cancel.is_set():
                 try:
-                    reply = await bus.call(self.nc, where, SlotRequest(wait_seconds=wait), SlotReply, timeout=wait + 15)
+                    reply = await self._cancellable(
+                        bus.call(self.nc, where, SlotRequest(wait_seconds=wait), SlotReply, timeout=wait + 15)
+                    )
                 except HiveError as exc:
                     if exc.code != ErrorCode.UNAVAILABLE:
                         raise
                     log.info("agent=%s outcome=no_turn_slots reason=%r", self.agent, exc.message)
+                    break
+                if reply is None:  # the operator cancelled the turn while it waited: the ask is withdrawn
+                    with contextlib.suppress(HiveError):
+                        await bus.call(self.nc, where, SlotRequest(release=True), SlotReply, timeout=10)
                     break
                 held = reply.granted
                 if not held and not wait:  # said at once, then waited for in long polls
@@ -445,9 +455,27 @@ class Harness:
                 with contextlib.suppress(HiveError):  # not given back: the spawner takes it back at a stop or crash
                     await bus.call(self.nc, where, SlotRequest(release=True), SlotReply, timeout=10)
 
+    async def _cancellable(self, work: Awaitable[T]) -> T | None:
+        """`work`'s result, or None once the operator cancels the turn first (`work` is then cancelled)."""
+        doing, cancel = asyncio.ensure_future(work), asyncio.ensure_future(self._cancel.wait())
+        try:
+            await asyncio.wait({doing, cancel}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not doing.done():
+                await runtime.cancelled(doing)
+            await runtime.cancelled(cancel)
+        return None if doing.cancelled() else doing.result()
+
     async def _cli(self, prompt: str, on_event: Callable[[dict[str, Any]], Awaitable[None]], **turn: Any) -> TurnResult:
-        """The CLI on the agent's session, with its current model, tools, environment and working dir."""
+        """The CLI on the agent's session, with its current model, tools, environment and working dir; not started
+        for a turn cancelled while it waited for its slot."""
         async with self._slot():
+            if self._cancel.is_set():
+                stats = TurnStats(
+                    agent=self.agent, model=self.model(self.policy()), started_at=datetime.now(UTC),
+                    duration_ms=0, exit_class="cancelled", messages=turn.get("messages", 0),
+                )  # fmt: skip
+                return TurnResult(stats, "Cancelled before the claude CLI started.")
             return await self._cli_now(prompt, on_event, **turn)
 
     async def _cli_now(
