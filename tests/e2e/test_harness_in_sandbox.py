@@ -5,6 +5,7 @@ manager; the harness beats, answers on its harness plane, serves a terminal insi
 import asyncio
 import json
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -12,12 +13,13 @@ from nats.aio.client import Client
 from hive_approver.__main__ import start as start_approver
 from hive_broker.__main__ import start as start_broker
 from hive_spawner.__main__ import start as start_spawner
+from hive_spawner.service import Spawner
 from hivectl.natsserver import NatsServer
 from hivetest.agents import Agents, make_agent, operator_call
 from hivetest.bypasses import FAMILIES
 from hivetest.harness import States, harness_call, plant_everything
 from hivetest.hive import TestHive
-from hivetest.messages_api import Hold, Text, ToolUse, serve_messages_api
+from hivetest.messages_api import Hold, MessagesApi, Text, ToolUse, serve_messages_api
 from hivetest.services import approver_settings, broker_settings, real_harness_spawner
 from hyperhive import bus, runtime
 from hyperhive.wire import subjects
@@ -120,29 +122,45 @@ async def test_in_the_sandbox_no_bash_bypass_runs(
     assert not list(state.glob("planted-ran-*"))
 
 
+@dataclass
+class OneSlot:
+    """Two agents woken at once on a host with one turn slot: the holder's CLI runs (held by the scripted API until
+    cancelled), the waiter's harness says it waits for the slot."""
+
+    spawner: Spawner
+    api: MessagesApi
+    states: dict[str, States]
+    holder: str
+    waiting: str
+
+
+async def one_slot(stack: AsyncExitStack, hive: TestHive, spawner_state: Path) -> OneSlot:
+    api = stack.enter_context(serve_messages_api())
+    api.script(Hold(120))  # whichever turn comes first holds its slot until it is cancelled
+    api.responder = lambda body: [Text("Done.")]
+    settings = real_harness_spawner(hive, spawner_state, api).model_copy(update={"turn_slots": 1})
+    spawner = await start_spawner(stack, settings)
+    await start_broker(stack, broker_settings(hive))
+    watch = await hive.connect("dashboard")
+    states = {name: States(await watch.subscribe(subjects.agent_event(name, "turn_state"))) for name in AB}
+    for i, name in enumerate(AB):
+        await spawner.apply(SpawnerCommand(approval_id=i + 1, action="spawn", agent=name))
+    assert await asyncio.to_thread(api.holding.wait, 60)  # the loop serves the hive meanwhile
+    waiting = await next_of(states, "thinking", "turn slots")
+    holder = next(name for name in AB if name != waiting)
+    return OneSlot(spawner, api, states, holder, waiting)
+
+
 async def test_with_one_turn_slot_a_second_agent_waits_until_the_first_turn_ends(
     hive: TestHive, spawner_state: Path
 ) -> None:
-    """Two agents woken at once on a host with one turn slot: one CLI runs, the other harness says it waits for a
-    slot, and runs once the first turn is over (cancelled here)."""
+    """The waiter runs once the holder's turn is over (cancelled here)."""
     async with AsyncExitStack() as stack:
-        api = stack.enter_context(serve_messages_api())
-        api.script(Hold(120))  # whichever turn comes first holds its slot until it is cancelled
-        api.responder = lambda body: [Text("Done.")]
-        settings = real_harness_spawner(hive, spawner_state, api).model_copy(update={"turn_slots": 1})
-        spawner = await start_spawner(stack, settings)
-        await start_broker(stack, broker_settings(hive))
-        watch = await hive.connect("dashboard")
-        states = {name: States(await watch.subscribe(subjects.agent_event(name, "turn_state"))) for name in AB}
-        for i, name in enumerate(AB):
-            await spawner.apply(SpawnerCommand(approval_id=i + 1, action="spawn", agent=name))
-        assert await asyncio.to_thread(api.holding.wait, 60)  # the loop serves the hive meanwhile
-        waiting = await next_of(states, "thinking", "turn slots")
-        holder = next(name for name in AB if name != waiting)
-        assert len(api.requests) == 1  # the waiter's CLI has not started
-        await harness_call(hive, holder, "cancel")
-        await states[waiting].until("idle", timeout=60)
-        assert len(api.requests) == 2
+        hold = await one_slot(stack, hive, spawner_state)
+        assert len(hold.api.requests) == 1  # the waiter's CLI has not started
+        await harness_call(hive, hold.holder, "cancel")
+        await hold.states[hold.waiting].until("idle", timeout=60)
+        assert len(hold.api.requests) == 2
 
 
 async def test_a_turn_cancelled_while_it_waits_for_a_slot_ends_then_and_holds_no_slot(
@@ -152,28 +170,16 @@ async def test_a_turn_cancelled_while_it_waits_for_a_slot_ends_then_and_holds_no
     waited on, up to the holder's whole turn), its CLI never starts, its messages go with its next turn, and its
     withdrawn ask is not granted a slot when the holder gives its back."""
     async with AsyncExitStack() as stack:
-        api = stack.enter_context(serve_messages_api())
-        api.script(Hold(120))
-        api.responder = lambda body: [Text("Done.")]
-        settings = real_harness_spawner(hive, spawner_state, api).model_copy(update={"turn_slots": 1})
-        spawner = await start_spawner(stack, settings)
-        await start_broker(stack, broker_settings(hive))
-        watch = await hive.connect("dashboard")
-        states = {name: States(await watch.subscribe(subjects.agent_event(name, "turn_state"))) for name in AB}
-        for i, name in enumerate(AB):
-            await spawner.apply(SpawnerCommand(approval_id=i + 1, action="spawn", agent=name))
-        assert await asyncio.to_thread(api.holding.wait, 60)
-        waiting = await next_of(states, "thinking", "turn slots")
-        holder = next(name for name in AB if name != waiting)
-        await harness_call(hive, waiting, "cancel")
-        cancelled = await states[waiting].until("idle", timeout=60)  # while the holder still holds its slot
+        hold = await one_slot(stack, hive, spawner_state)
+        await harness_call(hive, hold.waiting, "cancel")
+        cancelled = await hold.states[hold.waiting].until("idle", timeout=60)  # while the holder holds its slot
         assert "cancelled" in cancelled.note
-        assert len(api.requests) == 1  # only the holder's CLI ever ran
-        assert spawner.slots.holders == {holder}
-        await harness_call(hive, holder, "cancel")
-        await states[holder].until("idle", timeout=60)
-        assert spawner.slots.holders == set()  # the withdrawn ask was not granted the slot given back
-        assert len(api.requests) == 1
+        assert len(hold.api.requests) == 1  # only the holder's CLI ever ran
+        assert hold.spawner.slots.holders == {hold.holder}
+        await harness_call(hive, hold.holder, "cancel")
+        await hold.states[hold.holder].until("idle", timeout=60)
+        assert hold.spawner.slots.holders == set()  # the withdrawn ask was not granted the slot given back
+        assert len(hold.api.requests) == 1
 
 
 AB = ("alice", "bob")
