@@ -3,15 +3,11 @@ services' uvloop: what is tested is what runs."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import pytest
 
 from hive_harness.__main__ import LOOP
+from hyperhive.runtime import LoopFactory
 
 
-def pytest_asyncio_loop_factories(
-    config: pytest.Config, item: pytest.Item
-) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, LoopFactory]:
     return {"asyncio": LOOP}

@@ -12,7 +12,7 @@ import itertools
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -25,7 +25,7 @@ from hivectl.postgres import Postgres, with_database
 from hivetest.hive import TestHive
 from hyperhive.migrate import migrate_services
 from hyperhive.process import free_port
-from hyperhive.runtime import service_loop
+from hyperhive.runtime import LoopFactory, service_loop
 
 TEMPLATE = "hive_template"
 
@@ -55,9 +55,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
-def pytest_asyncio_loop_factories(
-    config: pytest.Config, item: pytest.Item
-) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, LoopFactory]:
     """Tests run on the event loop the hive's services run on (`runtime.service_loop`: uvloop); the harness's own
     tests on the harness's (tests/harness/conftest.py)."""
     return {"uvloop": service_loop}

@@ -429,7 +429,7 @@ class Harness:
         """One of the host's turn slots (the spawner's `hive.agent.<name>.slot`) for as long as the CLI runs: so a
         hundred agents woken at once take turns instead of holding ~200 MiB each together. Waited for in `thinking`,
         with a note. With no spawner to answer (a harness run on its own) the CLI runs without one."""
-        where, held, wait = subjects.agent(self.agent, "slot"), False, 0.0
+        where, held, withdrawn, wait = subjects.agent(self.agent, "slot"), False, False, 0.0
         try:
             while not held and not self._cancel.is_set():
                 try:
@@ -441,9 +441,8 @@ class Harness:
                         raise
                     log.info("agent=%s outcome=no_turn_slots reason=%r", self.agent, exc.message)
                     break
-                if reply is None:  # the operator cancelled the turn while it waited: the ask is withdrawn
-                    with contextlib.suppress(HiveError):
-                        await bus.call(self.nc, where, SlotRequest(release=True), SlotReply, timeout=10)
+                if reply is None:  # the operator cancelled the turn while it waited
+                    withdrawn = True
                     break
                 held = reply.granted
                 if not held and not wait:  # said at once, then waited for in long polls
@@ -451,7 +450,7 @@ class Harness:
                 wait = 60.0
             yield
         finally:
-            if held:
+            if held or withdrawn:  # a give-back frees the slot held, or withdraws the ask still waiting
                 with contextlib.suppress(HiveError):  # not given back: the spawner takes it back at a stop or crash
                     await bus.call(self.nc, where, SlotRequest(release=True), SlotReply, timeout=10)
 

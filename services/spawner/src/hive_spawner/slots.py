@@ -24,9 +24,12 @@ class Slots:
             if agent in self.holders:
                 return True
             self._withdrawn.discard(agent)  # a give-back from before this ask withdraws nothing of it
-            free = lambda: agent in self._withdrawn or len(self.holders) < self.limit  # noqa: E731
+
+            def decided() -> bool:  # a slot is free, or the ask was withdrawn
+                return agent in self._withdrawn or len(self.holders) < self.limit
+
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(free), wait)
+                await asyncio.wait_for(self._changed.wait_for(decided), wait)
             if agent in self._withdrawn or len(self.holders) >= self.limit:
                 self._withdrawn.discard(agent)
                 return False
